@@ -1,0 +1,5 @@
+import sys
+
+from keyward.cli.main import main
+
+sys.exit(main())

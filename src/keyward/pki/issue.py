@@ -1,0 +1,258 @@
+"""Building and signing certificates with any ``cryptography`` private key.
+
+The CA key is only ever asked to ``sign()``: in production it is a token-backed key whose signature is
+computed inside the PKCS#11 token, in tests an in-memory key. Nothing here reads key material.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from keyward.pki.errors import IssuerError, RequestError
+from keyward.pki.keys import check_request_key, signature_hash
+from keyward.pki.names import subject_from_spec
+from keyward.pki.pem import load_pem_chain, pem_chain
+from keyward.pki.profile import IssuerPolicy, RequestProfile, check_profile
+from keyward.pki.usages import Usages
+
+__all__ = [
+    "CLOCK_SKEW",
+    "CertificateAuthority",
+    "IssuedCertificate",
+    "certificate_matches_key",
+    "issue_certificate",
+    "load_pem_chain",
+    "pem_chain",
+    "self_signed_ca",
+    "signature_hash",
+    "subject_from_spec",
+]
+
+#: notBefore is set this far in the past, so that clients with a slow clock accept a fresh certificate.
+CLOCK_SKEW = timedelta(minutes=5)
+
+#: The subjectAltName kinds copied from a request; others (otherName, directoryName, ...) are dropped.
+_COPIED_NAMES = (x509.DNSName, x509.IPAddress, x509.UniformResourceIdentifier, x509.RFC822Name)
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """A CA certificate and the key that signs for it (possibly living in a token)."""
+
+    certificate: x509.Certificate
+    key: CertificateIssuerPrivateKeyTypes  # signs; may live in a token
+    chain: tuple[x509.Certificate, ...] = ()  # intermediates above certificate, if any
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    """A freshly issued certificate with the CA certificates above it."""
+
+    certificate: x509.Certificate
+    ca_certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...] = ()
+
+    def leaf_pem(self) -> bytes:
+        """The issued certificate alone."""
+        return self.certificate.public_bytes(Encoding.PEM)
+
+    def chain_pem(self) -> bytes:
+        """Leaf, then the issuing CA, then any certificates above it: cert-manager's status.certificate."""
+        return pem_chain((self.certificate, self.ca_certificate, *self.chain))
+
+    def ca_pem(self) -> bytes:
+        """The top-most CA certificate we know (the issuing CA when it has no chain): status.ca."""
+        return (self.chain[-1] if self.chain else self.ca_certificate).public_bytes(Encoding.PEM)
+
+
+def _utc_now(now: datetime | None) -> datetime:
+    """``now`` in UTC, whole seconds (X.509 times have no fractions); naive datetimes are taken as UTC."""
+    moment = datetime.now(UTC) if now is None else now
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
+    return public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def certificate_matches_key(certificate: x509.Certificate, public_key: CertificatePublicKeyTypes) -> bool:
+    """Whether ``certificate`` certifies ``public_key`` (compared as SubjectPublicKeyInfo)."""
+    return _spki(certificate.public_key()) == _spki(public_key)
+
+
+def _authority_key_identifier(ca: CertificateAuthority) -> x509.AuthorityKeyIdentifier:
+    """From the CA certificate's subjectKeyIdentifier, so chains link even if the CA used another method."""
+    try:
+        ski = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def _requested_names(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
+    try:
+        requested = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [name for name in requested if isinstance(name, _COPIED_NAMES)]
+
+
+def _basic_constraints(is_ca: bool, ca_certificate: x509.Certificate) -> x509.BasicConstraints:
+    """CA:false, or for an allowed sub-CA CA:true with a path length that keeps the chain valid."""
+    if not is_ca:
+        return x509.BasicConstraints(ca=False, path_length=None)
+    try:
+        limit = ca_certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+    except x509.ExtensionNotFound:
+        limit = None
+    if limit == 0:
+        raise RequestError(
+            "the request asks for a CA certificate (isCA) but the issuing CA's path length "
+            "constraint is 0, so no certificate it signs can be a CA; drop isCA"
+        )
+    return x509.BasicConstraints(ca=True, path_length=None if limit is None else limit - 1)
+
+
+def _validity(
+    now: datetime, duration: timedelta, ca: x509.Certificate, policy: IssuerPolicy
+) -> tuple[datetime, datetime]:
+    """notBefore = now - CLOCK_SKEW (never before the CA's); notAfter = now + duration, capped at the CA's."""
+    ca_not_after = ca.not_valid_after_utc
+    if ca_not_after - now < policy.min_duration:
+        raise IssuerError(
+            f"the CA certificate expires at {ca_not_after:%Y-%m-%dT%H:%M:%SZ}, too soon to "
+            "issue certificates; rotate the CA (create a new issuer)"
+        )
+    return max(now - CLOCK_SKEW, ca.not_valid_before_utc), min(now + duration, ca_not_after)
+
+
+def _add_usages(builder: x509.CertificateBuilder, usages: Usages) -> x509.CertificateBuilder:
+    if usages.key_usage is not None:
+        builder = builder.add_extension(usages.key_usage, critical=True)
+    if usages.extended:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages.extended)), critical=False)
+    return builder
+
+
+def _sign(builder: x509.CertificateBuilder, key: CertificateIssuerPrivateKeyTypes) -> x509.Certificate:
+    """Sign with the hash cert-manager would choose for this key (None for EdDSA)."""
+    algorithm = signature_hash(key)
+    if isinstance(algorithm, hashes.SHA256 | hashes.SHA384 | hashes.SHA512):
+        return builder.sign(key, algorithm)
+    return builder.sign(key, None)
+
+
+def issue_certificate(
+    csr: x509.CertificateSigningRequest,
+    profile: RequestProfile,
+    ca: CertificateAuthority,
+    policy: IssuerPolicy,
+    *,
+    now: datetime | None = None,
+) -> IssuedCertificate:
+    """Sign a certificate for a checked CSR (see ``load_csr``) as ``profile`` asks, within ``policy``.
+
+    Only the subject and the subjectAltNames of kinds DNS, IP, URI and email are taken from the CSR; every
+    other extension it requests (basicConstraints, keyUsage, ...) is ignored, because what the certificate
+    may do is decided by the profile and the issuer, not by whoever wrote the CSR. The subjectAltName is
+    critical when the subject is empty (RFC 5280 §4.2.1.6).
+
+    ``RequestError``: the request cannot be honoured. ``IssuerError``: the CA cannot issue (expiring,
+    key and certificate mismatched, or the key produced a signature that does not verify).
+    """
+    moment = _utc_now(now)
+    duration, usages = check_profile(profile, policy)
+    public_key = csr.public_key()
+    check_request_key(public_key)
+    if not csr.is_signature_valid:  # load_csr checked this already; callers may have skipped it
+        raise RequestError(
+            "the request's signature does not verify (no proof of possession of the private key)"
+        )
+    names = _requested_names(csr)
+    if len(csr.subject) == 0 and not names:
+        raise RequestError(
+            "the request has neither a subject nor subject alternative names (DNS, IP, URI or "
+            "email); add a commonName or dnsNames to the request"
+        )
+    if not certificate_matches_key(ca.certificate, ca.key.public_key()):
+        raise IssuerError(
+            "the CA certificate does not match the CA key; the issuer's key material is inconsistent"
+        )
+    not_before, not_after = _validity(moment, duration, ca.certificate, policy)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca.certificate.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(_basic_constraints(profile.is_ca, ca.certificate), critical=True)
+    )
+    builder = _add_usages(builder, usages)
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=len(csr.subject) == 0)
+    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    builder = builder.add_extension(_authority_key_identifier(ca), critical=False)
+    certificate = _sign(builder, ca.key)
+    try:
+        certificate.verify_directly_issued_by(ca.certificate)
+    except (InvalidSignature, ValueError, TypeError) as exc:
+        raise IssuerError(
+            f"the CA key produced a certificate that does not verify against the CA "
+            f"certificate ({type(exc).__name__}); check the key store"
+        ) from None
+    return IssuedCertificate(certificate=certificate, ca_certificate=ca.certificate, chain=ca.chain)
+
+
+def self_signed_ca(
+    key: CertificateIssuerPrivateKeyTypes,
+    subject: x509.Name,
+    duration: timedelta,
+    *,
+    now: datetime | None = None,
+) -> x509.Certificate:
+    """A self-signed root CA certificate for ``key``, valid from now - CLOCK_SKEW to now + duration."""
+    if duration <= timedelta(0):
+        raise ValueError("the CA duration must be positive")
+    moment = _utc_now(now)
+    public_key = key.public_key()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(moment - CLOCK_SKEW)
+        .not_valid_after(moment + duration)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False)
+    )
+    return _sign(builder, key)

@@ -1,0 +1,69 @@
+"""Which keys we accept in requests, and which hash a CA key signs with."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificateIssuerPublicKeyTypes,
+    CertificatePublicKeyTypes,
+)
+
+from keyward.pki.errors import RequestError
+
+SigningKey: TypeAlias = CertificateIssuerPrivateKeyTypes | CertificateIssuerPublicKeyTypes
+
+MIN_RSA_BITS = 2048
+ALLOWED_CURVES: tuple[type[ec.EllipticCurve], ...] = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+_ALLOWED = "RSA of at least 2048 bits, ECDSA P-256/P-384/P-521 or Ed25519"
+
+
+def describe_key(public_key: CertificatePublicKeyTypes) -> str:
+    """A short human name for a key, for messages: "RSA-2048", "ECDSA secp256r1", "Ed25519"."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return f"RSA-{public_key.key_size}"
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return f"ECDSA {public_key.curve.name}"
+    if isinstance(public_key, dsa.DSAPublicKey):
+        return f"DSA-{public_key.key_size}"
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    if isinstance(public_key, ed448.Ed448PublicKey):
+        return "Ed448"
+    return type(public_key).__name__
+
+
+def check_request_key(public_key: CertificatePublicKeyTypes) -> None:
+    """Refuse keys too weak or too exotic to certify, with a ``RequestError`` naming the key."""
+    if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size >= MIN_RSA_BITS:
+        return
+    if isinstance(public_key, ec.EllipticCurvePublicKey) and isinstance(public_key.curve, ALLOWED_CURVES):
+        return
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return
+    raise RequestError(
+        f"the request's key is {describe_key(public_key)}, which this issuer does not certify; use {_ALLOWED}"
+    )
+
+
+def signature_hash(key: SigningKey) -> hashes.HashAlgorithm | None:
+    """The hash a CA key signs with, following cert-manager: RSA below 3072 bits SHA-256, below 4096
+    SHA-384, else SHA-512; ECDSA by curve size (P-256 SHA-256, P-384 SHA-384, P-521 SHA-512); Ed25519 and
+    Ed448 None (they hash internally). Accepts the private or the public key.
+    """
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        if key.key_size < 3072:
+            return hashes.SHA256()
+        return hashes.SHA384() if key.key_size < 4096 else hashes.SHA512()
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        if key.curve.key_size <= 256:
+            return hashes.SHA256()
+        return hashes.SHA384() if key.curve.key_size <= 384 else hashes.SHA512()
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
+        return None
+    if isinstance(key, ed448.Ed448PrivateKey | ed448.Ed448PublicKey):
+        return None
+    raise TypeError(f"cannot sign certificates with a {type(key).__name__}; use an RSA, ECDSA or EdDSA key")

@@ -1,0 +1,455 @@
+"""The HTTP face of the sandbox API server: kube-apiserver's URL layout on aiohttp.
+
+``/api/v1/...`` and ``/apis/<group>/<version>/...`` are parsed into (view, namespace, name,
+subresource) and dispatched to the verbs in ``operations``; everything that fails becomes a
+``Status`` body with the matching HTTP code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from keyward.sandbox.apiserver import discovery
+from keyward.sandbox.apiserver import errors as err
+from keyward.sandbox.apiserver.operations import Cluster, WriteResult
+from keyward.sandbox.apiserver.patch import APPLY, PATCH_TYPES
+from keyward.sandbox.apiserver.protobuf import PROTOBUF, decode_body
+from keyward.sandbox.apiserver.resources import View
+from keyward.sandbox.apiserver.selectors import ObjectFilter, parse_field_selector, parse_label_selector
+from keyward.sandbox.apiserver.tables import table
+from keyward.sandbox.apiserver.watch import Watcher, serve_watch
+
+logger = logging.getLogger(__name__)
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request size limit
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class ServerState:
+    cluster: Cluster
+    address: str = ""
+    bookmark_interval: float = 5.0
+    requests: int = 0
+    writes: int = 0
+    watchers: set[Watcher] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Target:
+    view: View
+    namespace: str
+    name: str | None
+    subresource: str
+    watch_path: bool  # the deprecated /watch/ URL prefix
+
+
+def _json(body: Any, status: int = 200, warnings: Sequence[str] = ()) -> web.Response:
+    response = web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(), status=status, content_type="application/json"
+    )
+    for warning in warnings:
+        response.headers.add("Warning", '299 - "' + warning.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return response
+
+
+def _status(error: err.ApiError) -> web.Response:
+    return _json(error.status(), error.code)
+
+
+def build_app(state: ServerState) -> web.Application:
+    @web.middleware
+    async def kube_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        state.requests += 1
+        if request.method in WRITE_METHODS:
+            state.writes += 1
+        try:
+            return await handler(request)
+        except err.ApiError as error:
+            return _status(error)
+        except web.HTTPNotFound:
+            return _status(err.path_not_found())
+        except web.HTTPMethodNotAllowed:
+            return _status(err.method_not_allowed(request.method))
+        except web.HTTPException:
+            raise
+        except ConnectionResetError:
+            raise
+        except Exception:
+            logger.exception("sandbox API server failed on %s %s", request.method, request.path)
+            return _status(
+                err.ApiError(
+                    500, "InternalError", "an internal error occurred in the sandbox API server; see its log"
+                )
+            )
+
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[kube_errors])
+    routes = _Routes(state)
+    slash = "{_slash:/?}"  # kube-apiserver answers with or without a trailing slash; kr8s sends one
+    for path in ("/healthz", "/livez", "/readyz"):
+        app.router.add_get(path + slash, routes.healthy)
+        app.router.add_get(path + "/{check:.+}", routes.healthy)
+    app.router.add_get("/version" + slash, routes.version)
+    app.router.add_get("/api" + slash, routes.api)
+    app.router.add_get("/apis" + slash, routes.apis)
+    app.router.add_get("/openapi/v3" + slash, routes.openapi_index)
+    app.router.add_get("/openapi/v3/{path:.+}", routes.openapi_document)
+    app.router.add_get("/api/{version}" + slash, routes.core_resources)
+    app.router.add_route("*", "/api/{version}/{tail:.+}", routes.core_request)
+    app.router.add_get("/apis/{group}" + slash, routes.group)
+    app.router.add_get("/apis/{group}/{version}" + slash, routes.group_resources)
+    app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", routes.group_request)
+    return app
+
+
+class _Routes:
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.cluster = state.cluster
+        self.registry = state.cluster.registry
+
+    # -- discovery ---------------------------------------------------------------------------
+
+    async def healthy(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def version(self, request: web.Request) -> web.Response:
+        return _json(discovery.KUBE_VERSION)
+
+    async def api(self, request: web.Request) -> web.Response:
+        return _json(discovery.api_versions(self.state.address))
+
+    async def apis(self, request: web.Request) -> web.Response:
+        return _json(discovery.api_group_list(self.registry))
+
+    async def group(self, request: web.Request) -> web.Response:
+        return _json(_found(discovery.api_group(self.registry, request.match_info["group"])))
+
+    async def core_resources(self, request: web.Request) -> web.Response:
+        return _json(_found(discovery.resource_list(self.registry, "", request.match_info["version"])))
+
+    async def group_resources(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        return _json(_found(discovery.resource_list(self.registry, info["group"], info["version"])))
+
+    async def openapi_index(self, request: web.Request) -> web.Response:
+        return _json(discovery.openapi_v3_index(self.registry))
+
+    async def openapi_document(self, request: web.Request) -> web.Response:
+        return _json(_found(discovery.openapi_v3_document(self.registry, request.match_info["path"])))
+
+    # -- resources ---------------------------------------------------------------------------
+
+    async def core_request(self, request: web.Request) -> web.StreamResponse:
+        return await self._resource(request, "", request.match_info["version"], request.match_info["tail"])
+
+    async def group_request(self, request: web.Request) -> web.StreamResponse:
+        info = request.match_info
+        return await self._resource(request, info["group"], info["version"], info["tail"])
+
+    def _target(self, group: str, version: str, tail: str) -> Target:
+        segments = [s for s in tail.split("/") if s]
+        watch_path = bool(segments) and segments[0] == "watch"
+        if watch_path:
+            segments = segments[1:]
+        namespace = ""
+        if (
+            len(segments) >= 3
+            and segments[0] == "namespaces"
+            and self.registry.namespaced_plural(group, version, segments[2])
+        ):
+            namespace, segments = segments[1], segments[2:]
+        if not segments or len(segments) > 3:
+            raise err.path_not_found()
+        view = self.registry.view(group, version, segments[0])
+        if view is None:
+            raise err.path_not_found()
+        name = segments[1] if len(segments) > 1 else None
+        subresource = segments[2] if len(segments) > 2 else ""
+        if view.resource.namespaced and name is not None and not namespace:
+            raise err.path_not_found()
+        if subresource and subresource not in view.spec.subresources:
+            raise err.path_not_found()
+        return Target(view, namespace, name, subresource, watch_path)
+
+    async def _resource(
+        self, request: web.Request, group: str, version: str, tail: str
+    ) -> web.StreamResponse:
+        target = self._target(group, version, tail)
+        method = request.method
+        query = request.query
+        watching = target.watch_path or query.get("watch") in ("true", "1")
+        if target.name is None:
+            if method == "GET":
+                return await self._watch(request, target) if watching else self._list(request, target)
+            if method == "POST" and (target.namespace or not target.view.resource.namespaced):
+                return self._create(target, await _body(request), query)
+            if method == "DELETE":
+                return self._delete_collection(request, target, await _delete_options(request))
+        elif method == "GET":
+            return await self._watch(request, target) if watching else self._get(request, target)
+        elif method == "PUT":
+            return self._replace(target, await _body(request), query)
+        elif method == "PATCH":
+            return self._patch(request, target, await _body(request))
+        elif method == "DELETE" and not target.subresource:
+            return self._delete(target, await _delete_options(request))
+        raise err.method_not_allowed(method)
+
+    def _selection(self, request: web.Request, target: Target) -> ObjectFilter:
+        query = request.query
+        labels = parse_label_selector(query["labelSelector"]) if query.get("labelSelector") else None
+        fields = query.get("fieldSelector")
+        if target.name is not None:
+            fields = ",".join(f for f in (fields, f"metadata.name={target.name}") if f)
+        parsed = parse_field_selector(fields, target.view.spec.field_labels) if fields else None
+        namespace = target.namespace if target.view.resource.namespaced and target.namespace else None
+        return ObjectFilter(namespace, labels, parsed)
+
+    def _get(self, request: web.Request, target: Target) -> web.Response:
+        assert target.name is not None
+        obj = target.view.from_storage(self.cluster.get(target.view, target.namespace, target.name))
+        table_version = _table_version(request)
+        if table_version:
+            return _json(
+                table(
+                    target.view,
+                    [obj],
+                    resource_version=obj["metadata"].get("resourceVersion", ""),
+                    include_object=request.query.get("includeObject", "Metadata"),
+                    api_version=table_version,
+                )
+            )
+        return _json(obj)
+
+    def _list(self, request: web.Request, target: Target) -> web.Response:
+        view = target.view
+        page = self.cluster.list_page(
+            view,
+            self._selection(request, target),
+            _int(request.query, "limit"),
+            request.query.get("continue", ""),
+        )
+        items = [view.from_storage(obj) for obj in page.items]
+        table_version = _table_version(request)
+        if table_version:
+            return _json(
+                table(
+                    view,
+                    items,
+                    resource_version=page.resource_version,
+                    continue_token=page.continue_token,
+                    include_object=request.query.get("includeObject", "Metadata"),
+                    api_version=table_version,
+                )
+            )
+        metadata: dict[str, Any] = {"resourceVersion": page.resource_version}
+        if page.continue_token:
+            metadata["continue"] = page.continue_token
+            metadata["remainingItemCount"] = page.remaining
+        return _json(
+            {
+                "kind": view.resource.list_kind,
+                "apiVersion": view.api_version,
+                "metadata": metadata,
+                "items": items,
+            }
+        )
+
+    async def _watch(self, request: web.Request, target: Target) -> web.StreamResponse:
+        query = request.query
+        rv = query.get("resourceVersion", "")
+        if rv and not rv.isdigit():
+            raise err.bad_request(f"resourceVersion: Invalid value: {rv!r}: must be a non-negative integer")
+        timeout = _int(query, "timeoutSeconds")
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        table_version = _table_version(request)
+        view = target.view
+        render = None
+        if table_version:
+
+            def render(obj: dict[str, Any]) -> dict[str, Any]:
+                return table(
+                    view,
+                    [obj],
+                    resource_version=obj["metadata"].get("resourceVersion", ""),
+                    api_version=table_version,
+                )
+
+        return await serve_watch(
+            request,
+            self.cluster,
+            view,
+            self._selection(request, target),
+            resource_version=rv,
+            send_initial=query.get("sendInitialEvents", ""),
+            lifetime=float(timeout) if timeout else None,
+            bookmark_interval=self.state.bookmark_interval if bookmarks else None,
+            render=render,
+            watchers=self.state.watchers,
+        )
+
+    def _written(self, target: Target, result: WriteResult) -> web.Response:
+        return _json(target.view.from_storage(result.obj), 201 if result.created else 200, result.warnings)
+
+    def _create(self, target: Target, body: Any, query: Any) -> web.Response:
+        return self._written(
+            target,
+            self.cluster.create(
+                target.view,
+                target.namespace,
+                body,
+                dry_run=_dry_run(query),
+                field_validation=_validation(query),
+            ),
+        )
+
+    def _replace(self, target: Target, body: Any, query: Any) -> web.Response:
+        assert target.name is not None
+        return self._written(
+            target,
+            self.cluster.replace(
+                target.view,
+                target.namespace,
+                target.name,
+                body,
+                target.subresource,
+                dry_run=_dry_run(query),
+                field_validation=_validation(query),
+            ),
+        )
+
+    def _patch(self, request: web.Request, target: Target, body: Any) -> web.Response:
+        assert target.name is not None
+        if request.content_type not in PATCH_TYPES:
+            raise err.unsupported_media_type(request.content_type, list(PATCH_TYPES))
+        return self._written(
+            target,
+            self.cluster.patch(
+                target.view,
+                target.namespace,
+                target.name,
+                request.content_type,
+                body,
+                target.subresource,
+                dry_run=_dry_run(request.query),
+                field_validation=_validation(request.query),
+            ),
+        )
+
+    def _delete(self, target: Target, options: dict[str, Any]) -> web.Response:
+        assert target.name is not None
+        view = target.view
+        obj, gone = self.cluster.delete(
+            view, target.namespace, target.name, options, dry_run=options.get("dryRun") == ["All"]
+        )
+        if not gone:
+            return _json(view.from_storage(obj))
+        details = {"name": target.name, "kind": view.resource.plural, "uid": obj["metadata"]["uid"]}
+        if view.resource.group:
+            details["group"] = view.resource.group
+        return _json(
+            {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+        )
+
+    def _delete_collection(
+        self, request: web.Request, target: Target, options: dict[str, Any]
+    ) -> web.Response:
+        view = target.view
+        deleted = []
+        for obj in list(self.cluster.matching(view, self._selection(request, target))):
+            result, _ = self.cluster.delete(
+                view,
+                obj["metadata"].get("namespace", ""),
+                obj["metadata"]["name"],
+                options,
+                dry_run=options.get("dryRun") == ["All"],
+            )
+            deleted.append(view.from_storage(result))
+        return _json(
+            {
+                "kind": view.resource.list_kind,
+                "apiVersion": view.api_version,
+                "metadata": {"resourceVersion": str(self.cluster.store.rv)},
+                "items": deleted,
+            }
+        )
+
+
+def _found(body: dict[str, Any] | None) -> dict[str, Any]:
+    if body is None:
+        raise err.path_not_found()
+    return body
+
+
+def _int(query: Any, key: str) -> int:
+    value = query.get(key, "")
+    if not value:
+        return 0
+    try:
+        return max(0, int(value))
+    except ValueError:
+        raise err.bad_request(f"{key}: Invalid value: {value!r}: must be an integer") from None
+
+
+def _dry_run(query: Any) -> bool:
+    return "All" in query.getall("dryRun", [])
+
+
+def _validation(query: Any) -> str:
+    value = query.get("fieldValidation") or "Warn"
+    if value not in ("Strict", "Warn", "Ignore"):
+        raise err.bad_request(
+            f'fieldValidation: Unsupported value: {value!r}: supported values: "Ignore", "Strict", "Warn"'
+        )
+    return str(value)
+
+
+def _table_version(request: web.Request) -> str | None:
+    """meta.k8s.io/v1 (or v1beta1) when the client prefers a Table, as ``kubectl get`` does."""
+    for part in request.headers.get("Accept", "").split(","):
+        pieces = [p.strip() for p in part.split(";")]
+        options = dict(p.split("=", 1) for p in pieces[1:] if "=" in p)
+        if options.get("as") == "Table" and options.get("g") == "meta.k8s.io":
+            return f"meta.k8s.io/{options.get('v', 'v1')}"
+        if pieces[0] in ("application/json", "*/*", "application/*") and "as" not in options:
+            return None
+    return None
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    content_type = request.content_type
+    if content_type == PROTOBUF:
+        return decode_body(raw)
+    if "protobuf" in content_type or "cbor" in content_type:
+        raise err.unsupported_media_type(content_type, ["application/json", "application/yaml"])
+    try:
+        if content_type in ("application/yaml", APPLY):
+            return yaml.safe_load(raw)
+        return json.loads(raw or b"null")
+    except (ValueError, yaml.YAMLError) as exc:
+        raise err.bad_request(f"the request body could not be decoded: {exc}") from None
+
+
+async def _delete_options(request: web.Request) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if request.can_read_body:
+        body = await _body(request)
+        if isinstance(body, dict):
+            options.update(body)
+    query = request.query
+    if query.get("propagationPolicy"):
+        options["propagationPolicy"] = query["propagationPolicy"]
+    if query.get("orphanDependents"):
+        options["orphanDependents"] = query["orphanDependents"] == "true"
+    if "dryRun" in query:
+        options["dryRun"] = query.getall("dryRun")
+    return options

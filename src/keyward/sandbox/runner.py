@@ -1,0 +1,158 @@
+"""``keyward sandbox``: API emulation + cert-manager stand-in + SoftHSM2 token + operator process.
+
+A development and demo tool: the API has no authentication and binds 127.0.0.1 only; objects live in
+memory, the token persists in the state directory. Production runs ``keyward operator`` against a real
+cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import kr8s.asyncio
+
+from keyward.config import DEFAULT_OPERATOR_NAMESPACE
+from keyward.crds import cert_manager_crds_path, crd_dir
+from keyward.errors import UserError
+from keyward.keystore.config import HsmConfig
+from keyward.keystore.softhsm import create_softhsm_store
+from keyward.kube import ApiError, Kube
+from keyward.resources import NAMESPACES
+from keyward.sandbox.apiserver import ApiServer
+from keyward.sandbox.certmanager import CertManagerStandIn
+from keyward.sandbox.operator_process import OperatorProcess, operator_command
+
+log = logging.getLogger("keyward.sandbox")
+
+
+def crd_files() -> list[Path]:
+    return [*sorted(crd_dir().glob("*.yaml")), cert_manager_crds_path()]
+
+
+@dataclass
+class SandboxOptions:
+    state_dir: Path = Path(".keyward")
+    port: int = 0
+    kubeconfig: Path | None = None
+    run_operator: bool = True
+    auto_approve: bool = False
+    operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE
+    operator_args: Sequence[str] = field(default_factory=tuple)
+
+
+def prepare_state_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"state directory {path} is not writable ({exc.strerror})",
+            "pass --state-dir with a directory you can write",
+        ) from None
+    return path.resolve()
+
+
+class Sandbox:
+    def __init__(self, options: SandboxOptions) -> None:
+        self.options = options
+        self.state_dir = prepare_state_dir(options.state_dir)
+        self.kubeconfig = (options.kubeconfig or self.state_dir / "kubeconfig").resolve()
+        self.hsm_config_path = self.state_dir / "hsm.json"
+        self.api = ApiServer(host="127.0.0.1", port=options.port, crd_paths=crd_files())
+        self.hsm: HsmConfig | None = None
+        self.kube: Kube | None = None
+        self.operator: OperatorProcess | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.hsm = await asyncio.to_thread(create_softhsm_store, self.state_dir)
+        try:
+            await self.api.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(
+                    f"port {self.options.port} on 127.0.0.1 is already in use",
+                    "pass --port with a free port, or --port 0 to pick one",
+                ) from None
+            raise
+        self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+        self.api.write_kubeconfig(self.kubeconfig)
+        self.kube = Kube(await kr8s.asyncio.api(kubeconfig=str(self.kubeconfig)))
+        await self.ensure_namespace(self.options.operator_namespace)
+        standin = CertManagerStandIn(self.kube, auto_approve=self.options.auto_approve)
+        self._tasks.append(asyncio.create_task(standin.run(), name="cert-manager stand-in"))
+        if self.options.run_operator:
+            self.operator = OperatorProcess(
+                operator_command(
+                    self.kubeconfig,
+                    self.hsm_config_path,
+                    operator_namespace=self.options.operator_namespace,
+                    extra_args=self.options.operator_args,
+                ),
+                log_path=self.state_dir / "operator.log",
+            )
+            await self.operator.start()
+
+    async def ensure_namespace(self, name: str) -> None:
+        assert self.kube is not None
+        try:
+            await self.kube.create(NAMESPACES, {"metadata": {"name": name}})
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+
+    async def stop(self) -> None:
+        if self.operator is not None:
+            await self.operator.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.api.stop()
+
+    def banner(self) -> str:
+        operator = (
+            f"operator pid {self.operator.pid}, log {self.state_dir / 'operator.log'}"
+            if self.operator
+            else "no operator (--no-operator)"
+        )
+        return "\n".join(
+            [
+                f"keyward sandbox: Kubernetes API emulation at {self.api.url} (development use only: "
+                "no authentication, loopback only)",
+                f"  token: SoftHSM2 store in {self.state_dir} (config {self.hsm_config_path})",
+                f"  {operator}",
+                "  cert-manager stand-in: "
+                f"{'auto-approving' if self.options.auto_approve else 'manual approval'}"
+                " (keyward sandbox approve|deny|renew NAME -n NS)",
+                "Use it with:",
+                f"  export KUBECONFIG={self.kubeconfig}",
+                "  kubectl get crds",
+                "Press Ctrl-C to stop.",
+            ]
+        )
+
+
+async def serve(options: SandboxOptions) -> None:
+    sandbox = Sandbox(options)
+    try:
+        await sandbox.start()
+        print(sandbox.banner(), flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await sandbox.stop()
+
+
+def default_kubeconfig(state_dir: Path) -> Path:
+    env = os.environ.get("KUBECONFIG")
+    return Path(env) if env else state_dir / "kubeconfig"

@@ -1,0 +1,60 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from keyward.config import load_settings
+from keyward.errors import UserError
+from keyward.keystore.config import SOFTHSM2_MODULE, load_hsm_config
+
+
+def test_defaults() -> None:
+    settings = load_settings({}, env={})
+    assert settings.operator_namespace == "keyward-system"
+    assert settings.namespaces == ()
+    assert settings.hsm.module == SOFTHSM2_MODULE
+    assert settings.est_listen.port == 8443
+    assert settings.est_cluster_namespace == "keyward-system"
+
+
+def test_flags_override_environment_which_overrides_defaults() -> None:
+    env = {
+        "KEYWARD_OPERATOR_NAMESPACE": "from-env",
+        "KEYWARD_NAMESPACES": "a, b",
+        "CLUSTER_SCOPE_NAMESPACE": "est-ns",
+    }
+    assert load_settings({}, env=env).operator_namespace == "from-env"
+    assert load_settings({}, env=env).namespaces == ("a", "b")
+    assert load_settings({"operator_namespace": "from-flag", "namespaces": ("c",)}, env=env).namespaces == (
+        "c",
+    )
+    assert load_settings({"operator_namespace": "from-flag"}, env=env).operator_namespace == "from-flag"
+    assert load_settings({}, env=env).est_cluster_namespace == "est-ns"
+
+
+def test_tcs_hsm_config_file_and_environment_pins(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"tokenLabel": "SgxOperator", "userPin": "1234", "soPin": "5678"}))
+    config = load_hsm_config(path, env={})
+    assert (config.token_label, config.user_pin, config.so_pin) == ("SgxOperator", "1234", "5678")
+    assert "1234" not in repr(config) and "5678" not in repr(config)
+    overridden = load_hsm_config(path, env={"KEYWARD_USER_PIN": "9999", "KEYWARD_TOKEN_LABEL": "other"})
+    assert (overridden.user_pin, overridden.token_label) == ("9999", "other")
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+def test_unreadable_hsm_config_is_a_user_error(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match=r"config\.json"):
+        load_hsm_config(path, env={})
+
+
+def test_missing_hsm_config_names_the_flag(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="--hsm-config-file"):
+        load_hsm_config(tmp_path / "nope.json", env={})
+
+
+def test_bad_listen_address() -> None:
+    with pytest.raises(UserError, match="HOST:PORT"):
+        load_settings({"est_listen": "nowhere"}, env={})

@@ -1,0 +1,307 @@
+"""A throwaway PKI, an in-memory EstCa, a server on its own thread, and curl/openssl as clients."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import subprocess
+import threading
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from keyward.est.ca import ClientIdentity, EnrollPending, EnrollRejected
+from keyward.est.server import AuditRecord, EstServer, ServerTls
+from keyward.est.wire import CsrAttrs
+
+T = TypeVar("T")
+PASSWORD = "s3cret-Passw0rd"
+USER = "est"
+
+
+def name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key: CertificateIssuerPrivateKeyTypes) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def ec_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@dataclass
+class Issuer:
+    certificate: x509.Certificate
+    key: CertificateIssuerPrivateKeyTypes
+
+    @classmethod
+    def self_signed(cls, common_name: str) -> Issuer:
+        key = ec_key()
+        now = datetime.now(UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name(common_name))
+            .issuer_name(name(common_name))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1))
+            .not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(certificate, key)
+
+    def issue(
+        self,
+        subject: x509.Name,
+        public_key: Any,
+        sans: Sequence[x509.GeneralName] = (),
+        *,
+        usages: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.CLIENT_AUTH,),
+        lifetime: timedelta = timedelta(days=1),
+        not_before: datetime | None = None,
+    ) -> x509.Certificate:
+        start = not_before or datetime.now(UTC) - timedelta(minutes=5)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.certificate.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + lifetime)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.certificate.public_key()),
+                critical=False,
+            )
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+        return builder.sign(self.key, hashes.SHA256())
+
+
+class MemoryCa:
+    """An EstCa in memory. CN=forbidden is refused on policy, CN=pending is answered 202."""
+
+    def __init__(
+        self,
+        label: str,
+        issuer: Issuer,
+        *,
+        client_trust: Sequence[x509.Certificate] = (),
+        attributes: CsrAttrs | None = None,
+    ) -> None:
+        self.label = label
+        self.issuer = issuer
+        self._trust = list(client_trust)
+        self._attributes = attributes
+
+    def ca_certificates(self) -> Sequence[x509.Certificate]:
+        return [self.issuer.certificate]
+
+    def csr_attributes(self) -> CsrAttrs | None:
+        return self._attributes
+
+    def check_basic(self, username: str, password: str) -> bool:
+        user_ok = hmac.compare_digest(username.encode(), USER.encode())
+        return hmac.compare_digest(password.encode(), PASSWORD.encode()) and user_ok
+
+    def client_ca_trust(self) -> Sequence[x509.Certificate]:
+        return self._trust
+
+    async def enroll(
+        self, csr: x509.CertificateSigningRequest, client: ClientIdentity, *, renewal: bool
+    ) -> list[x509.Certificate]:
+        return [self._certify(csr, csr.public_key())]
+
+    async def server_keygen(
+        self, csr: x509.CertificateSigningRequest, client: ClientIdentity
+    ) -> tuple[bytes, list[x509.Certificate]]:
+        key = ec_key()
+        certificate = self._certify(csr, key.public_key())
+        pkcs8 = key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return pkcs8, [certificate]
+
+    def _certify(self, csr: x509.CertificateSigningRequest, public_key: Any) -> x509.Certificate:
+        common_names = [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        if "forbidden" in common_names:
+            raise EnrollRejected("CN=forbidden is not allowed by this CA; request another name")
+        if "pending" in common_names:
+            raise EnrollPending(42)
+        try:
+            sans = list(csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        except x509.ExtensionNotFound:
+            sans = []
+        usages = (ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH)
+        return self.issuer.issue(csr.subject, public_key, sans, usages=usages)
+
+
+@dataclass
+class Pki:
+    """Everything the server tests need, also written as PEM files for curl and openssl."""
+
+    directory: Path
+    tls_root: Issuer
+    server_key: rsa.RSAPrivateKey
+    server_certificate: x509.Certificate
+    alpha: Issuer
+    beta: Issuer
+    bootstrap_ca: Issuer
+    bootstrap_key: ec.EllipticCurvePrivateKey
+    bootstrap_certificate: x509.Certificate
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, directory: Path) -> Pki:
+        tls_root = Issuer.self_signed("EST Test TLS Root")
+        server_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        localhost = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        server_certificate = tls_root.issue(
+            name("localhost"), server_key.public_key(), localhost, usages=(ExtendedKeyUsageOID.SERVER_AUTH,)
+        )
+        bootstrap_ca = Issuer.self_signed("Bootstrap Client CA")
+        bootstrap_key = ec_key()
+        bootstrap_certificate = bootstrap_ca.issue(name("bootstrap-device"), bootstrap_key.public_key())
+        pki = cls(
+            directory,
+            tls_root,
+            server_key,
+            server_certificate,
+            Issuer.self_signed("Alpha EST CA"),
+            Issuer.self_signed("Beta EST CA"),
+            bootstrap_ca,
+            bootstrap_key,
+            bootstrap_certificate,
+        )
+        pki.files = {
+            "tls-root": pki.write("tls-root.pem", pem(tls_root.certificate)),
+            "alpha": pki.write("alpha.pem", pem(pki.alpha.certificate)),
+            "beta": pki.write("beta.pem", pem(pki.beta.certificate)),
+            "bootstrap-cert": pki.write("bootstrap.pem", pem(bootstrap_certificate)),
+            "bootstrap-key": pki.write("bootstrap.key", key_pem(bootstrap_key)),
+        }
+        return pki
+
+    def write(self, filename: str, content: bytes) -> Path:
+        path = self.directory / filename
+        path.write_bytes(content)
+        return path
+
+    def server_chain_pem(self) -> bytes:
+        return pem(self.server_certificate)
+
+    def server_key_pem(self) -> bytes:
+        return key_pem(self.server_key)
+
+
+class LoopThread:
+    """An event loop on a thread: the server lives there, so tests can block on curl and openssl."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="est-server-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 15.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+@dataclass
+class RunningServer:
+    server: EstServer
+    tls: ServerTls
+    thread: LoopThread
+    audit: list[AuditRecord]
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def url(self, path: str) -> str:
+        return f"https://127.0.0.1:{self.port}/.well-known/est/{path}"
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+def run(args: Sequence[str | Path], *, input: bytes | None = None, check: bool = True) -> bytes:
+    """Run a peer; on failure the error shows its stderr (the tests' own inputs hold no secrets)."""
+    completed = subprocess.run([str(a) for a in args], input=input, capture_output=True, timeout=30)
+    if check and completed.returncode != 0:
+        stderr = completed.stderr.decode(errors="replace")[-2000:]
+        raise AssertionError(f"{args[0]} failed ({completed.returncode}): {stderr}")
+    return completed.stdout
+
+
+def curl(pki: Pki, url: str, *options: str | Path, data: Path | None = None) -> Response:
+    """One request with curl, trusting only the test TLS root (the Explicit TA of RFC 7030)."""
+    body_file = pki.directory / "curl-body.out"
+    head_file = pki.directory / "curl-head.out"
+    args: list[str | Path] = ["curl", "-sS", "--cacert", pki.files["tls-root"], "-o", body_file]
+    args += ["-D", head_file, "-w", "%{http_code}", *options]
+    if data is not None:
+        args += ["--data-binary", f"@{data}"]
+    status = run([*args, url]).decode().strip()
+    headers: dict[str, str] = {}
+    for line in head_file.read_text(errors="replace").splitlines()[1:]:
+        key, colon, value = line.partition(":")
+        if colon:
+            headers[key.strip().lower()] = value.strip()
+    return Response(int(status), headers, body_file.read_bytes())
+
+
+def openssl_csr(
+    pki: Pki, stem: str, subject: str, sans: str | None = None, *, key: Path | None = None
+) -> tuple[Path, Path]:
+    """A CSR made by openssl: (base64 DER body file, key file)."""
+    key_file = key or pki.directory / f"{stem}.key"
+    args: list[str | Path] = ["openssl", "req", "-new", "-subj", subject, "-outform", "DER"]
+    if key is None:
+        args += ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key_file]
+    else:
+        args += ["-key", key]
+    if sans:
+        args += ["-addext", f"subjectAltName={sans}"]
+    der_file = pki.directory / f"{stem}.der"
+    run([*args, "-out", der_file])
+    b64_file = pki.directory / f"{stem}.b64"
+    run(["openssl", "base64", "-in", der_file, "-out", b64_file])
+    return b64_file, key_file

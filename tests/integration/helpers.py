@@ -1,0 +1,155 @@
+"""Shared helpers for integration tests: object access, conditions, token inspection."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from cryptography import x509
+
+from keyward.keystore.config import HsmConfig
+from keyward.kube import Kube
+from keyward.resources import SECRETS, TCS_CLUSTER_ISSUERS, TCS_ISSUERS
+
+T = TypeVar("T")
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 20.0, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def ready_condition(obj: dict[str, Any] | None) -> dict[str, Any]:
+    for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return condition
+    return {}
+
+
+async def wait_ready(
+    kube: Kube,
+    name: str,
+    namespace: str | None,
+    *,
+    status: str = "True",
+    reason: str | None = None,
+    cluster: bool = False,
+    timeout: float = 30,
+) -> dict[str, Any]:
+    resource = TCS_CLUSTER_ISSUERS if cluster else TCS_ISSUERS
+
+    async def probe() -> dict[str, Any] | None:
+        obj = await kube.find(resource, name, namespace)
+        ready = ready_condition(obj)
+        if ready.get("status") == status and (reason is None or ready.get("reason") == reason):
+            return obj
+        return None
+
+    return await wait_for(
+        probe, timeout=timeout, what=f"{resource.kind} {name} Ready={status} {reason or ''}"
+    )
+
+
+async def create_issuer(
+    kube: Kube, name: str, namespace: str | None, spec: dict[str, Any] | None = None, *, cluster: bool = False
+) -> dict[str, Any]:
+    resource = TCS_CLUSTER_ISSUERS if cluster else TCS_ISSUERS
+    meta: dict[str, Any] = {"name": name}
+    if not cluster:
+        meta["namespace"] = namespace
+    return await kube.create(resource, {"metadata": meta, "spec": spec or {}}, namespace)
+
+
+async def ca_from_secret(kube: Kube, name: str, namespace: str) -> tuple[dict[str, Any], x509.Certificate]:
+    secret = await wait_for(lambda: kube.find(SECRETS, name, namespace), what=f"Secret {namespace}/{name}")
+    return secret, x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+
+
+async def token_objects(hsm: HsmConfig) -> str:
+    """What pkcs11-tool (OpenSC), an independent PKCS#11 client, sees in the token."""
+    env = {**os.environ}
+    if hsm.softhsm2_conf:
+        env["SOFTHSM2_CONF"] = hsm.softhsm2_conf
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            "pkcs11-tool",
+            "--module",
+            hsm.module,
+            "--token-label",
+            hsm.token_label,
+            "--login",
+            "--pin",
+            hsm.user_pin,
+            "-O",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, "pkcs11-tool could not list the token objects"
+    return result.stdout
+
+
+def object_blocks(listing: str, label: str) -> list[str]:
+    """The pkcs11-tool -O blocks whose label is exactly ``label``."""
+    blocks = listing.split("\n\n") if "\n\n" in listing else _split_objects(listing)
+    return [
+        b
+        for b in blocks
+        if any(
+            line.strip() == f"label:      {label}"
+            or (line.strip().startswith("label:")
+            and line.split(":", 1)[1].strip() == label)
+            for line in b.splitlines()
+        )
+    ]
+
+
+def _split_objects(listing: str) -> list[str]:
+    blocks: list[str] = []
+    for line in listing.splitlines():
+        if line and not line.startswith(" "):
+            blocks.append(line)
+        elif blocks:
+            blocks[-1] += "\n" + line
+    return blocks
+
+
+async def kubectl(
+    *args: str, check: bool = True, input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real kubectl off the event loop (the sandbox API serves from this loop)."""
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["kubectl", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        input=input_text,
+    )
+    if check:
+        assert result.returncode == 0, f"kubectl {' '.join(args)} failed: {result.stderr}"
+    return result
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1)[:2000]
