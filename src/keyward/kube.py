@@ -45,6 +45,11 @@ class Kube:
     def __init__(self, api: Any) -> None:
         self._api = api
 
+    @property
+    def raw(self) -> Any:
+        """The kr8s API object, for streaming calls (watches: see keyward.watching)."""
+        return self._api
+
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
         return cls(await kr8s.asyncio.api(kubeconfig=kubeconfig))

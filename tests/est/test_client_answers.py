@@ -31,12 +31,14 @@ def answer(status: int, body: bytes = b"", **headers: str) -> web.Response:
     )
 
 
-async def answered(pki: Pki, peer: PeerFactory, response: web.Response, **options: float) -> EstClient:
+async def answered(pki: Pki, peer: PeerFactory, response: web.Response) -> EstClient:
+    """A client of a peer that gives ``response`` to any request."""
+
     async def handle(_request: web.Request) -> web.StreamResponse:
         return response
 
     server = await peer(handle)
-    return EstClient(endpoint(pki, server.port), auth=BASIC, **options)  # type: ignore[arg-type]
+    return EstClient(endpoint(pki, server.port), auth=BASIC)
 
 
 async def enroll_error(client: EstClient) -> EstError:

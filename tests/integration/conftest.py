@@ -24,6 +24,7 @@ async def sandbox(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[San
     box = Sandbox(SandboxOptions(state_dir=state, port=0, run_operator=False))
     await box.start()
     os.environ["KUBECONFIG"] = str(box.kubeconfig)  # for kubectl subprocesses
+    os.environ["KUBECACHEDIR"] = str(state / "kube-cache")  # no discovery cache shared across ports
     try:
         yield box
     finally:

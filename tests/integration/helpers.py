@@ -116,8 +116,7 @@ def object_blocks(listing: str, label: str) -> list[str]:
         for b in blocks
         if any(
             line.strip() == f"label:      {label}"
-            or (line.strip().startswith("label:")
-            and line.split(":", 1)[1].strip() == label)
+            or (line.strip().startswith("label:") and line.split(":", 1)[1].strip() == label)
             for line in b.splitlines()
         )
     ]

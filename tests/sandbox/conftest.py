@@ -44,8 +44,8 @@ async def namespace(client: httpx.AsyncClient) -> str:
 
 @pytest.fixture
 def watch(client: httpx.AsyncClient) -> Callable[..., WatchStream]:
-    def open_watch(path: str, **params: str) -> WatchStream:
-        return WatchStream(client, path, **params)
+    def open_watch(path: str, headers: dict[str, str] | None = None, **params: str) -> WatchStream:
+        return WatchStream(client, path, headers, **params)
 
     return open_watch
 

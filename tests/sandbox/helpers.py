@@ -47,8 +47,11 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], within: float = 5.0
 class WatchStream:
     """One open watch request, read event by event."""
 
-    def __init__(self, client: httpx.AsyncClient, path: str, **params: str) -> None:
-        self._request = client.stream("GET", path, params={"watch": "true", **params}, timeout=30)
+    def __init__(
+        self, client: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None, **params: str
+    ) -> None:
+        query = {"watch": "true", **params}
+        self._request = client.stream("GET", path, params=query, headers=headers, timeout=30)
         self.response: httpx.Response | None = None
         self._lines: AsyncIterator[str] | None = None
 

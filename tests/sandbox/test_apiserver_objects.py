@@ -329,3 +329,38 @@ async def test_request_counts_count_requests_and_writes(
     after = api_server.request_counts()
     assert after["requests"] - before["requests"] == 3
     assert after["writes"] - before["writes"] == 2
+
+
+def protobuf_envelope(api_version: str, kind: str, raw: bytes) -> bytes:
+    """kube's protobuf wire form: magic, then runtime.Unknown{typeMeta{apiVersion, kind}, raw}."""
+
+    def field(number: int, data: bytes) -> bytes:
+        return bytes([number << 3 | 2, len(data)]) + data
+
+    type_meta = field(1, api_version.encode()) + field(2, kind.encode())
+    return b"k8s\x00" + field(1, type_meta) + field(2, raw)
+
+
+async def test_protobuf_bodies_of_supported_kinds_are_decoded(
+    client: httpx.AsyncClient, namespace: str
+) -> None:
+    metadata = bytes([1 << 3 | 2, 2]) + b"pb"  # ObjectMeta.name = "pb"
+    data_entry = bytes([1 << 3 | 2, 1]) + b"k" + bytes([2 << 3 | 2, 1]) + b"v"  # map entry k -> v
+    raw = bytes([1 << 3 | 2, len(metadata)]) + metadata + bytes([2 << 3 | 2, len(data_entry)]) + data_entry
+    response = await client.post(
+        f"/api/v1/namespaces/{namespace}/configmaps",
+        content=protobuf_envelope("v1", "ConfigMap", raw),
+        headers={"Content-Type": "application/vnd.kubernetes.protobuf"},
+    )
+    assert response.status_code == 201, response.text
+    assert (response.json()["metadata"]["name"], response.json()["data"]) == ("pb", {"k": "v"})
+
+
+async def test_protobuf_bodies_of_other_kinds_are_415(client: httpx.AsyncClient, namespace: str) -> None:
+    response = await client.post(
+        f"/api/v1/namespaces/{namespace}/configmaps",
+        content=protobuf_envelope("v1", "Pod", b""),
+        headers={"Content-Type": "application/vnd.kubernetes.protobuf"},
+    )
+    assert response.status_code == 415
+    assert "application/json" in response.json()["message"]

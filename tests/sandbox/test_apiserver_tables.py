@@ -154,3 +154,14 @@ DOCUMENT = {
 )
 def test_printer_column_json_paths(path: str, found: list[Any]) -> None:
     assert evaluate(compile_path(path), DOCUMENT) == found
+
+
+async def test_watch_asking_for_tables_streams_table_rows(
+    client: httpx.AsyncClient, namespace: str, watch: Any
+) -> None:
+    await client.post(WIDGETS.format(ns=namespace), json=widget("w", host="t.example"))
+    async with watch(WIDGETS.format(ns=namespace), {"Accept": TABLE}, resourceVersion="0") as stream:
+        (event,) = await stream.take(1)
+    assert event["type"] == "ADDED"
+    assert event["object"]["kind"] == "Table"
+    assert event["object"]["rows"][0]["cells"][:3] == ["w", "t.example", 443]

@@ -13,6 +13,7 @@ of the request).
 
 from __future__ import annotations
 
+import logging
 import types
 import urllib.parse
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ __all__ = [
     "EstError",
     "Pending",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PENDING_RETRY = 60.0
 # RFC 3986 pchar minus '/', so that each label segment stays one path segment.
@@ -262,6 +265,10 @@ class EstClient:
         )
 
     async def _fallback(self, csr: x509.CertificateSigningRequest) -> Reply:
+        logger.info(
+            "%s: the server refused the certificate being renewed; retrying once with HTTP authentication",
+            self._where("simplereenroll"),
+        )
         return await self._post("simplereenroll", csr, self._http, self._http_auth, self._client_cert)
 
     def _enrollment_result(

@@ -71,7 +71,7 @@ from keyward.sandbox.certmanager.policy import (
 )
 from keyward.sandbox.certmanager.request import build_csr, csr_pem, request_usages
 from keyward.sandbox.certmanager.secret import TLS_SECRET_TYPE, template_metadata, tls_secret_content
-from keyward.sandbox.certmanager.watch import Backoff, list_and_watch
+from keyward.watching import Backoff, list_and_watch
 
 log = logging.getLogger("keyward.sandbox.certmanager")
 

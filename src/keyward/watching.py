@@ -18,7 +18,7 @@ import httpx
 from keyward.kube import Kube
 from keyward.resources import Resource
 
-log = logging.getLogger("keyward.sandbox.certmanager")
+log = logging.getLogger("keyward.watching")
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
 WATCH_SECONDS = 240  # the server ends each watch after this; we resume from the last version seen
@@ -42,18 +42,13 @@ class Backoff:
         self.delay = self.first
 
 
-def _raw_api(kube: Kube) -> Any:
-    # Kube keeps its kr8s api private; the watch needs its streaming call, which Kube does not wrap.
-    return kube._api
-
-
 def _path(resource: Resource, namespace: str | None) -> tuple[str | None, str]:
     return (namespace if resource.namespaced else None), resource.plural
 
 
 async def _list(kube: Kube, resource: Resource, namespace: str | None) -> tuple[str, list[dict[str, Any]]]:
     ns, url = _path(resource, namespace)
-    async with _raw_api(kube).call_api(
+    async with kube.raw.call_api(
         "GET", version="", base=resource.prefix, namespace=ns, url=url, raise_for_status=True
     ) as response:
         body = response.json()
@@ -72,7 +67,7 @@ async def _watch(
         "timeoutSeconds": str(WATCH_SECONDS),
     }
     timeout = httpx.Timeout(10.0, read=WATCH_SECONDS + 30.0)
-    async with _raw_api(kube).call_api(
+    async with kube.raw.call_api(
         "GET",
         version="",
         base=resource.prefix,

@@ -1,0 +1,119 @@
+"""Building and driving signing requests in integration tests."""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from keyward.kube import Kube
+from keyward.resources import CERTIFICATE_REQUESTS, CSRS
+from tests.integration.helpers import ready_condition, wait_for
+
+
+def make_csr(cn: str = "svc.example", *, dns: tuple[str, ...] = (), key: Any = None) -> bytes:
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    )
+    if dns:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def weak_rsa_csr() -> bytes:
+    return make_csr("weak.example", key=rsa.generate_private_key(65537, 1024))
+
+
+def tampered_csr() -> bytes:
+    der = bytearray(
+        x509.load_pem_x509_csr(make_csr("tampered.example")).public_bytes(serialization.Encoding.DER)
+    )
+    der[-3] ^= 0xFF  # inside the signature
+    return x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM)
+
+
+async def create_request(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    pem: bytes,
+    *,
+    issuer: str = "my-ca",
+    kind: str = "TCSIssuer",
+    duration: str | None = None,
+    usages: list[str] | None = None,
+    is_ca: bool = False,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "request": base64.b64encode(pem).decode(),
+        "issuerRef": {"group": "tcs.intel.com", "kind": kind, "name": issuer},
+    }
+    if duration:
+        spec["duration"] = duration
+    if usages:
+        spec["usages"] = usages
+    if is_ca:
+        spec["isCA"] = True
+    return await kube.create(
+        CERTIFICATE_REQUESTS, {"metadata": {"name": name, "namespace": namespace}, "spec": spec}, namespace
+    )
+
+
+async def wait_request(
+    kube: Kube, namespace: str, name: str, *, reason: str, timeout: float = 30
+) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        obj = await kube.find(CERTIFICATE_REQUESTS, name, namespace)
+        return obj if ready_condition(obj).get("reason") == reason else None
+
+    return await wait_for(probe, timeout=timeout, what=f"CertificateRequest {name} Ready reason {reason}")
+
+
+def chain_of(obj: dict[str, Any]) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(base64.b64decode(obj["status"]["certificate"]))
+
+
+async def create_csr(
+    kube: Kube,
+    name: str,
+    pem: bytes,
+    signer: str,
+    *,
+    usages: list[str] | None = None,
+    expiration_seconds: int | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "request": base64.b64encode(pem).decode(),
+        "signerName": signer,
+        "usages": usages or ["client auth"],
+    }
+    if expiration_seconds:
+        spec["expirationSeconds"] = expiration_seconds
+    return await kube.create(CSRS, {"metadata": {"name": name}, "spec": spec})
+
+
+async def approve_csr(kube: Kube, name: str) -> None:
+    csr = await kube.get(CSRS, name)
+    conditions = (csr.get("status") or {}).get("conditions") or []
+    conditions.append({"type": "Approved", "status": "True", "reason": "Test", "message": "approved by test"})
+    csr.setdefault("status", {})["conditions"] = conditions
+    await kube.replace(CSRS, csr, subresource="approval")
+
+
+async def wait_csr_certificate(kube: Kube, name: str, timeout: float = 30) -> list[x509.Certificate]:
+    async def probe() -> dict[str, Any] | None:
+        obj = await kube.find(CSRS, name)
+        return obj if obj and (obj.get("status") or {}).get("certificate") else None
+
+    obj = await wait_for(probe, timeout=timeout, what=f"CSR {name} certificate")
+    return chain_of(obj)
+
+
+def lifetime(cert: x509.Certificate) -> timedelta:
+    return cert.not_valid_after_utc - cert.not_valid_before_utc

@@ -1,0 +1,89 @@
+"""Signing across operator crashes, and the Istio full-chain option (own operators, no shared one)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from typing import Any
+
+from cryptography import x509
+
+from keyward.kube import Kube
+from keyward.resources import CERTIFICATE_REQUESTS, CSRS
+from keyward.sandbox.certmanager import approve
+from keyward.watching import list_and_watch
+from tests.integration.conftest import OperatorRunner
+from tests.integration.helpers import ca_from_secret, create_issuer, ready_condition, wait_for, wait_ready
+from tests.integration.requests_helpers import (
+    approve_csr,
+    create_csr,
+    create_request,
+    make_csr,
+    wait_csr_certificate,
+    wait_request,
+)
+
+
+async def test_full_cert_chain_option_returns_leaf_and_ca(
+    kube: Kube, namespace: str, operators: OperatorRunner
+) -> None:
+    process = await operators.start("--namespace", namespace, "--csr-full-cert-chain")
+    name = f"istio-{uuid.uuid4().hex[:6]}"
+    try:
+        await create_issuer(kube, "mesh-ca", namespace, {"secretName": "mesh-ca-cert"})
+        await wait_ready(kube, "mesh-ca", namespace)
+        _, ca = await ca_from_secret(kube, "mesh-ca-cert", namespace)
+        await create_csr(
+            kube, name, make_csr("workload.mesh"), f"tcsissuer.tcs.intel.com/{namespace}.mesh-ca"
+        )
+        await approve_csr(kube, name)
+        chain = await wait_csr_certificate(kube, name)
+        assert len(chain) == 2 and chain[1] == ca
+        chain[0].verify_directly_issued_by(ca)
+    finally:
+        await kube.delete(CSRS, name)
+        await process.stop()
+
+
+async def test_crash_mid_burst_leaves_no_request_behind_and_none_signed_twice(
+    kube: Kube, namespace: str, operators: OperatorRunner
+) -> None:
+    first = await operators.start("--namespace", namespace)
+    await create_issuer(kube, "my-ca", namespace, {"secretName": "my-ca-cert"})
+    await wait_ready(kube, "my-ca", namespace)
+    seen: dict[str, set[str]] = {}
+
+    async def record(kind: str, obj: dict[str, Any]) -> None:
+        certificate = (obj.get("status") or {}).get("certificate")
+        if certificate:
+            seen.setdefault(obj["metadata"]["name"], set()).add(certificate)
+
+    watcher = asyncio.create_task(list_and_watch(kube, CERTIFICATE_REQUESTS, namespace, record))
+    names = [f"burst-{i}" for i in range(60)]
+    try:
+        for name in names:
+            await create_request(kube, namespace, name, make_csr(f"{name}.example"))
+        await asyncio.gather(*(approve(kube, name, namespace) for name in names))
+        await wait_for(lambda: _some_issued(seen), what="the first issuance")
+        await first.kill()  # SIGKILL mid-burst
+        second = await operators.start("--namespace", namespace)
+        try:
+            for name in names:
+                obj = await wait_request(kube, namespace, name, reason="Issued", timeout=60)
+                assert ready_condition(obj)["status"] == "True"
+                assert x509.load_pem_x509_certificates(base64.b64decode(obj["status"]["certificate"]))
+            await wait_for(lambda: _all_seen(seen, names), what="every issuance seen by the watch")
+            assert all(len(v) == 1 for v in seen.values()), "a request got a second certificate"
+        finally:
+            await second.stop()
+    finally:
+        watcher.cancel()
+
+
+async def _some_issued(seen: dict[str, set[str]]) -> bool:
+    return bool(seen)
+
+
+async def _all_seen(seen: dict[str, set[str]], names: list[str]) -> bool:
+    return all(n in seen for n in names)
