@@ -206,11 +206,12 @@ def main() -> None:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    os.environ["KUBECACHEDIR"] = str(STATE / "kube-cache")  # no discovery cache from an earlier port
     try:
         wait_until(
             "the sandbox", lambda: kubeconfig.exists() and jsonpath("ns", "keyward-system"), timeout=30
         )
-        os.environ["KUBECONFIG"] = str(kubeconfig)
         print(f"$ export KUBECONFIG={kubeconfig}")
         run("kubectl", "get", "crds")
         tcs_walkthrough(work)
