@@ -126,4 +126,4 @@ def test_rsa_private_key_is_accepted(rsa_key: rsa.RSAPrivateKey) -> None:
 
 def test_dsa_cannot_sign_certificates() -> None:
     with pytest.raises(TypeError, match="use an RSA, ECDSA or EdDSA key"):
-        signature_hash(dsa.generate_private_key(1024))  # noqa: S505 - refused on purpose
+        signature_hash(dsa.generate_private_key(1024))

@@ -133,7 +133,7 @@ def test_rsa_2048_is_accepted(rsa_key: rsa.RSAPrivateKey) -> None:
 @pytest.mark.parametrize(
     ("key", "named"),
     [
-        pytest.param(lambda: rsa.generate_private_key(65537, 1024), "RSA-1024", id="RSA-1024"),  # noqa: S505
+        pytest.param(lambda: rsa.generate_private_key(65537, 1024), "RSA-1024", id="RSA-1024"),
         pytest.param(lambda: dsa.generate_private_key(2048), "DSA-2048", id="DSA"),
         pytest.param(lambda: ec.generate_private_key(ec.SECP256K1()), "ECDSA secp256k1", id="secp256k1"),
         pytest.param(ed448.Ed448PrivateKey.generate, "Ed448", id="Ed448"),

@@ -360,7 +360,7 @@ def test_request_signature_is_checked_again(ca: CertificateAuthority, rsa_key: r
 
 
 def test_request_key_is_checked_again(ca: CertificateAuthority) -> None:
-    weak = rsa.generate_private_key(65537, 1024)  # noqa: S505 - refused on purpose
+    weak = rsa.generate_private_key(65537, 1024)
     with pytest.raises(RequestError, match="RSA-1024"):
         issue(make_csr(weak), ca)
 
