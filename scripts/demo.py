@@ -13,6 +13,7 @@ import base64
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -192,6 +193,201 @@ def tcs_walkthrough(work: Path) -> None:
     run("openssl", "x509", "-in", str(work / "foo.pem"), "-noout", "-subject", "-ext", "extendedKeyUsage")
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_est_server(work: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
+    banner("EST with no cluster at all: keyward est-server on a token-backed CA")
+    state = STATE.parent / "demo-est"
+    if state.exists():
+        shutil.rmtree(state)
+    port = free_port()
+    print(f"$ keyward est-server --state-dir {state.relative_to(ROOT)} --listen 127.0.0.1:{port} &")
+    log = open(work / "est-server.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen(
+        keyward("est-server", "--state-dir", str(state), "--listen", f"127.0.0.1:{port}"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def listening() -> bool:
+        with socket.socket() as probe:
+            return (state / "ca.pem").exists() and probe.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until("the EST server", listening, timeout=60)
+    print((work / "est-server.log").read_text().rstrip())
+    run(
+        "openssl",
+        "req",
+        "-new",
+        "-nodes",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-keyout",
+        "device.key",
+        "-subj",
+        "/CN=device-1.example",
+        "-outform",
+        "DER",
+        "-out",
+        "device.csr",
+        cwd=work,
+        quiet=True,
+    )
+    (work / "device.b64").write_bytes(base64.encodebytes((work / "device.csr").read_bytes()))
+    password = (state / "est-password").read_text().strip()
+    url = f"https://127.0.0.1:{port}/.well-known/est"
+    print(
+        f"$ curl --cacert ca.pem -u est:$(cat est-password) -H 'Content-Type: application/pkcs10' "
+        f"--data-binary @device.b64 {url}/simpleenroll | base64 -d | "
+        "openssl pkcs7 -inform DER -print_certs"
+    )
+    body = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail",
+            "--cacert",
+            str(state / "ca.pem"),
+            "-u",
+            f"est:{password}",
+            "-H",
+            "Content-Type: application/pkcs10",
+            "--data-binary",
+            f"@{work / 'device.b64'}",
+            f"{url}/simpleenroll",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
+    certs = subprocess.run(
+        ["openssl", "pkcs7", "-inform", "DER", "-print_certs"],
+        input=base64.b64decode(body),
+        capture_output=True,
+        check=True,
+    ).stdout
+    (work / "device.pem").write_bytes(certs)
+    run("openssl", "verify", "-CAfile", str(state / "ca.pem"), str(work / "device.pem"))
+    run("openssl", "x509", "-in", str(work / "device.pem"), "-noout", "-subject", "-issuer")
+    return server, state, port
+
+
+def est_issuer_walkthrough(work: Path, state: Path, port: int) -> None:
+    banner("An EstIssuer in the sandbox enrolling with that EST server (the EST seed's example)")
+    password = (state / "est-password").read_text().strip()
+    ca_b64 = base64.b64encode((state / "ca.pem").read_bytes()).decode()
+    run("kubectl", "create", "ns", "est-demo")
+    print(
+        "$ kubectl create secret generic est-cred -n est-demo --type=kubernetes.io/basic-auth "
+        "--from-literal=username=est --from-literal=password=$(cat est-password)"
+    )
+    subprocess.run(
+        [
+            "kubectl",
+            "create",
+            "secret",
+            "generic",
+            "est-cred",
+            "-n",
+            "est-demo",
+            "--type=kubernetes.io/basic-auth",
+            "--from-literal=username=est",
+            f"--from-literal=password={password}",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    issuer = f"""apiVersion: est.mitre.org/v1alpha1
+kind: EstIssuer
+metadata:
+  name: est-demo
+  namespace: est-demo
+spec:
+  host: 127.0.0.1
+  port: {port}
+  cacert: {ca_b64}
+  secretName: est-cred
+"""
+    certificate = """apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: test-cert
+  namespace: est-demo
+spec:
+  secretName: test-cert-tls
+  commonName: example.com
+  dnsNames: [example.com]
+  usages: [server auth, client auth]
+  privateKey: {rotationPolicy: Never}
+  issuerRef: {group: est.mitre.org, kind: EstIssuer, name: est-demo}
+"""
+    run("kubectl", "apply", "-f", "-", input_text=issuer)
+    wait_until(
+        "the EstIssuer Ready",
+        lambda: (
+            jsonpath(
+                "estissuer",
+                "est-demo",
+                "-n",
+                "est-demo",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+            )
+            == "True"
+        ),
+    )
+    run("kubectl", "get", "estissuers", "-n", "est-demo")
+    run("kubectl", "apply", "-f", "-", input_text=certificate)
+    for revision in ("1", "2"):
+        request = wait_until(
+            f"request revision {revision}",
+            lambda r=revision: jsonpath(
+                "certificaterequest",
+                "-n",
+                "est-demo",
+                "-o",
+                "jsonpath={.items[?(@.metadata.annotations.cert-manager\\.io/certificate-revision=="
+                f"'{r}')].metadata.name}}",
+            ),
+        )
+        run(*keyward("sandbox", "approve", request, "-n", "est-demo"))
+        wait_until(
+            f"Certificate revision {revision}",
+            lambda r=revision: (
+                jsonpath("certificate", "test-cert", "-n", "est-demo", "-o", "jsonpath={.status.revision}")
+                == r
+            ),
+        )
+        run("kubectl", "get", "estorders,certificates", "-n", "est-demo")
+        chain = base64.b64decode(
+            jsonpath("secret", "test-cert-tls", "-n", "est-demo", "-o", "jsonpath={.data.tls\\.crt}")
+        )
+        (work / f"test-cert-{revision}.pem").write_bytes(chain)
+        run("openssl", "verify", "-CAfile", str(state / "ca.pem"), str(work / f"test-cert-{revision}.pem"))
+        run(
+            "openssl",
+            "x509",
+            "-in",
+            str(work / f"test-cert-{revision}.pem"),
+            "-noout",
+            "-serial",
+            "-ext",
+            "subjectAltName,extendedKeyUsage",
+        )
+        if revision == "1":
+            banner("Renewal: `keyward sandbox renew` (like `cmctl renew`) goes through EST simplereenroll")
+            run(*keyward("sandbox", "renew", "test-cert", "-n", "est-demo"))
+    print("The EST server's audit log for the two enrollments:")
+    for line in (work / "est-server.log").read_text().splitlines():
+        if "keyward.est.audit" in line:
+            print("  " + line)
+
+
 def main() -> None:
     cli_and_manifests()
     if STATE.exists():
@@ -215,6 +411,12 @@ def main() -> None:
         print(f"$ export KUBECONFIG={kubeconfig}")
         run("kubectl", "get", "crds")
         tcs_walkthrough(work)
+        est_server, est_state, est_port = start_est_server(work)
+        try:
+            est_issuer_walkthrough(work, est_state, est_port)
+        finally:
+            est_server.terminate()
+            est_server.wait(timeout=20)
         banner("Done: every certificate above verified against its CA with openssl.")
     except BaseException:
         print((work / "sandbox.log").read_text()[-4000:], file=sys.stderr)

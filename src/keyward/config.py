@@ -12,6 +12,7 @@ from pathlib import Path
 
 from keyward.errors import UserError
 from keyward.keystore.config import HsmConfig, load_hsm_config
+from keyward.pki.durations import parse_duration
 
 DEFAULT_OPERATOR_NAMESPACE = "keyward-system"
 
@@ -22,7 +23,16 @@ ENV_HSM_CONFIG_FILE = "KEYWARD_HSM_CONFIG_FILE"
 ENV_HEALTH_LISTEN = "KEYWARD_HEALTH_LISTEN"
 ENV_METRICS_LISTEN = "KEYWARD_METRICS_LISTEN"
 ENV_EST_LISTEN = "KEYWARD_EST_LISTEN"
+ENV_EST_TLS_SECRET = "KEYWARD_EST_TLS_SECRET"  # noqa: S105 - a variable name
+ENV_EST_ISSUER = "KEYWARD_EST_ISSUER"
+ENV_EST_HOSTNAMES = "KEYWARD_EST_HOSTNAMES"  # comma-separated
 ENV_CSR_FULL_CHAIN = "KEYWARD_CSR_FULL_CERT_CHAIN"
+# EST issuers: seconds, or Go durations such as 10m (see EstClientSettings)
+ENV_EST_RECHECK_INTERVAL = "KEYWARD_EST_RECHECK_INTERVAL"
+ENV_EST_AUTH_RETRY_DELAY = "KEYWARD_EST_AUTH_RETRY_DELAY"
+ENV_EST_BACKOFF_LIMIT = "KEYWARD_EST_BACKOFF_LIMIT"
+ENV_EST_MAX_RETRY_DURATION = "KEYWARD_EST_MAX_RETRY_DURATION"
+ENV_EST_TIMEOUT = "KEYWARD_EST_TIMEOUT"
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,40 @@ class ListenAddress:
 
 
 @dataclass(frozen=True)
+class EstClientSettings:
+    """How EST issuers talk to their servers, in seconds (environment: seconds or Go durations, e.g. 10m)."""
+
+    recheck_interval: float = 600.0  # issuers re-check /cacerts this often (the seed's 10 minutes)
+    auth_retry_delay: float = 600.0  # after a 401, retry this much later with re-read credentials
+    backoff_limit: float = 300.0  # longest wait between retries of transient failures
+    max_retry_duration: float = 3600.0  # transient failures for this long fail the request
+    timeout: float = 30.0  # per read (connect: at most 10 s)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> EstClientSettings:
+        def seconds(var: str, default: float) -> float:
+            text = (env.get(var) or "").strip()
+            if not text:
+                return default
+            try:  # plain seconds ("600", "1.5"), else a Go duration ("10m")
+                plain = text.replace(".", "", 1).isdigit()
+                value = float(text) if plain else parse_duration(text).total_seconds()
+            except ValueError:
+                value = -1.0
+            if value <= 0:
+                raise UserError(f"{var}={text[:40]!r} is not a positive duration", "write it like 600 or 10m")
+            return value
+
+        return cls(
+            recheck_interval=seconds(ENV_EST_RECHECK_INTERVAL, cls.recheck_interval),
+            auth_retry_delay=seconds(ENV_EST_AUTH_RETRY_DELAY, cls.auth_retry_delay),
+            backoff_limit=seconds(ENV_EST_BACKOFF_LIMIT, cls.backoff_limit),
+            max_retry_duration=seconds(ENV_EST_MAX_RETRY_DURATION, cls.max_retry_duration),
+            timeout=seconds(ENV_EST_TIMEOUT, cls.timeout),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the operator needs to know before it starts."""
 
@@ -56,7 +100,13 @@ class Settings:
     health_listen: ListenAddress = ListenAddress("0.0.0.0", 8083)  # noqa: S104
     metrics_listen: ListenAddress = ListenAddress("0.0.0.0", 8082)  # noqa: S104
     est_listen: ListenAddress = ListenAddress("0.0.0.0", 8443)  # noqa: S104
+    #: The EST server's TLS certificate: a kubernetes.io/tls Secret "NAMESPACE/NAME" ...
+    est_tls_secret: str | None = None
+    #: ... or issued by this TCS issuer ("TCSIssuer/NS/NAME", "TCSClusterIssuer/NAME") for est_hostnames.
+    est_issuer: str | None = None
+    est_hostnames: tuple[str, ...] = ()
     csr_full_cert_chain: bool = False
+    est_client: EstClientSettings = field(default_factory=EstClientSettings)
     verbose: bool = False
 
     @property
@@ -88,6 +138,11 @@ def load_settings(
 
     hsm_file = pick("hsm_config_file", ENV_HSM_CONFIG_FILE)
     hsm_path = Path(hsm_file) if hsm_file else None
+    est_tls_secret, est_issuer, est_hostnames = _est_tls_source(
+        pick("est_tls_secret", ENV_EST_TLS_SECRET),
+        pick("est_issuer", ENV_EST_ISSUER),
+        flags.get("est_hostnames") or env.get(ENV_EST_HOSTNAMES, ""),
+    )
     return Settings(
         operator_namespace=pick("operator_namespace", ENV_OPERATOR_NAMESPACE, DEFAULT_OPERATOR_NAMESPACE)
         or DEFAULT_OPERATOR_NAMESPACE,
@@ -103,6 +158,40 @@ def load_settings(
             pick("metrics_listen", ENV_METRICS_LISTEN, "0.0.0.0:8082") or "", what="metrics"
         ),
         est_listen=ListenAddress.parse(pick("est_listen", ENV_EST_LISTEN, "0.0.0.0:8443") or "", what="EST"),
+        est_tls_secret=est_tls_secret,
+        est_issuer=est_issuer,
+        est_hostnames=est_hostnames,
         csr_full_cert_chain=bool(flags.get("csr_full_cert_chain")) or _truthy(env.get(ENV_CSR_FULL_CHAIN)),
+        est_client=EstClientSettings.from_env(env),
         verbose=bool(flags.get("verbose", False)),
     )
+
+
+def _est_tls_source(
+    secret: str | None, issuer: str | None, hostnames: object
+) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """Check the EST server's TLS options together: one source, well-formed, with host names to certify."""
+    items = [hostnames] if isinstance(hostnames, str) else list(hostnames)  # type: ignore[call-overload]
+    names = tuple(dict.fromkeys(n.strip() for item in items for n in str(item).split(",") if n.strip()))
+    if secret and issuer:
+        raise UserError(
+            "--est-tls-secret and --est-issuer are both set",
+            "choose one source for the EST server's TLS certificate",
+        )
+    if secret and (secret.count("/") != 1 or not all(secret.split("/"))):
+        raise UserError(
+            f"--est-tls-secret {secret!r} is not NAMESPACE/NAME", "write it like keyward-system/est-tls"
+        )
+    if issuer:
+        from keyward.issuers.tcs_est import parse_issuer_reference
+
+        try:
+            parse_issuer_reference(issuer)
+        except ValueError as exc:
+            raise UserError(f"--est-issuer: {exc}", "write it like TCSIssuer/my-namespace/my-ca") from None
+        if not names:
+            raise UserError(
+                "--est-issuer needs --est-hostnames",
+                "list the names EST clients connect to, e.g. --est-hostnames est.example.com,10.0.0.5",
+            )
+    return secret or None, issuer or None, names

@@ -52,16 +52,18 @@ async def enroll_error(client: EstClient) -> EstError:
     ("retry_after", "expected"),
     [
         ("120", 120.0),
-        (format_datetime(datetime.now(UTC) + timedelta(minutes=10), usegmt=True), 600.0),
+        (timedelta(minutes=10), 600.0),  # an HTTP date, computed when the test runs
         ("999999999999", 24 * 3600.0),  # bounded to a day
-        (format_datetime(datetime.now(UTC) - timedelta(days=1), usegmt=True), 1.0),  # past: soon, not now
+        (timedelta(days=-1), 1.0),  # an HTTP date in the past: soon, not now
         (None, 60.0),  # a server that forgets the header
     ],
     ids=["seconds", "http-date", "huge", "date-in-the-past", "missing"],
 )
 async def test_pending_honours_retry_after(
-    pki: Pki, peer: PeerFactory, retry_after: str | None, expected: float
+    pki: Pki, peer: PeerFactory, retry_after: str | timedelta | None, expected: float
 ) -> None:
+    if isinstance(retry_after, timedelta):
+        retry_after = format_datetime(datetime.now(UTC) + retry_after, usegmt=True)
     headers = {"Retry-After": retry_after} if retry_after else {}
     client = await answered(pki, peer, answer(202, b"pending", **headers))
     async with client:

@@ -70,6 +70,29 @@ def version() -> None:
 )
 @click.option("--health-listen", metavar="HOST:PORT", help="Liveness endpoint [default 0.0.0.0:8083].")
 @click.option(
+    "--est-listen",
+    metavar="HOST:PORT",
+    help="EST server address, used once a TCS issuer sets spec.est [env KEYWARD_EST_LISTEN; "
+    "default 0.0.0.0:8443].",
+)
+@click.option(
+    "--est-tls-secret",
+    metavar="NS/NAME",
+    help="kubernetes.io/tls Secret with the EST server's certificate (reloaded when it changes).",
+)
+@click.option(
+    "--est-issuer",
+    metavar="KIND/[NS/]NAME",
+    help="Or: the TCS issuer (TCSIssuer/NS/NAME, TCSClusterIssuer/NAME) that issues the EST server's "
+    "certificate for --est-hostnames, renewed before expiry.",
+)
+@click.option(
+    "--est-hostnames",
+    multiple=True,
+    metavar="NAMES",
+    help="Comma-separated DNS names and IPs for the certificate --est-issuer issues.",
+)
+@click.option(
     "--wait-for-token",
     is_flag=True,
     help="Start even when the PKCS#11 token cannot be opened "

@@ -13,7 +13,16 @@ import kopf
 from keyward.config import Settings
 
 # Importing the handler modules registers them on the registry.
-from keyward.controllers import certificaterequests, csrs, indices, tcs_issuers  # noqa: F401
+from keyward.controllers import (  # noqa: F401
+    certificaterequests,
+    csrs,
+    est_issuers,
+    est_orders,
+    est_requests,
+    est_server,
+    indices,
+    tcs_issuers,
+)
 from keyward.controllers.certificaterequests import CertificateRequestAdapter
 from keyward.controllers.csrs import CsrAdapter
 from keyward.controllers.indices import IssuerStates

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,19 @@ class ReadyCa:
     ca: CertificateAuthority
     policy: IssuerPolicy
     ca_pem: bytes
+    #: The issuer's spec.est (None: not served over EST), and what Events about the issuer need.
+    est: Mapping[str, Any] | None = None
+    event_body: Mapping[str, Any] | None = None
+
+
+def event_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The least of an object that kopf needs to post an Event about it (an object reference)."""
+    meta = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {key: meta.get(key) for key in ("name", "namespace", "uid") if meta.get(key)},
+    }
 
 
 @dataclass

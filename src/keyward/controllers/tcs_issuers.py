@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 from keyward.controllers.registry import registry
-from keyward.controllers.runtime import ReadyCa, Runtime
+from keyward.controllers.runtime import ReadyCa, Runtime, event_body
 from keyward.controllers.secrets import MANAGED_BY, MANAGED_BY_LABEL, SIGNER_ANNOTATION, ca_secret, put_secret
 from keyward.errors import UserError
 from keyward.issuers import conditions
@@ -72,7 +72,9 @@ async def reconcile(body: Any, patch: Any, memo: Runtime, retry: int = 0) -> Non
             raise kopf.TemporaryError(str(exc), delay=_backoff(retry)) from None
 
         ca_pem = pem_chain([ca.certificate])
-        memo.cas[label] = ReadyCa(ref=ref, ca=ca, policy=spec.policy, ca_pem=ca_pem)
+        memo.cas[label] = ReadyCa(
+            ref=ref, ca=ca, policy=spec.policy, ca_pem=ca_pem, est=spec.est, event_body=event_body(body)
+        )
         if spec.secret_name:
             await put_secret(
                 memo.api,
@@ -86,10 +88,11 @@ async def reconcile(body: Any, patch: Any, memo: Runtime, retry: int = 0) -> Non
                 ),
             )
         set_ready(True, "Reconcile", "Success")
-    memo.extras.setdefault("issuer_ready", asyncio.Event()).set()
     kick = memo.extras.get("kick_requests")
     if kick is not None:
         kick(label)
+    for listener in memo.extras.get("ca_ready_listeners", ()):  # the EST server, for one
+        listener(label)
 
 
 for _resource in ISSUERS:

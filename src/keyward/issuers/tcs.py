@@ -15,6 +15,7 @@ from typing import Any
 
 from cryptography import x509
 
+from keyward.issuers.errors import IssuerNotReady as IssuerNotReady  # re-exported (moved to errors)
 from keyward.issuers.requests import SigningRequest
 from keyward.keystore import KeySpec, TokenKeyStore
 from keyward.pki.durations import parse_duration
@@ -31,17 +32,6 @@ from keyward.pki.profile import IssuerPolicy
 DEFAULT_CA_DURATION = timedelta(hours=87600)
 DEFAULT_MAX_DURATION = timedelta(hours=8760)
 ROTATION_HINT = "to rotate the CA, create a new issuer and move requests to it"
-
-
-class IssuerNotReady(Exception):
-    """The issuer cannot sign now; ``reason`` and ``message`` go to its Ready condition."""
-
-    def __init__(self, reason: str, message: str, *, permanent: bool = True) -> None:
-        self.reason = reason
-        self.message = message
-        #: False: a transient fault worth retrying with backoff (the token could not be opened, say).
-        self.permanent = permanent
-        super().__init__(f"{reason}: {message}")
 
 
 @dataclass(frozen=True)
@@ -99,17 +89,6 @@ def _duration(spec: Mapping[str, Any], field_name: str, default: timedelta) -> t
         raise IssuerNotReady("InvalidSpec", f"spec.{field_name}: {exc}") from None
 
 
-def key_spec_of(key: Any) -> KeySpec:
-    public = key.public_key()
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-    if isinstance(public, rsa.RSAPublicKey):
-        return KeySpec("RSA", public.key_size)
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        return KeySpec("ECDSA", public.curve.key_size)
-    raise IssuerNotReady("UnsupportedKey", f"the CA key in the token is a {type(public).__name__}")
-
-
 def ensure_ca(
     store: TokenKeyStore, label: str, spec: TcsIssuerSpec, *, now: datetime | None = None
 ) -> CertificateAuthority:
@@ -149,7 +128,10 @@ def ensure_ca(
             "KeyMismatch",
             f"the CA certificate labelled {label} does not match the CA key in the token: {ROTATION_HINT}",
         )
-    actual = key_spec_of(key)
+    try:
+        actual = KeySpec.of_public_key(key.public_key())
+    except ValueError as exc:
+        raise IssuerNotReady("UnsupportedKey", f"the CA key in the token: {exc}") from None
     if actual != spec.key:
         raise IssuerNotReady(
             "KeyChangeRefused",

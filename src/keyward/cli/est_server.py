@@ -1,0 +1,80 @@
+"""``keyward est-server``: the EST server without Kubernetes, over a local SoftHSM2 token."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import click
+
+KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-256", "ECDSA-384")
+
+
+@click.command("est-server")
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the token, ca.pem, est-password and the TLS files live (created on first start).",
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1:8443",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address to serve EST on; port 0 picks a free port (printed at start).",
+)
+@click.option(
+    "--key-algorithm",
+    type=click.Choice(KEY_ALGORITHMS),
+    help="Key of a new CA [default RSA-3072]; an existing CA keeps its key.",
+)
+@click.option(
+    "--hostname",
+    "hostnames",
+    multiple=True,
+    metavar="NAME",
+    help="Another DNS name or IP for the TLS certificate (repeatable); localhost and 127.0.0.1 always.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logs, and tracebacks on errors.")
+def est_server(
+    state_dir: Path, listen: str, key_algorithm: str | None, hostnames: tuple[str, ...], verbose: bool
+) -> None:
+    """Serve RFC 7030 EST from a CA whose key is in a local SoftHSM2 token (no cluster needed)."""
+    from keyward.config import ListenAddress
+    from keyward.est_standalone import DEFAULT_HOSTNAMES, StandaloneOptions, serve
+    from keyward.keystore import KeySpec
+
+    if verbose:
+        os.environ["KEYWARD_VERBOSE"] = "1"
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    key_spec = None
+    if key_algorithm:
+        algorithm, _, size = key_algorithm.partition("-")
+        key_spec = KeySpec(algorithm, int(size))  # type: ignore[arg-type]
+    options = StandaloneOptions(
+        state_dir=state_dir,
+        listen=ListenAddress.parse(listen, what="--listen"),
+        key_spec=key_spec,
+        hostnames=tuple(dict.fromkeys((*DEFAULT_HOSTNAMES, *hostnames))),
+    )
+    asyncio.run(_until_signalled(serve(options)))
+
+
+async def _until_signalled(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` until it ends or SIGINT/SIGTERM arrives; cancelling lets it close the token cleanly."""
+    task = asyncio.ensure_future(main)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

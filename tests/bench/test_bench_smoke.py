@@ -1,0 +1,101 @@
+"""``keyward bench`` as a user runs it, with tiny sizes: every benchmark runs and reports sane numbers.
+
+Timing is not asserted (these machines are shared); the shape of the JSON report and positive rates are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def keyward(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "keyward", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_rate(rate: dict[str, Any]) -> None:
+    assert rate["operations"] > 0
+    assert rate["seconds"] > 0
+    assert rate["per_second"] > 0
+
+
+def assert_split(results: dict[str, Any]) -> None:
+    assert set(results) == {"RSA-3072", "ECDSA-P256"}
+    for split in results.values():
+        assert_rate(split["one_worker"])
+        assert_rate(split["all_cores"])
+        assert split["workers"] == os.cpu_count()
+        assert split["scaling"] > 0
+
+
+def assert_issuance(result: dict[str, Any], kind: str, requests: int) -> None:
+    assert result["kind"] == kind
+    assert result["requests"] == requests
+    assert result["per_second"] > 0
+    assert 0 < result["latency_p50_seconds"] <= result["latency_p99_seconds"] < result["seconds"] + 1
+    # The operator writes each issued request once, plus its Event; it reads nothing per request.
+    assert result["api_writes_per_issuance"] == pytest.approx(2.0)
+    assert result["api_requests_per_issuance"] == pytest.approx(2.0)
+    assert result["operator_peak_rss_mib"] > 10
+
+
+@pytest.mark.timeout(180)
+def test_every_benchmark_runs_and_writes_the_json_report(tmp_path: Path) -> None:
+    report_path = tmp_path / "bench.json"
+    result = keyward(
+        "bench", "--requests", "6", "--duration", "0.1", "--json", str(report_path),
+        "--state-dir", str(tmp_path / "state"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["command"].startswith("keyward bench --requests 6")
+    assert report["machine"]["cpus"] == os.cpu_count()
+    assert report["settings"] == {"only": "a,b,c,d,e", "requests": 6, "duration": 0.1}
+    results = report["results"]
+    assert_split(results["a_token_signatures"])
+    assert_split(results["b_pki_certificates"])
+    assert_issuance(results["c_sandbox_certificaterequests"], "CertificateRequest", 6)
+    assert_issuance(results["d_sandbox_csrs"], "CertificateSigningRequest", 6)
+    est = results["e_est_enrollments"]
+    assert set(est["clients"]) == {"1", "16"}
+    for rate in est["clients"].values():
+        assert_rate(rate)
+    assert est["raw_rsa3072_token_per_second_all_cores"] > 0
+    assert est["server_peak_rss_mib"] > 10
+    names = [target["name"] for target in report["targets"]]
+    assert any(name.startswith("(b)/(a) RSA-3072") for name in names)
+    assert any(name.startswith("(e) 16 EST clients") for name in names)
+    assert all(isinstance(target["met"], bool) for target in report["targets"])
+    # The table on stdout carries the same numbers for people.
+    assert "(a) token signatures/s" in result.stdout
+    assert "targets:" in result.stdout
+
+
+def test_only_runs_the_chosen_benchmark(tmp_path: Path) -> None:
+    report_path = tmp_path / "a.json"
+    result = keyward("bench", "--only", "a", "--duration", "0.05", "--json", str(report_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert list(report["results"]) == ["a_token_signatures"]
+    assert report["targets"] == []  # none of the targets can be judged from (a) alone
+
+
+def test_unknown_benchmark_is_one_clear_error() -> None:
+    result = keyward("bench", "--only", "a,x")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("keyward: error: --only 'a,x'")
+    assert "a,b,c,d,e" in lines[0]

@@ -1,0 +1,164 @@
+"""`keyward est-server` as a subprocess, and curl/openssl/pkcs11-tool as the independent peers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keyward.keystore import load_hsm_config
+
+LISTENING = re.compile(r"listening on https://127\.0\.0\.1:(\d+)/")
+
+
+def run(args: Sequence[str | Path], *, check: bool = True, env: dict[str, str] | None = None) -> bytes:
+    """Run a peer; a failure shows its stderr (what the tests feed these tools holds no secret)."""
+    done = subprocess.run([str(a) for a in args], capture_output=True, timeout=60, env=env, check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"{args[0]} failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}"
+        )
+    return done.stdout
+
+
+def shell(command: str) -> bytes:
+    return run(["bash", "-c", f"set -euo pipefail; {command}"])
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+@dataclass
+class StandaloneServer:
+    """One ``keyward est-server`` process; the banner on stdout tells the port."""
+
+    state_dir: Path
+    extra_args: tuple[str, ...] = ()
+    listen: str = "127.0.0.1:0"
+    process: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    banner: str = ""
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.state_dir.parent / f"{self.state_dir.name}-server.log"
+
+    def start(self, timeout: float = 60.0) -> StandaloneServer:
+        command = [sys.executable, "-m", "keyward", "est-server", "--state-dir", str(self.state_dir)]
+        command += ["--listen", self.listen, *self.extra_args]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log)
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        lines: list[str] = []
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline().decode()
+            if not line:
+                break  # exited
+            lines.append(line)
+            match = LISTENING.search(line)
+            if match:
+                self.port = int(match.group(1))
+                break
+        if not self.port:
+            self.stop()
+            raise AssertionError(f"est-server did not start; stdout {lines!r}; log:\n{self.log()[-3000:]}")
+        # The rest of the banner is already written (one print); read what is there without blocking.
+        os.set_blocking(self.process.stdout.fileno(), False)
+        time.sleep(0)
+        rest = self.process.stdout.read() or b""
+        self.banner = "".join(lines) + rest.decode()
+        return self
+
+    def stop(self, timeout: float = 15.0) -> int:
+        process = self.process
+        if process is None:
+            return 0
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        self.process = None
+        return process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def url(self, operation: str) -> str:
+        return f"https://127.0.0.1:{self.port}/.well-known/est/{operation}"
+
+    @property
+    def ca_pem(self) -> Path:
+        return self.state_dir / "ca.pem"
+
+    @property
+    def password(self) -> str:
+        return (self.state_dir / "est-password").read_text().strip()
+
+    def curl(self, operation: str, *options: str | Path, data: Path | None = None) -> Response:
+        """One request with curl, trusting only the server's CA (ca.pem: the Explicit TA)."""
+        body_file, head_file = (
+            self.state_dir.parent / "curl-body.out",
+            self.state_dir.parent / "curl-head.out",
+        )
+        args: list[str | Path] = ["curl", "-sS", "--cacert", self.ca_pem, "-o", body_file, "-D", head_file]
+        args += ["-w", "%{http_code}", *options]
+        if data is not None:
+            args += ["-H", "Content-Type: application/pkcs10", "--data-binary", f"@{data}"]
+        status = run([*args, self.url(operation)]).decode().strip()
+        headers: dict[str, str] = {}
+        for line in head_file.read_text(errors="replace").splitlines()[1:]:
+            key, colon, value = line.partition(":")
+            if colon:
+                headers[key.strip().lower()] = value.strip()
+        return Response(int(status), headers, body_file.read_bytes())
+
+    def token_objects(self) -> str:
+        """What pkcs11-tool (OpenSC) sees in the server's token."""
+        config = load_hsm_config(self.state_dir / "hsm.json", env={})
+        env = {**os.environ, "SOFTHSM2_CONF": str(config.softhsm2_conf)}
+        command = ["pkcs11-tool", "--module", config.module, "--token-label", config.token_label]
+        return run([*command, "--login", "--pin", config.user_pin, "-O"], env=env).decode()
+
+
+def openssl_csr(directory: Path, stem: str, subject: str, sans: str | None = None) -> tuple[Path, Path]:
+    """A CSR made by openssl, as EST wants it: (base64 DER file, key file)."""
+    key, der, b64 = directory / f"{stem}.key", directory / f"{stem}.der", directory / f"{stem}.b64"
+    args: list[str | Path] = [
+        "openssl",
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+    ]
+    args += ["-nodes", "-keyout", key, "-subj", subject, "-outform", "DER", "-out", der]
+    if sans:
+        args += ["-addext", f"subjectAltName={sans}"]
+    run(args)
+    run(["openssl", "base64", "-in", der, "-out", b64])
+    return b64, key
+
+
+def private_key_objects(listing: str) -> int:
+    return listing.count("Private Key Object")

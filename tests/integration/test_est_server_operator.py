@@ -1,0 +1,282 @@
+"""The operator's EST server: TCS issuers with spec.est, served over RFC 7030 to curl, in the sandbox.
+
+Two operators, each scoped to its own namespace: one whose TLS certificate is issued by a TCS issuer
+(--est-issuer), one serving a kubernetes.io/tls Secret (--est-tls-secret) that the test then replaces.
+curl and openssl run off the event loop: the sandbox API the operators talk to serves from this loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from keyward.issuers.tcs_est import issue_tls_server_certificate
+from keyward.kube import Kube
+from keyward.pki.issue import CertificateAuthority, self_signed_ca
+from keyward.pki.profile import IssuerPolicy
+from keyward.resources import EVENTS, NAMESPACES, SECRETS
+from tests.est_server.standalone import Response, openssl_csr, run
+from tests.integration.conftest import OperatorRunner
+from tests.integration.helpers import ca_from_secret, create_issuer, wait_for, wait_ready
+
+PASSWORD = "first-Passw0rd"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def basic_auth_secret(name: str, namespace: str, password: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/basic-auth",
+        "data": {
+            "username": base64.b64encode(b"est").decode(),
+            "password": base64.b64encode(password.encode()).decode(),
+        },
+    }
+
+
+@dataclass
+class EstEndpoint:
+    """An operator's EST server as curl sees it, trusting only ``trust`` (the Explicit TA)."""
+
+    port: int
+    trust: Path
+    work: Path
+
+    def url(self, path: str) -> str:
+        return f"https://127.0.0.1:{self.port}/.well-known/est/{path}"
+
+    async def curl(self, path: str, *options: str | Path, data: Path | None = None) -> Response:
+        body, head = self.work / f"body-{uuid.uuid4().hex}", self.work / f"head-{uuid.uuid4().hex}"
+        args: list[str | Path] = ["curl", "-sS", "--cacert", self.trust, "-o", body, "-D", head]
+        args += ["-w", "%{http_code}", *options]
+        if data is not None:
+            args += ["-H", "Content-Type: application/pkcs10", "--data-binary", f"@{data}"]
+        done = await asyncio.to_thread(run, [*args, self.url(path)], check=False)
+        status = int(done.decode().strip() or 0)
+        headers: dict[str, str] = {}
+        if head.exists():
+            for line in head.read_text(errors="replace").splitlines()[1:]:
+                key, colon, value = line.partition(":")
+                if colon:
+                    headers[key.strip().lower()] = value.strip()
+        return Response(status, headers, body.read_bytes() if body.exists() else b"")
+
+    async def answers(self, path: str, status: int = 200, *options: str, timeout: float = 30) -> Response:
+        async def probe() -> Response | None:
+            response = await self.curl(path, *options)
+            return response if response.status == status else None
+
+        return await wait_for(probe, timeout=timeout, what=f"GET {path} -> {status}")
+
+
+@dataclass
+class IssuerSetup:
+    namespace: str
+    est: EstEndpoint
+    devices_ca: x509.Certificate
+
+
+async def make_namespace(kube: Kube) -> str:
+    name = f"est-{uuid.uuid4().hex[:8]}"
+    await kube.create(NAMESPACES, {"metadata": {"name": name}})
+    return name
+
+
+@pytest.fixture(scope="module")
+async def issued_tls(
+    kube: Kube, operators: OperatorRunner, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[IssuerSetup]:
+    """An operator with --est-issuer TCSIssuer/NS/tls-ca, serving "devices" (the default, Basic auth);
+    "tls-ca" has no spec.est."""
+    namespace, port = await make_namespace(kube), free_port()
+    await kube.create(SECRETS, basic_auth_secret("est-users", namespace, PASSWORD), namespace)
+    await create_issuer(
+        kube, "tls-ca", namespace, {"secretName": "tls-ca-cert", "privateKey": {"algorithm": "ECDSA"}}
+    )
+    spec = {
+        "secretName": "devices-ca",
+        "privateKey": {"algorithm": "ECDSA", "size": 384},
+        "est": {"label": "devices", "default": True, "basicAuthSecretRef": {"name": "est-users"}},
+    }
+    await create_issuer(kube, "devices", namespace, spec)
+    await operators.start(
+        "--namespace", namespace, "--est-listen", f"127.0.0.1:{port}",
+        "--est-issuer", f"TCSIssuer/{namespace}/tls-ca", "--est-hostnames", "127.0.0.1,localhost",
+    )  # fmt: skip
+    await wait_ready(kube, "devices", namespace)
+    _, tls_ca = await ca_from_secret(kube, "tls-ca-cert", namespace)
+    _, devices_ca = await ca_from_secret(kube, "devices-ca", namespace)
+    work = tmp_path_factory.mktemp("est-operator")
+    trust = work / "tls-ca.pem"
+    trust.write_bytes(tls_ca.public_bytes(serialization.Encoding.PEM))
+    endpoint = EstEndpoint(port, trust, work)
+    await endpoint.answers("devices/cacerts")
+    yield IssuerSetup(namespace, endpoint, devices_ca)
+    await kube.delete(NAMESPACES, namespace)
+
+
+def leaf_of(response: Response) -> x509.Certificate:
+    (certificate,) = pkcs7.load_der_pkcs7_certificates(base64.b64decode(b"".join(response.body.split())))
+    return certificate
+
+
+async def verify(certificate: x509.Certificate, ca: x509.Certificate, work: Path) -> str:
+    leaf, anchor = work / f"leaf-{certificate.serial_number:x}.pem", work / "anchor.pem"
+    leaf.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    anchor.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return (await asyncio.to_thread(run, ["openssl", "verify", "-CAfile", anchor, leaf])).decode().strip()
+
+
+async def test_curl_enrolls_with_basic_auth_and_the_issuer_gets_an_event(
+    kube: Kube, issued_tls: IssuerSetup
+) -> None:
+    est, work = issued_tls.est, issued_tls.est.work
+    csr, _ = await asyncio.to_thread(openssl_csr, work, "sensor-1", "/CN=sensor-1", "DNS:sensor-1.example")
+    response = await est.curl("devices/simpleenroll", "-u", f"est:{PASSWORD}", data=csr)
+    assert response.status == 200, response.text
+    leaf = leaf_of(response)
+    assert (await verify(leaf, issued_tls.devices_ca, work)).endswith(": OK")
+    assert leaf.subject.rfc4514_string() == "CN=sensor-1"
+
+    async def enrolled_event() -> dict[str, Any] | None:
+        wanted = ("TCSIssuer", "devices", "Enrolled")
+        for event in await kube.list(EVENTS, issued_tls.namespace):
+            involved = event.get("involvedObject") or {}
+            found = (involved.get("kind"), involved.get("name"), event.get("reason"))
+            if found == wanted and f"serial {leaf.serial_number:x}" in event.get("message", ""):
+                return event
+        return None
+
+    event = await wait_for(enrolled_event, what="an Enrolled Event on TCSIssuer devices")
+    assert event["type"] == "Normal"
+    assert event["message"].startswith(
+        "EST simpleenroll by basic:est: subject CN=sensor-1, SANs DNS:sensor-1.example"
+    )
+    assert PASSWORD not in event["message"]
+
+
+async def test_the_default_issuer_answers_without_a_label(issued_tls: IssuerSetup) -> None:
+    response = await issued_tls.est.curl("cacerts")
+    assert response.status == 200
+    assert pkcs7.load_der_pkcs7_certificates(base64.b64decode(b"".join(response.body.split()))) == [
+        issued_tls.devices_ca
+    ]
+    attributes = await issued_tls.est.curl("devices/csrattrs")
+    assert attributes.status == 200 and attributes.headers["content-type"] == "application/csrattrs"
+
+
+async def test_wrong_password_is_401_and_an_issuer_without_spec_est_is_404(issued_tls: IssuerSetup) -> None:
+    est = issued_tls.est
+    csr, _ = await asyncio.to_thread(openssl_csr, est.work, "intruder", "/CN=intruder")
+    wrong = await est.curl("devices/simpleenroll", "-u", "est:guessed", data=csr)
+    assert wrong.status == 401 and wrong.headers["www-authenticate"].startswith("Basic")
+    unserved = await est.curl("tls-ca/cacerts")
+    assert unserved.status == 404 and "no CA is served under the label 'tls-ca'" in unserved.text
+
+
+async def test_reenroll_with_the_issued_certificate_over_tls(issued_tls: IssuerSetup) -> None:
+    est, work = issued_tls.est, issued_tls.est.work
+    csr, key = await asyncio.to_thread(openssl_csr, work, "rekey", "/CN=rekey")
+    first = leaf_of(await est.curl("devices/simpleenroll", "-u", f"est:{PASSWORD}", data=csr))
+    cert = work / "rekey.pem"
+    cert.write_bytes(first.public_bytes(serialization.Encoding.PEM))
+    next_csr, _ = await asyncio.to_thread(openssl_csr, work, "rekey-next", "/CN=rekey")
+    renewed = await est.curl("devices/simplereenroll", "--cert", cert, "--key", key, data=next_csr)
+    assert renewed.status == 200, renewed.text
+    assert leaf_of(renewed).subject == first.subject and leaf_of(renewed).serial_number != first.serial_number
+
+
+async def test_a_changed_basic_auth_secret_counts_without_a_restart(
+    kube: Kube, issued_tls: IssuerSetup
+) -> None:
+    est, namespace = issued_tls.est, issued_tls.namespace
+    csr, _ = await asyncio.to_thread(openssl_csr, est.work, "rotation", "/CN=rotation")
+    current = await kube.get(SECRETS, "est-users", namespace)
+    current["data"]["password"] = base64.b64encode(b"second-Passw0rd").decode()
+    await kube.replace(SECRETS, current)
+    try:
+
+        async def new_password_works() -> bool:
+            response = await est.curl("devices/simpleenroll", "-u", "est:second-Passw0rd", data=csr)
+            return response.status == 200
+
+        await wait_for(new_password_works, what="the rotated password to be accepted")
+        old = await est.curl("devices/simpleenroll", "-u", f"est:{PASSWORD}", data=csr)
+        assert old.status == 401
+    finally:
+        current = await kube.get(SECRETS, "est-users", namespace)
+        current["data"]["password"] = base64.b64encode(PASSWORD.encode()).decode()
+        await kube.replace(SECRETS, current)
+
+
+# --- --est-tls-secret: a Secret's certificate, reloaded when the Secret changes -----------------------
+
+
+def tls_secret(name: str, namespace: str, root: CertificateAuthority) -> dict[str, Any]:
+    issued = issue_tls_server_certificate(root, ["127.0.0.1"], IssuerPolicy())
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": base64.b64encode(issued.chain_pem).decode(),
+            "tls.key": base64.b64encode(issued.key_pem).decode(),
+        },
+    }
+
+
+def throwaway_root(common_name: str) -> CertificateAuthority:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return CertificateAuthority(
+        self_signed_ca(key, x509.Name.from_rfc4514_string(f"CN={common_name}"), timedelta(days=1)), key
+    )
+
+
+async def test_a_tls_secret_is_served_and_reloaded_when_it_changes(
+    kube: Kube, operators: OperatorRunner, tmp_path: Path
+) -> None:
+    namespace, port = await make_namespace(kube), free_port()
+    try:
+        first_root, second_root = throwaway_root("first TLS root"), throwaway_root("second TLS root")
+        await kube.create(SECRETS, tls_secret("est-tls", namespace, first_root), namespace)
+        await create_issuer(kube, "lab", namespace, {"privateKey": {"algorithm": "ECDSA"}, "est": {}})
+        await operators.start(
+            "--namespace",
+            namespace,
+            "--est-listen",
+            f"127.0.0.1:{port}",
+            "--est-tls-secret",
+            f"{namespace}/est-tls",
+        )
+        trust = tmp_path / "first.pem"
+        trust.write_bytes(first_root.certificate.public_bytes(serialization.Encoding.PEM))
+        first = EstEndpoint(port, trust, tmp_path)
+        await first.answers("lab/cacerts")
+        assert (await first.curl("cacerts")).status == 404, "no issuer is the default"
+
+        current = await kube.get(SECRETS, "est-tls", namespace)
+        current["data"] = tls_secret("est-tls", namespace, second_root)["data"]
+        await kube.replace(SECRETS, current)
+        second_trust = tmp_path / "second.pem"
+        second_trust.write_bytes(second_root.certificate.public_bytes(serialization.Encoding.PEM))
+        await EstEndpoint(port, second_trust, tmp_path).answers("lab/cacerts")
+        assert (await first.curl("lab/cacerts")).status == 0, "the first root no longer verifies the server"
+    finally:
+        await kube.delete(NAMESPACES, namespace)
