@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
-import signal
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 import click
+
+from keyward.cli.signals import run_until_signalled
 
 KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-256", "ECDSA-384")
 
@@ -67,14 +64,4 @@ def est_server(
         key_spec=key_spec,
         hostnames=tuple(dict.fromkeys((*DEFAULT_HOSTNAMES, *hostnames))),
     )
-    asyncio.run(_until_signalled(serve(options)))
-
-
-async def _until_signalled(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` until it ends or SIGINT/SIGTERM arrives; cancelling lets it close the token cleanly."""
-    task = asyncio.ensure_future(main)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    run_until_signalled(serve(options))

@@ -9,7 +9,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 # In Go's pkix.Name order (country first, common name last), so names read as cert-manager writes them.
-_LIST_FIELDS: tuple[tuple[str, ObjectIdentifier], ...] = (
+SUBJECT_LIST_FIELDS: tuple[tuple[str, ObjectIdentifier], ...] = (
     ("countries", NameOID.COUNTRY_NAME),
     ("organizations", NameOID.ORGANIZATION_NAME),
     ("organizationalUnits", NameOID.ORGANIZATIONAL_UNIT_NAME),
@@ -18,7 +18,7 @@ _LIST_FIELDS: tuple[tuple[str, ObjectIdentifier], ...] = (
     ("streetAddresses", NameOID.STREET_ADDRESS),
     ("postalCodes", NameOID.POSTAL_CODE),
 )
-_KNOWN = {"commonName", "serialNumber", *(field for field, _ in _LIST_FIELDS)}
+_KNOWN = {"commonName", "serialNumber", *(field for field, _ in SUBJECT_LIST_FIELDS)}
 
 
 def _strings(spec: Mapping[str, Any], field: str) -> list[str]:
@@ -49,7 +49,7 @@ def subject_from_spec(spec: Mapping[str, Any], default_cn: str) -> x509.Name:
         known = ", ".join(sorted(_KNOWN))
         raise ValueError(f"unknown field(s) {', '.join(unknown)}; known fields are: {known}")
     attributes = [
-        _attribute(field, oid, value) for field, oid in _LIST_FIELDS for value in _strings(spec, field)
+        _attribute(field, oid, value) for field, oid in SUBJECT_LIST_FIELDS for value in _strings(spec, field)
     ]
     serial = spec.get("serialNumber")
     if serial:

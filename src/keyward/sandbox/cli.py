@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import click
 import kr8s.asyncio
 
+from keyward.cli.signals import run_until_signalled
 from keyward.errors import UserError
 
 
@@ -64,19 +63,7 @@ def sandbox(
         run_operator=not no_operator,
         auto_approve=auto_approve,
     )
-    _run_until_interrupted(serve(options))
-
-
-def _run_until_interrupted(main: Awaitable[None]) -> None:
-    async def runner() -> None:
-        task = asyncio.ensure_future(main)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    asyncio.run(runner())
+    run_until_signalled(serve(options))
 
 
 def _cmctl(

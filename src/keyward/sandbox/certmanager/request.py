@@ -14,25 +14,15 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID, ObjectIdentifier
+from cryptography.x509.oid import NameOID
 
 from keyward.pki.errors import RequestError
 from keyward.pki.keys import signature_hash
+from keyward.pki.names import SUBJECT_LIST_FIELDS
 from keyward.pki.usages import DEFAULT_USAGES, resolve_usages
 from keyward.sandbox.certmanager.keys import PrivateKey, SpecError
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-# spec.subject fields in Go's pkix.Name order, which is the order cert-manager writes them in.
-SUBJECT_FIELDS: tuple[tuple[str, ObjectIdentifier], ...] = (
-    ("countries", NameOID.COUNTRY_NAME),
-    ("organizations", NameOID.ORGANIZATION_NAME),
-    ("organizationalUnits", NameOID.ORGANIZATIONAL_UNIT_NAME),
-    ("localities", NameOID.LOCALITY_NAME),
-    ("provinces", NameOID.STATE_OR_PROVINCE_NAME),
-    ("streetAddresses", NameOID.STREET_ADDRESS),
-    ("postalCodes", NameOID.POSTAL_CODE),
-)
 
 
 @dataclass(frozen=True)
@@ -75,7 +65,7 @@ def _subject_attributes(spec: Mapping[str, Any]) -> list[x509.NameAttribute[str]
     subject = spec.get("subject") or {}
     pairs = [
         (f"spec.subject.{field}", oid, value)
-        for field, oid in SUBJECT_FIELDS
+        for field, oid in SUBJECT_LIST_FIELDS
         for value in _strings(subject, field, "spec.subject")
     ]
     if subject.get("serialNumber"):
