@@ -79,7 +79,7 @@ class EstEndpoint:
                     headers[key.strip().lower()] = value.strip()
         return Response(status, headers, body.read_bytes() if body.exists() else b"")
 
-    async def answers(self, path: str, status: int = 200, *options: str, timeout: float = 30) -> Response:
+    async def answers(self, path: str, status: int = 200, *options: str, timeout: float = 90) -> Response:
         async def probe() -> Response | None:
             response = await self.curl(path, *options)
             return response if response.status == status else None
@@ -121,7 +121,7 @@ async def issued_tls(
         "--namespace", namespace, "--est-listen", f"127.0.0.1:{port}",
         "--est-issuer", f"TCSIssuer/{namespace}/tls-ca", "--est-hostnames", "127.0.0.1,localhost",
     )  # fmt: skip
-    await wait_ready(kube, "devices", namespace)
+    await wait_ready(kube, "devices", namespace, timeout=90)
     _, tls_ca = await ca_from_secret(kube, "tls-ca-cert", namespace)
     _, devices_ca = await ca_from_secret(kube, "devices-ca", namespace)
     work = tmp_path_factory.mktemp("est-operator")

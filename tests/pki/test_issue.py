@@ -349,7 +349,7 @@ def test_ca_certificate_and_key_mismatch_is_an_issuer_problem(
     ca: CertificateAuthority, ed_key: ed25519.Ed25519PrivateKey, leaf_key: ec.EllipticCurvePrivateKey
 ) -> None:
     with pytest.raises(IssuerError, match="does not match the CA key"):
-        issue(make_csr(leaf_key), CertificateAuthority(ca.certificate, ed_key))
+        CertificateAuthority(ca.certificate, ed_key)
 
 
 def test_request_signature_is_checked_again(ca: CertificateAuthority, rsa_key: rsa.RSAPrivateKey) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -38,12 +39,15 @@ def parse_only(value: str) -> list[str]:
 
 @contextmanager
 def _state_dir(given: Path | None) -> Iterator[Path]:
+    """``--state-dir``, or a temporary directory removed after a successful run (kept after a failure,
+    since the error message points at the logs in it)."""
     if given is not None:
         given.mkdir(parents=True, exist_ok=True)
         yield given.resolve()
         return
-    with tempfile.TemporaryDirectory(prefix="keyward-bench-") as temporary:
-        yield Path(temporary)
+    temporary = Path(tempfile.mkdtemp(prefix="keyward-bench-"))
+    yield temporary
+    shutil.rmtree(temporary, ignore_errors=True)
 
 
 @click.command("bench")

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from keyward.bench.csrs import leaf_csr_pems
-from keyward.bench.observe import CpuMeter, peak_rss, reset_peak_rss
+from keyward.bench.errors import BenchFailed
+from keyward.bench.observe import CpuMeter, OtherLoad, peak_rss, reset_peak_rss
 from keyward.bench.sandboxed import BenchSandbox, condition_true
 from keyward.kube import Kube
 from keyward.resources import CERTIFICATE_REQUESTS, CSRS, Resource
@@ -117,6 +118,7 @@ class EndToEndResult:
     operator_peak_rss: int | None
     operator_cpu_seconds: float | None = None  # the operator process, first create → last issued
     sandbox_cpu_seconds: float | None = None  # this process: API server, stand-in and benchmark client
+    other_cpu_cores: float | None = None  # what other processes used meanwhile (see OtherLoad)
 
     @property
     def per_second(self) -> float:
@@ -148,6 +150,9 @@ class EndToEndResult:
             ),
             "operator_cpu_ms_per_issuance": _per_request_ms(self.operator_cpu_seconds, self.requests),
             "sandbox_process_cpu_ms_per_issuance": _per_request_ms(self.sandbox_cpu_seconds, self.requests),
+            "other_processes_cpu_cores": (
+                round(self.other_cpu_cores, 2) if self.other_cpu_cores is not None else None
+            ),
         }
 
 
@@ -216,25 +221,29 @@ async def issue_all(
                 approved_at[name] = time.perf_counter()
                 await driver.approve(bench.client, created)
 
-        operator_cpu, own_cpu = CpuMeter(pid), CpuMeter()
+        operator_cpu, own_cpu, other = CpuMeter(pid), CpuMeter(), OtherLoad((pid,))
         operator_cpu.start()
         own_cpu.start()
+        other.start()
         started = time.perf_counter()
         await asyncio.gather(*(submit(name, pem) for name, pem in zip(names, pems, strict=True)))
         submitted = time.perf_counter()
         try:
             await asyncio.wait_for(tracker.finished.wait(), timeout)
         except TimeoutError:
-            raise RuntimeError(
-                f"{len(tracker.waiting)} of {count} {driver.noun}s were not issued within {timeout:.0f}s; "
-                f"see the operator log {bench.operator_log()}"
+            raise BenchFailed(
+                f"{len(tracker.waiting)} of {count} {driver.noun}s were not issued within {timeout:.0f}s",
+                f"see the operator log {bench.operator_log()}",
             ) from None
         if tracker.failure:
-            raise RuntimeError(f"issuance failed: {tracker.failure}")
+            raise BenchFailed(
+                f"issuance failed: {tracker.failure}", f"see the operator log {bench.operator_log()}"
+            )
         operator_cpu.stop()
         own_cpu.stop()
-        peak = peak_rss(pid)
+        other_cores = other.stop()
         server_after = await _settled_counts(bench)
+        peak = peak_rss(pid)  # after the trailing Events too
         own_requests = bench.counted.requests - own_before[0]
         own_writes = bench.counted.writes - own_before[1]
         return EndToEndResult(
@@ -248,6 +257,7 @@ async def issue_all(
             operator_peak_rss=peak,
             operator_cpu_seconds=operator_cpu.seconds,
             sandbox_cpu_seconds=own_cpu.seconds,
+            other_cpu_cores=other_cores,
         )
     finally:
         watcher.cancel()
@@ -272,7 +282,7 @@ async def _until(check: Any, *, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+            raise BenchFailed(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(0.01)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import ssl
 import sys
@@ -24,6 +25,7 @@ import httpx
 from cryptography import x509
 
 from keyward.bench.csrs import leaf_csr_pems
+from keyward.bench.errors import BenchFailed
 from keyward.bench.observe import CpuMeter, peak_rss, reset_peak_rss
 from keyward.bench.rates import Rate, sustained_rate
 from keyward.est import wire
@@ -59,7 +61,16 @@ class EstRun:
             **self.rate.as_dict(),
             "server_cpu_ms_per_enrollment": _per_operation_ms(self.server_cpu_seconds, operations),
             "client_cpu_ms_per_enrollment": _per_operation_ms(self.client_cpu_seconds, operations),
+            "server_cpu_bound_per_second": self.server_cpu_bound,
         }
+
+    @property
+    def server_cpu_bound(self) -> float | None:
+        """Enrollments/s all cores would allow at the server's CPU cost per enrollment, were the clients
+        on another machine: the server's own ceiling, without the benchmark's share of the cores."""
+        if not self.server_cpu_seconds or not self.rate.operations:
+            return None
+        return round((os.cpu_count() or 1) * self.rate.operations / self.server_cpu_seconds, 1)
 
 
 def _per_operation_ms(seconds: float | None, operations: int) -> float | None:
@@ -105,7 +116,12 @@ async def est_server_process(state_dir: Path) -> AsyncIterator[EstEndpoint]:
             start_new_session=True,
         )
     try:
-        base_url = await asyncio.wait_for(_banner_url(process, log_file), STARTUP_TIMEOUT)
+        try:
+            base_url = await asyncio.wait_for(_banner_url(process, log_file), STARTUP_TIMEOUT)
+        except TimeoutError:
+            raise BenchFailed(
+                f"keyward est-server did not listen within {STARTUP_TIMEOUT:.0f}s", f"see its log {log_file}"
+            ) from None
         yield EstEndpoint(
             base_url=base_url,
             ca_file=state_dir / "ca.pem",
@@ -137,7 +153,7 @@ async def _banner_url(process: asyncio.subprocess.Process, log_file: Path) -> st
     while True:
         line = await process.stdout.readline()
         if not line:
-            raise RuntimeError(f"keyward est-server exited before listening; see {log_file}")
+            raise BenchFailed("keyward est-server exited before listening", f"see its log {log_file}")
         found = _LISTENING.search(line.decode(errors="replace"))
         if found:
             return found.group(1)
@@ -174,9 +190,7 @@ class _Enroller:
         finally:
             self._idle.put_nowait(client)
         if response.status_code != 200 or not response.content:
-            raise RuntimeError(
-                f"EST enrollment answered {response.status_code}: {response.text[:200].strip()}"
-            )
+            raise _refused(response)
 
     async def check_one(self) -> x509.Certificate:
         """A full enrollment whose answer is decoded: proof the benchmark measures real issuance."""
@@ -186,14 +200,19 @@ class _Enroller:
         finally:
             self._idle.put_nowait(client)
         if response.status_code != 200:
-            raise RuntimeError(
-                f"EST enrollment answered {response.status_code}: {response.text[:200].strip()}"
-            )
+            raise _refused(response)
         return wire.decode_certs_only(response.content)[0]
 
     async def aclose(self) -> None:
         for client in self._clients:
             await client.aclose()
+
+
+def _refused(response: httpx.Response) -> BenchFailed:
+    return BenchFailed(
+        f"an EST enrollment was answered {response.status_code}: {response.text[:200].strip()!r}",
+        "see the log of keyward est-server in the benchmark's state directory (--state-dir)",
+    )
 
 
 def _request_bodies(count: int) -> list[bytes]:
@@ -216,7 +235,9 @@ async def est_enrollment(
             server_cpu, client_cpu = CpuMeter(endpoint.pid), CpuMeter()
             server_cpu.start()
             client_cpu.start()
-            rate = await sustained_rate(enroller.enroll, concurrency=clients, duration=duration)
+            rate = await sustained_rate(
+                enroller.enroll, concurrency=clients, duration=duration, processes=(endpoint.pid,)
+            )
             runs[clients] = EstRun(rate, server_cpu.stop(), client_cpu.stop())
         finally:
             with contextlib.suppress(Exception):

@@ -80,6 +80,45 @@ def cpu_seconds(pid: int | None = None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all cores spent busy since boot (/proc/stat: everything but idle and iowait)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """How many cores processes other than ours kept busy during a run (this machine is shared).
+
+    Ours are this process and ``pids``. A high value means the run competed for the cores and its
+    numbers are low; the report shows it next to each result.
+    """
+
+    def __init__(self, pids: tuple[int, ...] = ()) -> None:
+        self._meters = [CpuMeter(None), *(CpuMeter(pid) for pid in pids)]
+        self._machine: float | None = None
+        self._wall = 0.0
+
+    def start(self) -> None:
+        for meter in self._meters:
+            meter.start()
+        self._machine = machine_busy_seconds()
+        self._wall = time.monotonic()
+
+    def stop(self) -> float | None:
+        """Cores' worth of CPU the other processes used, averaged over the run."""
+        machine = machine_busy_seconds()
+        wall = time.monotonic() - self._wall
+        ours = [meter.stop() for meter in self._meters]
+        if machine is None or self._machine is None or wall <= 0 or any(o is None for o in ours):
+            return None
+        other = machine - self._machine - sum(o for o in ours if o is not None)
+        return max(0.0, other / wall)
+
+
 @dataclass
 class CpuMeter:
     """CPU seconds a process spends between ``start`` and ``stop``: who used the cores during a run."""

@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from keyward.bench.csrs import leaf_csr_pem
-from keyward.bench.rates import SplitRate, split_rate
+from keyward.bench.rates import Job
 from keyward.bench.tokens import BenchToken
 from keyward.keystore import TokenPrivateKey
 from keyward.pki.csr import load_csr
@@ -30,16 +30,16 @@ def bench_ca(key: TokenPrivateKey, name: str) -> CertificateAuthority:
 
 def issue_one(ca: CertificateAuthority, csr_pem: bytes, policy: IssuerPolicy) -> IssuedCertificate:
     """Runs in a token worker thread, like the operator's decode-and-sign."""
-    return issue_certificate(load_csr(csr_pem), RequestProfile(), ca, policy)
+    return issue_certificate(load_csr(csr_pem), RequestProfile(), ca, policy, signature_checked=True)
 
 
-async def pki_issuance(token: BenchToken, duration: float) -> dict[str, SplitRate]:
-    """Certificates per second for each CA key, one worker and all workers."""
-    csr_pem = leaf_csr_pem("leaf.bench.keyward.test")
-    policy = IssuerPolicy()
-    results: dict[str, SplitRate] = {}
-    for name, key in token.keys.items():
-        ca = bench_ca(key, name)
-        job = functools.partial(token.store.run, issue_one, ca, csr_pem, policy)
-        results[name] = await split_rate(job, workers=token.workers, duration=duration)
-    return results
+def issuance_job(token: BenchToken, name: str) -> Job:
+    """(b) One certificate through pki with the token key ``name``, in the store's worker pool."""
+    key = token.keys[name]
+    return functools.partial(
+        token.store.run,
+        issue_one,
+        bench_ca(key, name),
+        leaf_csr_pem("leaf.bench.keyward.test"),
+        IssuerPolicy(),
+    )

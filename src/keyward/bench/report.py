@@ -152,19 +152,33 @@ class BenchReport:
                 lines.append(
                     f"{title:26} {key:11} one worker {split.one_worker.per_second:8.1f} {unit}   all "
                     f"{split.workers} cores {split.all_cores.per_second:8.1f} {unit}  ({split.scaling:.2f}x)"
+                    f"{_other(split.one_worker.other_cpu_cores, split.all_cores.other_cpu_cores)}"
                 )
         for name, result in self.sandbox.items():
             letter, row = SANDBOX_LETTERS[name], result.as_dict()
             lines.append(
-                f"({letter}) {result.kind}s: {result.requests} in {result.seconds:.2f} s = "
+                f"({letter}) {result.requests} {result.kind}s issued in {result.seconds:.2f} s = "
                 f"{result.per_second:.1f}/s, latency p50 {row['latency_p50_seconds']} s "
-                f"p99 {row['latency_p99_seconds']} s, operator API requests/issuance "
-                f"{row['api_requests_per_issuance']} writes/issuance {row['api_writes_per_issuance']}, "
-                f"operator peak RSS {row['operator_peak_rss_mib']} MiB"
+                f"p99 {row['latency_p99_seconds']} s{_other(result.other_cpu_cores)}"
+            )
+            lines.append(
+                f"    operator: {row['api_requests_per_issuance']} API requests and "
+                f"{row['api_writes_per_issuance']} writes per issuance, peak RSS "
+                f"{row['operator_peak_rss_mib']} MiB, CPU {row['operator_cpu_ms_per_issuance']} ms per "
+                f"issuance (API server + benchmark client: {row['sandbox_process_cpu_ms_per_issuance']} ms)"
             )
         if self.est is not None:
-            est = ", ".join(f"{n} client(s) {r.per_second:.1f}/s" for n, r in self.est.rates.items())
-            lines.append(f"(e) EST enrollments over TLS: {est}")
+            if self.est_reference:
+                lines.append(
+                    f"(e) reference: raw {RSA} token signatures, all cores: {self.est_reference:.1f}/s"
+                )
+            for clients, run in self.est.runs.items():
+                row = run.as_dict()
+                lines.append(
+                    f"(e) EST enrollments, {clients:2} keep-alive client(s): {run.rate.per_second:7.1f}/s; "
+                    f"CPU per enrollment: server {row['server_cpu_ms_per_enrollment']} ms, clients "
+                    f"{row['client_cpu_ms_per_enrollment']} ms{_other(run.rate.other_cpu_cores)}"
+                )
         targets = self.targets()
         if targets:
             lines.append("targets:")
@@ -179,6 +193,12 @@ class BenchReport:
 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+
+
+def _other(*cores: float | None) -> str:
+    """Other processes' share of the cores during a measurement: the reader judges the noise."""
+    known = [value for value in cores if value is not None]
+    return f"  [other processes: {max(known):.2f} cores]" if known else ""
 
 
 def machine(load_before: tuple[float, ...], load_after: tuple[float, ...] | None) -> dict[str, Any]:

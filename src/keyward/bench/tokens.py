@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
-from keyward.bench.rates import SplitRate, split_rate
+from keyward.bench.rates import Job
 from keyward.keystore import (
     KeySpec,
     TokenECPrivateKey,
@@ -74,10 +74,6 @@ def signer(key: TokenPrivateKey) -> Callable[[], bytes]:
     raise TypeError(f"cannot benchmark a {type(key).__name__}")
 
 
-async def token_signing(token: BenchToken, duration: float) -> dict[str, SplitRate]:
-    """Signatures per second for each key, one worker and all workers."""
-    results: dict[str, SplitRate] = {}
-    for name, key in token.keys.items():
-        job = functools.partial(token.store.run, signer(key))
-        results[name] = await split_rate(job, workers=token.workers, duration=duration)
-    return results
+def signature_job(token: BenchToken, key: TokenPrivateKey) -> Job:
+    """(a) One raw token signature through the store's worker pool."""
+    return functools.partial(token.store.run, signer(key))

@@ -71,6 +71,15 @@ class EstRequestHandler:
         try:
             return await self._handle(request)
         except Refusal as refusal:
+            # One line per refused request (the access log is off): who, what, and why — never credentials.
+            logger.info(
+                "EST refused %s %s from %s: %d %s",
+                request.method,
+                request.path,
+                request.remote,
+                refusal.status,
+                refusal.message,
+            )
             return _text(refusal.status, refusal.message, refusal.headers, close=refusal.close)
         except Exception:
             logger.exception("EST server: unexpected error answering %s %r", request.method, request.path)

@@ -95,6 +95,7 @@ class EstServer:
             keepalive_timeout=self._timeouts.idle,
             handler_cancellation=True,
             shutdown_timeout=self._timeouts.shutdown,
+            access_log=None,  # every enrollment has its audit line; refusals are logged by the handlers
         )
         await runner.setup()
         site = LimitedTcpSite(

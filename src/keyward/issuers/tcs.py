@@ -146,5 +146,8 @@ def ensure_ca(
 
 
 def sign(ca: CertificateAuthority, request: SigningRequest, policy: IssuerPolicy) -> IssuedCertificate:
-    """Issue the certificate for a checked request with the CA key (in the token). Blocking."""
-    return issue_certificate(request.csr, request.profile, ca, policy)
+    """Issue the certificate for a checked request with the CA key (in the token). Blocking.
+
+    A ``SigningRequest`` holds a CSR whose signature was verified when it was decoded (``load_csr``, or
+    the EST server's proof-of-possession check), so it is not verified a second time here."""
+    return issue_certificate(request.csr, request.profile, ca, policy, signature_checked=True)

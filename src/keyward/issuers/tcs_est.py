@@ -236,6 +236,7 @@ class TcsEstCa:
     async def enroll(
         self, csr: x509.CertificateSigningRequest, client: ClientIdentity, *, renewal: bool
     ) -> list[x509.Certificate]:
+        """``csr``'s signature was verified by the EST server (proof of possession) before this call."""
         issued = await self._sign(csr)
         return [issued.certificate]
 
