@@ -7,6 +7,8 @@ means the CA side failed (503 when it says so, 500 for a bug), never that the in
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
 import logging
 import ssl
 from collections.abc import Callable, Mapping
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from cryptography import x509
+from cryptography.x509.oid import AttributeOID
 
 from keyward.est import wire
 from keyward.est.audit import AuditRecord, emit
@@ -139,6 +142,7 @@ class EstRequestHandler:
             raise Refusal(400, str(exc)) from None
         if not wire.csr_signature_valid(csr):
             raise Refusal(400, "the CSR signature does not verify; sign the request with the key it contains")
+        _check_identity_link(csr, _ssl_object(request))
         if renewal and client.certificate is not None and not same_subject_and_sans(csr, client.certificate):
             raise Refusal(
                 403,
@@ -250,6 +254,27 @@ def _authenticate(request: web.Request, ca: EstCa, *, renewal: bool) -> ClientId
 
 def _unauthorized(message: str) -> Refusal:
     return Refusal(401, message, {"WWW-Authenticate": WWW_AUTHENTICATE})
+
+
+def _check_identity_link(csr: x509.CertificateSigningRequest, ssl_object: ssl.SSLObject | None) -> None:
+    """RFC 7030 §3.5: a CSR whose challengePassword carries the base64 ``tls-unique`` of the TLS session
+    links proof of possession to the authenticated session; when the session has a ``tls-unique`` (TLS
+    1.2), the value must be this session's. TLS 1.3 has no ``tls-unique`` (RFC 8446), so there the link
+    cannot be checked and the CSR is judged like one without it (linking is optional in RFC 7030)."""
+    try:
+        attribute = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD)
+    except x509.AttributeNotFound:
+        return
+    binding = ssl_object.get_channel_binding("tls-unique") if ssl_object is not None else None
+    if binding is None:
+        return
+    if not hmac.compare_digest(bytes(attribute.value).strip(), base64.b64encode(binding)):
+        raise Refusal(
+            400,
+            "the CSR's challengePassword does not hold this TLS session's tls-unique value (RFC 7030 "
+            "section 3.5); put base64(tls-unique) of the connection the CSR is sent on into it, "
+            "or leave it out",
+        )
 
 
 def _ssl_object(request: web.Request) -> ssl.SSLObject | None:
