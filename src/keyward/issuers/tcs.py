@@ -97,6 +97,7 @@ def ensure_ca(
     Never replaces what it finds: a key without a certificate, a certificate that does not match its
     key, or a key of another type than the spec asks for all stop the issuer with a reason.
     """
+    store.recover_pending(label)  # a crash while this CA was being created: finish it or discard it
     key = store.find_key(label)
     certificate = store.find_certificate(label)
     if key is None and certificate is None:
@@ -106,10 +107,11 @@ def ensure_ca(
                 "key provisioning is not configured: spec.selfSign is false and "
                 "the token holds no CA key for this issuer",
             )
-        key = store.generate_key(label, spec.key)
-        assert spec.subject is not None
-        certificate = self_signed_ca(key, spec.subject, spec.ca_duration, now=now)
-        store.store_certificate(label, certificate)
+        subject = spec.subject
+        assert subject is not None
+        key, certificate = store.create_ca(
+            label, spec.key, lambda new_key: self_signed_ca(new_key, subject, spec.ca_duration, now=now)
+        )
         return CertificateAuthority(certificate=certificate, key=key)
     if key is None:
         raise IssuerNotReady(

@@ -21,7 +21,7 @@ from pkcs11 import Attribute, KeyType, ObjectClass
 
 from keyward.keystore import unwrap
 from keyward.keystore.config import HsmConfig
-from keyward.keystore.errors import KeyExists, KeystoreError
+from keyward.keystore.errors import KeyExists, KeyNotFound, KeystoreError
 from keyward.keystore.keys import TokenECPrivateKey, TokenPrivateKey, TokenRSAPrivateKey, key_matches
 from keyward.keystore.objects import (
     certificate_template,
@@ -85,6 +85,61 @@ class TokenKeyStore:
 
         return self._sessions.call(f"generate a {spec} key labelled '{label}'", generate)
 
+    def create_ca(
+        self, label: str, spec: KeySpec, certify: Callable[[TokenPrivateKey], x509.Certificate]
+    ) -> tuple[TokenPrivateKey, x509.Certificate]:
+        """Generate a CA key and its certificate (``certify`` signs it with the new key) such that a crash
+        at any point never leaves one of them under ``label`` without the other: both are made under
+        ``label#pending`` and then relabelled; ``recover_pending`` finishes or undoes an interrupted run."""
+        pending = label + PENDING_SUFFIX
+        self.recover_pending(label)
+        key = self.generate_key(pending, spec)
+        certificate = certify(key)
+        self.store_certificate(pending, certificate)
+        self._relabel(pending, label, _CA_OBJECT_CLASSES)
+        final = self.find_key(label)
+        if final is None:  # pragma: no cover - the token lost the key it just relabelled
+            raise KeyNotFound(f"the CA key labelled '{label}' vanished right after it was created")
+        return final, certificate
+
+    def recover_pending(self, label: str) -> None:
+        """Finish a ``create_ca`` interrupted while relabelling, or discard one interrupted before it."""
+
+        def recover(session: ThreadSession) -> bool:
+            pending = label + PENDING_SUFFIX
+            leftovers = [
+                found
+                for object_class in _CA_OBJECT_CLASSES
+                for found in session.find({Attribute.CLASS: object_class, Attribute.LABEL: pending})
+            ]
+            if not leftovers:
+                return False
+            committed = {
+                bytes(found[Attribute.ID])
+                for object_class in _CA_OBJECT_CLASSES
+                for found in session.find({Attribute.CLASS: object_class, Attribute.LABEL: label})
+            }
+            for found in leftovers:
+                if bytes(found[Attribute.ID]) in committed:
+                    found[Attribute.LABEL] = label  # the relabelling had begun: finish it
+                else:
+                    found.destroy()  # nothing was committed: undo
+            return True
+
+        if self._sessions.call(f"recover an interrupted creation of '{label}'", recover):
+            self._sessions.forget_objects()
+
+    def _relabel(self, old: str, new: str, classes: tuple[ObjectClass, ...]) -> None:
+        def relabel(session: ThreadSession) -> None:
+            for object_class in classes:
+                for found in session.find({Attribute.CLASS: object_class, Attribute.LABEL: old}):
+                    found[Attribute.LABEL] = new
+
+        try:
+            self._sessions.call(f"relabel '{old}' as '{new}'", relabel)
+        finally:
+            self._sessions.forget_objects()
+
     def find_key(self, label: str) -> TokenPrivateKey | None:
         """The signing key labelled ``label``, or None."""
 
@@ -124,8 +179,9 @@ class TokenKeyStore:
         def delete(session: ThreadSession) -> bool:
             doomed = [
                 found
-                for object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY, ObjectClass.CERTIFICATE)
-                for found in session.find({Attribute.CLASS: object_class, Attribute.LABEL: label})
+                for object_class in _CA_OBJECT_CLASSES
+                for name in (label, label + PENDING_SUFFIX)  # also what an interrupted create_ca left
+                for found in session.find({Attribute.CLASS: object_class, Attribute.LABEL: name})
             ]
             for found in doomed:
                 found.destroy()
@@ -142,7 +198,8 @@ class TokenKeyStore:
         def labels(session: ThreadSession) -> set[str]:
             found = session.find({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.SIGN: True})
             found += session.find({Attribute.CLASS: ObjectClass.CERTIFICATE})
-            return {label for label in (obj[Attribute.LABEL] for obj in found) if label}
+            names = (obj[Attribute.LABEL] for obj in found)
+            return {label for label in names if label and not label.endswith(PENDING_SUFFIX)}
 
         return self._sessions.call("list its objects", labels)
 
@@ -261,6 +318,13 @@ class TokenKeyStore:
             f"a key labelled '{label}' is already in token {self._sessions.description}",
             "use it (find_key), or delete it first if it must be replaced",
         )
+
+
+#: Suffix of the label under which ``create_ca`` builds a CA before committing it ('#' is never in a
+#: signer name).
+PENDING_SUFFIX = "#pending"
+#: Key first, certificate last: a crash mid-relabel leaves the committed key with its pending certificate.
+_CA_OBJECT_CLASSES = (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY, ObjectClass.CERTIFICATE)
 
 
 def _signing_keys(session: ThreadSession, label: str) -> list[Any]:
