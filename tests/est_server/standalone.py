@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyward.keystore import load_hsm_config
+from tests.est.helpers import Response
 
 LISTENING = re.compile(r"listening on https://127\.0\.0\.1:(\d+)/")
 
@@ -29,17 +30,6 @@ def run(args: Sequence[str | Path], *, check: bool = True, env: dict[str, str] |
 
 def shell(command: str) -> bytes:
     return run(["bash", "-c", f"set -euo pipefail; {command}"])
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode(errors="replace")
 
 
 @dataclass

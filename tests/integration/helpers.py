@@ -9,9 +9,11 @@ import os
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from keyward.keystore.config import HsmConfig
 from keyward.kube import Kube
@@ -152,3 +154,14 @@ async def kubectl(
 
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1)[:2000]
+
+
+def openssl_verify(directory: Path, ca: x509.Certificate, chain_pem: bytes) -> str:
+    """What `openssl verify -CAfile ca.pem chain.pem` says of a chain (blocking; openssl is the judge)."""
+    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "chain.pem").write_bytes(chain_pem)
+    result = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(directory / "ca.pem"), str(directory / "chain.pem")],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    return result.stdout.strip()

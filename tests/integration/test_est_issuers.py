@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import socket
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -45,7 +44,7 @@ from tests.integration.est_peers import (
     start_peer,
     tls_identity,
 )
-from tests.integration.helpers import kubectl, ready_condition, wait_for
+from tests.integration.helpers import kubectl, openssl_verify, ready_condition, wait_for
 from tests.integration.requests_helpers import (
     approve_csr,
     chain_of,
@@ -206,22 +205,6 @@ async def wait_order(kube: Kube, namespace: str, owner: str, **status: Any) -> d
         )
 
     return await wait_for(probe, what=f"EstOrder of {owner} with {status}")
-
-
-def openssl_verify(tmp_path: Path, ca: x509.Certificate, chain_pem: bytes) -> str:
-    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "chain.pem").write_bytes(chain_pem)
-    result = subprocess.run(
-        ["openssl", "verify", "-CAfile", str(tmp_path / "ca.pem"), str(tmp_path / "chain.pem")],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
-    return result.stdout.strip() or result.stderr.strip()
-
-
-# ---- the seed's flow ------------------------------------------------------------------------------------
 
 
 async def test_seed_example_issues_then_renews_with_simplereenroll(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import subprocess
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +19,14 @@ from keyward.resources import CERTIFICATE_REQUESTS, CERTIFICATES, CSRS, EVENTS, 
 from keyward.sandbox.certmanager import approve, deny
 from keyward.watching import list_and_watch
 from tests.integration.conftest import OperatorRunner
-from tests.integration.helpers import ca_from_secret, create_issuer, ready_condition, wait_for, wait_ready
+from tests.integration.helpers import (
+    ca_from_secret,
+    create_issuer,
+    openssl_verify,
+    ready_condition,
+    wait_for,
+    wait_ready,
+)
 from tests.integration.requests_helpers import (
     approve_csr,
     chain_of,
@@ -43,18 +49,6 @@ async def issuer(kube: Kube, namespace: str) -> x509.Certificate:
     await wait_ready(kube, "my-ca", namespace)
     _, ca = await ca_from_secret(kube, "my-ca-cert", namespace)
     return ca
-
-
-def openssl_verify(tmp_path: Path, ca: x509.Certificate, leaf_pem: bytes) -> str:
-    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "leaf.pem").write_bytes(leaf_pem)
-    result = subprocess.run(
-        ["openssl", "verify", "-CAfile", str(tmp_path / "ca.pem"), str(tmp_path / "leaf.pem")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return result.stdout.strip()
 
 
 async def test_seed_certificate_walkthrough(
