@@ -30,7 +30,6 @@ def _ready(body: Mapping[str, Any], ok: bool, reason: str, message: str) -> list
 
 class CertificateRequestAdapter:
     resource = CERTIFICATE_REQUESTS
-    noun = "CertificateRequest"
 
     def __init__(self, group: str = TCS_GROUP) -> None:
         self.group = group

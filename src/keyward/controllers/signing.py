@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ from keyward.resources import Resource
 
 log = logging.getLogger("keyward.signing")
 
-MAX_RETRY_SECONDS = 30 * 60.0
 ISSUED_MEMORY = 10_000
 
 
@@ -43,7 +41,6 @@ class RequestAdapter(Protocol):
     """How one kind of request (CertificateRequest, CSR) reads and is written."""
 
     resource: Resource
-    noun: str
 
     def phase(self, body: Mapping[str, Any]) -> Phase: ...
     def issuer(self, body: Mapping[str, Any]) -> IssuerRef | None: ...
@@ -61,7 +58,6 @@ class _Parked:
     body: Mapping[str, Any]
     label: str
     attempts: int = 0
-    first_failure: float = 0.0
     timer: asyncio.TimerHandle | None = None
 
 
@@ -179,23 +175,16 @@ class SigningPipeline:
         await self._retry_later(body, ref.signer_name, message)
 
     async def _retry_later(self, body: Mapping[str, Any], label: str, message: str) -> None:
+        """Park the request as Pending until its issuer can sign. Waiting for an issuer is never a
+        permanent failure (cert-manager's contract, point 5): a token fault takes the issuer out of service
+        until its re-check, so every wait here is a wait for the issuer — retried with backoff capped at
+        five minutes, and at once when the issuer turns Ready (``kick``)."""
         key = _key(body)
         parked = self._parked.get(key)
         if parked is None:
-            parked = self._parked[key] = _Parked(body=body, label=label, first_failure=time.monotonic())
+            parked = self._parked[key] = _Parked(body=body, label=label)
         parked.body, parked.label = body, label
         parked.attempts += 1
-        if time.monotonic() - parked.first_failure > MAX_RETRY_SECONDS:
-            self._unpark(key)
-            await self._write(
-                body,
-                self.adapter.failed_status(
-                    body, "Failed", f"gave up after {parked.attempts} attempts: {message}"
-                ),
-                event=("Failed", message),
-                warning=True,
-            )
-            return
         status = self.adapter.pending_status(body, message)
         if status is not None:
             written = await self._write(body, status)

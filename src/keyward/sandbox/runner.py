@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,8 +150,3 @@ async def serve(options: SandboxOptions) -> None:
         await asyncio.Event().wait()
     finally:
         await sandbox.stop()
-
-
-def default_kubeconfig(state_dir: Path) -> Path:
-    env = os.environ.get("KUBECONFIG")
-    return Path(env) if env else state_dir / "kubeconfig"
