@@ -30,6 +30,7 @@ def _ready(body: Mapping[str, Any], ok: bool, reason: str, message: str) -> list
 
 class CertificateRequestAdapter:
     resource = CERTIFICATE_REQUESTS
+    noun = "CertificateRequest"  # for log lines (also of the EST owners that extend this adapter)
 
     def __init__(self, group: str = TCS_GROUP) -> None:
         self.group = group

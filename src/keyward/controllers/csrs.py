@@ -22,6 +22,7 @@ log = logging.getLogger("keyward.csr")
 
 class CsrAdapter:
     resource = CSRS
+    noun = "CertificateSigningRequest"
 
     def __init__(self, group: str = TCS_GROUP, *, full_chain: bool = False) -> None:
         self.group = group
