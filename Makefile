@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBS := softhsm2 opensc openssl curl
+DEBS := softhsm2 opensc openssl curl wrk
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit setup system-packages clean
@@ -26,7 +26,8 @@ unit: setup
 setup: system-packages $(STAMP)
 
 # Debian packages: the PKCS#11 token (SoftHSM2), pkcs11-tool (OpenSC), the openssl and curl
-# peers of the tests, and kubectl (Debian's kubernetes-client) when no kubectl is on PATH.
+# peers of the tests, wrk (the EST load generator of `keyward bench`), and kubectl (Debian's
+# kubernetes-client) when no kubectl is on PATH.
 system-packages:
 	@missing=""; \
 	for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 
 
-def keyward(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
+def keyward(
+    *args: str, timeout: float = 150, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "keyward", *args],
         capture_output=True,
         text=True,
-        env=dict(os.environ),
+        env={**os.environ, **(env or {})},
         timeout=timeout,
         check=False,
     )
@@ -75,6 +77,13 @@ def test_every_benchmark_runs_and_writes_the_json_report(tmp_path: Path) -> None
         assert_rate(rate)
     assert est["raw_rsa3072_token_per_second_all_cores"] > 0
     assert est["server_peak_rss_mib"] > 10
+    assert est["load_generator"] == "wrk"
+    assert all(rate["latency_p99_seconds"] > 0 for rate in est["clients"].values())
+    # wrk's script carries the Basic credential: private to its owner, and never printed.
+    script = tmp_path / "state" / "est" / "wrk-enroll.lua"
+    assert script.stat().st_mode & 0o777 == 0o600
+    password = (tmp_path / "state" / "est" / "est-password").read_text().strip()
+    assert password not in result.stdout + result.stderr
     names = [target["name"] for target in report["targets"]]
     assert any(name.startswith("(b)/(a) RSA-3072") for name in names)
     assert any(name.startswith("(e) 16 EST clients") for name in names)
@@ -91,6 +100,17 @@ def test_only_runs_the_chosen_benchmark(tmp_path: Path) -> None:
     report = json.loads(report_path.read_text())
     assert list(report["results"]) == ["a_token_signatures"]
     assert report["targets"] == []  # none of the targets can be judged from (a) alone
+
+
+def test_est_benchmark_without_wrk_is_one_clear_error(tmp_path: Path) -> None:
+    # PATH without wrk (the venv's python is called by absolute path, so the rest still works).
+    result = keyward(
+        "bench", "--only", "e", "--duration", "0.05", "--state-dir", str(tmp_path / "state"),
+        env={"PATH": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "needs wrk" in result.stderr and "apt-get install wrk" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_unknown_benchmark_is_one_clear_error() -> None:

@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -343,6 +344,75 @@ def test_a_key_that_only_signs_is_enough(
     rsa_key.public_key().verify(
         certificate.signature, certificate.tbs_certificate_bytes, padding.PKCS1v15(), hashes.SHA256()
     )
+
+
+class FaultyRSAKey(OpaqueRSAKey):
+    """A token that starts returning corrupted signatures once the CA exists (a broken HSM)."""
+
+    faulty = False
+
+    def sign(self, data: bytes, padding: Any, algorithm: Any) -> bytes:
+        signature = bytearray(super().sign(data, padding, algorithm))
+        if self.faulty:
+            signature[-1] ^= 0x01
+        return bytes(signature)
+
+
+class FaultyECKey(ec.EllipticCurvePrivateKey):
+    """The ECDSA counterpart of ``FaultyRSAKey``: signs with ``inner``, wrongly once ``faulty``."""
+
+    faulty = False
+
+    def __init__(self, inner: ec.EllipticCurvePrivateKey) -> None:
+        self._inner = inner
+
+    def sign(self, data: bytes, algorithm: Any) -> bytes:
+        r, s = decode_dss_signature(self._inner.sign(data, algorithm))
+        return encode_dss_signature(r, s + 1 if self.faulty else s)
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._inner.public_key()
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        return self._inner.curve
+
+    @property
+    def key_size(self) -> int:
+        return self._inner.key_size
+
+    def exchange(self, *args: Any) -> bytes:
+        raise TypeError("the token key only signs")
+
+    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
+        raise TypeError("the token key is not extractable")
+
+    def private_bytes(self, *args: Any) -> bytes:
+        raise TypeError("the token key is not extractable")
+
+    def __copy__(self) -> FaultyECKey:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> FaultyECKey:
+        return self
+
+
+@pytest.mark.parametrize("curve_key", [False, True], ids=["rsa-ca", "ecdsa-ca"])
+def test_a_certificate_the_ca_key_signed_wrongly_is_never_returned(
+    rsa_key: rsa.RSAPrivateKey,
+    ec_key: ec.EllipticCurvePrivateKey,
+    leaf_key: ec.EllipticCurvePrivateKey,
+    curve_key: bool,
+) -> None:
+    if curve_key:
+        key: FaultyRSAKey | FaultyECKey = FaultyECKey(ec_key)
+    else:
+        key = FaultyRSAKey(rsa_key)
+    ca = CertificateAuthority(self_signed_ca(key, name("faulty token CA"), timedelta(days=30), now=NOW), key)
+    assert issue(make_csr(leaf_key), ca).issuer == ca.certificate.subject  # healthy: issues
+    key.faulty = True
+    with pytest.raises(IssuerError, match="does not verify against the CA certificate"):
+        issue(make_csr(leaf_key), ca)
 
 
 def test_ca_certificate_and_key_mismatch_is_an_issuer_problem(

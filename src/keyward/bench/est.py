@@ -1,33 +1,44 @@
 """(e) EST enrollments per second over TLS with keep-alive, against ``keyward est-server``.
 
 The server is the real command (``keyward est-server``: an ``EstServer`` over a ``TcsEstCa`` whose
-RSA-3072 CA key is in its own SoftHSM2 token), in its own process as users run it. Clients are
-``httpx.AsyncClient``s in this process, each with one keep-alive TLS connection, posting
-``/simpleenroll`` with HTTP Basic; the CSRs are made before the clock starts. A run with one client shows
-the latency-bound rate, one with 16 the throughput-bound rate, to compare with the raw token rate.
+RSA-3072 CA key is in its own SoftHSM2 token), in its own process as users run it. The clients are
+``wrk`` (Debian's HTTP load generator, in C) with one keep-alive TLS connection per client, posting
+``/simpleenroll`` with HTTP Basic; the CSRs are made before the clock starts. ``wrk`` needs a few
+percent of a core where Python clients needed a fifth of the server's CPU, so on a two-core machine
+the server gets the cores it would have with its clients elsewhere. A run with one client shows the
+latency-bound rate, one with 16 the throughput-bound rate.
+
+The raw RSA-3072 token rate it is judged against is measured in the same slices of time: raw signing
+(all cores, this process's own token) and enrollments take turns, so a change of the machine's speed
+during the run hits both alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
+import math
 import os
 import re
+import resource
+import shutil
 import ssl
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import httpx
 from cryptography import x509
 
 from keyward.bench.csrs import leaf_csr_pems
 from keyward.bench.errors import BenchFailed
-from keyward.bench.observe import CpuMeter, peak_rss, reset_peak_rss
-from keyward.bench.rates import Rate, sustained_rate
+from keyward.bench.observe import CpuMeter, OtherLoad, peak_rss, reset_peak_rss
+from keyward.bench.rates import ROUNDS, Job, Rate, combined, sustained_rate
 from keyward.est import wire
 
 CLIENT_COUNTS = (1, 16)
@@ -53,12 +64,16 @@ class EstRun:
 
     rate: Rate
     server_cpu_seconds: float | None
-    client_cpu_seconds: float | None
+    client_cpu_seconds: float | None  # wrk's own
+    latency_p50: float | None = None  # seconds, the worst slice's
+    latency_p99: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         operations = self.rate.operations
         return {
             **self.rate.as_dict(),
+            "latency_p50_seconds": _rounded(self.latency_p50, 4),
+            "latency_p99_seconds": _rounded(self.latency_p99, 4),
             "server_cpu_ms_per_enrollment": _per_operation_ms(self.server_cpu_seconds, operations),
             "client_cpu_ms_per_enrollment": _per_operation_ms(self.client_cpu_seconds, operations),
             "server_cpu_bound_per_second": self.server_cpu_bound,
@@ -73,6 +88,10 @@ class EstRun:
         return round((os.cpu_count() or 1) * self.rate.operations / self.server_cpu_seconds, 1)
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def _per_operation_ms(seconds: float | None, operations: int) -> float | None:
     return round(seconds * 1000 / operations, 3) if seconds is not None and operations else None
 
@@ -81,6 +100,7 @@ def _per_operation_ms(seconds: float | None, operations: int) -> float | None:
 class EstResult:
     runs: dict[int, EstRun]  # concurrent clients → what they achieved
     server_peak_rss: int | None
+    reference: Rate  # raw RSA-3072 token signatures, all cores, in the same slices of time
 
     @property
     def rates(self) -> dict[int, Rate]:
@@ -88,6 +108,8 @@ class EstResult:
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "load_generator": "wrk",
+            "raw_rsa3072_token_per_second_all_cores": round(self.reference.per_second, 1),
             "clients": {str(clients): run.as_dict() for clients, run in self.runs.items()},
             "server_peak_rss_mib": (
                 round(self.server_peak_rss / 2**20, 1) if self.server_peak_rss is not None else None
@@ -159,87 +181,202 @@ async def _banner_url(process: asyncio.subprocess.Process, log_file: Path) -> st
             return found.group(1)
 
 
-class _Enroller:
-    """One keep-alive client per concurrent loop; each enrollment must answer 200 with a certificate."""
-
-    def __init__(self, endpoint: EstEndpoint, clients: int, bodies: Sequence[bytes]) -> None:
-        context = ssl.create_default_context(cafile=str(endpoint.ca_file))
-        self._url = endpoint.base_url + "/simpleenroll"
-        self._bodies = bodies
-        self._next = 0
-        self._idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-        self._clients = [
-            httpx.AsyncClient(
-                verify=context,
-                auth=httpx.BasicAuth(endpoint.username, endpoint.password),
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                timeout=60.0,
-                headers={"Content-Type": wire.PKCS10},
-            )
-            for _ in range(clients)
-        ]
-        for client in self._clients:
-            self._idle.put_nowait(client)
-
-    async def enroll(self) -> None:
-        body = self._bodies[self._next % len(self._bodies)]
-        self._next += 1
-        client = await self._idle.get()
-        try:
-            response = await client.post(self._url, content=body)
-        finally:
-            self._idle.put_nowait(client)
-        if response.status_code != 200 or not response.content:
-            raise _refused(response)
-
-    async def check_one(self) -> x509.Certificate:
-        """A full enrollment whose answer is decoded: proof the benchmark measures real issuance."""
-        client = await self._idle.get()
-        try:
-            response = await client.post(self._url, content=self._bodies[0])
-        finally:
-            self._idle.put_nowait(client)
-        if response.status_code != 200:
-            raise _refused(response)
-        return wire.decode_certs_only(response.content)[0]
-
-    async def aclose(self) -> None:
-        for client in self._clients:
-            await client.aclose()
+def _lua_string(text: str) -> str:
+    """A Lua long string; base64 and our header values never contain ``]]``."""
+    if "]]" in text:
+        raise ValueError("text for a Lua long string must not contain ']]'")
+    return f"[[{text}]]"
 
 
-def _refused(response: httpx.Response) -> BenchFailed:
-    return BenchFailed(
-        f"an EST enrollment was answered {response.status_code}: {response.text[:200].strip()!r}",
-        "see the log of keyward est-server in the benchmark's state directory (--state-dir)",
+def wrk_script(bodies: Sequence[bytes], username: str, password: str) -> str:
+    """wrk's Lua script: POST the bodies in turn with Basic auth, and print a JSON summary at the end.
+
+    The credentials live in this script (written 0600), not on wrk's command line, where any local
+    user could read them in ``ps``.
+    """
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    listed = ",\n".join(_lua_string(body.decode("ascii")) for body in bodies)
+    return f"""-- written by keyward bench (e); holds a credential: keep it private
+local bodies = {{
+{listed}
+}}
+local headers = {{
+  ["Content-Type"] = {_lua_string(wire.PKCS10)},
+  ["Authorization"] = {_lua_string("Basic " + token)},
+}}
+local sent = 0
+request = function()
+  sent = sent + 1
+  return wrk.format("POST", nil, headers, bodies[(sent % #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{_WRK_MARK} {{"requests": %d, "duration_us": %d, "bytes": %d, "connect": %d, "read": %d, ' ..
+    '"write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p99_us": %d}}\\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+_WRK_MARK = "KEYWARD-WRK"
+#: A certs-only answer with one RSA-3072-signed certificate is over a kilobyte of base64; less means
+#: the server answered something else than certificates.
+_MIN_ANSWER_BYTES = 1000
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    """What one ``wrk`` run reports, and the CPU it used itself."""
+
+    requests: int
+    seconds: float
+    bytes: int
+    errors: dict[str, int]
+    latency_p50: float
+    latency_p99: float
+    cpu_seconds: float
+
+
+def find_wrk() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise BenchFailed(
+            "(e) needs wrk, the HTTP load generator, and it is not installed",
+            "install it with 'apt-get install wrk' (make setup does)",
+        )
+    return found
+
+
+async def run_wrk(endpoint: EstEndpoint, script: Path, clients: int, seconds: int) -> WrkRun:
+    """``wrk`` with ``clients`` keep-alive connections for ``seconds``; every answer must be a 200."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    process = await asyncio.create_subprocess_exec(
+        find_wrk(),
+        "--threads",
+        "1",
+        "--connections",
+        str(clients),
+        "--duration",
+        f"{seconds}s",
+        "--timeout",
+        "60s",
+        "--script",
+        str(script),
+        endpoint.base_url + "/simpleenroll",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
+    output, _ = await process.communicate()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    text = output.decode(errors="replace")
+    found = re.search(_WRK_MARK + r" (\{.*\})", text)
+    if process.returncode != 0 or found is None:
+        raise BenchFailed(
+            f"wrk failed (exit {process.returncode}): {text.strip()[-300:]}", f"its script is {script}"
+        )
+    summary: dict[str, Any] = json.loads(found.group(1))
+    errors = {name: int(summary[name]) for name in ("connect", "read", "write", "status", "timeout")}
+    requests = int(summary["requests"])
+    if any(errors.values()) or requests == 0 or summary["bytes"] < requests * _MIN_ANSWER_BYTES:
+        raise BenchFailed(
+            f"EST enrollments under load did not all succeed: {requests} requests, errors {errors}",
+            f"see the log of keyward est-server: {endpoint.log_file}",
+        )
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return WrkRun(
+        requests=requests,
+        seconds=summary["duration_us"] / 1e6,
+        bytes=int(summary["bytes"]),
+        errors=errors,
+        latency_p50=summary["p50_us"] / 1e6,
+        latency_p99=summary["p99_us"] / 1e6,
+        cpu_seconds=cpu,
+    )
+
+
+async def check_enrollment(endpoint: EstEndpoint, body: bytes) -> x509.Certificate:
+    """One enrollment by a second, independent client, its answer decoded: proof that what ``wrk`` counts
+    is real issuance."""
+    context = ssl.create_default_context(cafile=str(endpoint.ca_file))
+    async with httpx.AsyncClient(verify=context, timeout=60.0) as client:
+        response = await client.post(
+            endpoint.base_url + "/simpleenroll",
+            content=body,
+            auth=httpx.BasicAuth(endpoint.username, endpoint.password),
+            headers={"Content-Type": wire.PKCS10},
+        )
+    if response.status_code != 200:
+        raise BenchFailed(
+            f"an EST enrollment was answered {response.status_code}: {response.text[:200].strip()!r}",
+            f"see the log of keyward est-server: {endpoint.log_file}",
+        )
+    return wire.decode_certs_only(response.content)[0]
 
 
 def _request_bodies(count: int) -> list[bytes]:
     return [wire.encode_csr(x509.load_pem_x509_csr(pem)) for pem in leaf_csr_pems(count, "est.keyward.test")]
 
 
+def _slice_seconds(duration: float, rounds: int) -> int:
+    """wrk runs for whole seconds; each slice is at least one."""
+    return max(1, math.ceil(duration / rounds))
+
+
+@dataclass
+class _Measured:
+    rates: list[Rate]
+    server_cpu: float
+    client_cpu: float
+    latency_p50: list[float]
+    latency_p99: list[float]
+
+
 async def est_enrollment(
-    endpoint: EstEndpoint, duration: float, client_counts: Sequence[int] = CLIENT_COUNTS
+    endpoint: EstEndpoint,
+    duration: float,
+    raw_signature: Job,
+    workers: int,
+    client_counts: Sequence[int] = CLIENT_COUNTS,
+    rounds: int = ROUNDS,
 ) -> EstResult:
-    """Enrollments per second with each number of concurrent keep-alive clients."""
+    """Enrollments per second with each number of concurrent keep-alive clients, taking turns with the
+    raw token signing rate (``raw_signature`` from ``workers`` loops) in ``rounds`` slices each."""
+    find_wrk()
+    script = endpoint.log_file.parent / "wrk-enroll.lua"
     bodies = _request_bodies(CSR_POOL)
+    script.touch(mode=0o600)
+    script.write_text(wrk_script(bodies, endpoint.username, endpoint.password))
+    await check_enrollment(endpoint, bodies[0])
+    seconds = _slice_seconds(duration, rounds)
     reset_peak_rss(endpoint.pid)
-    runs: dict[int, EstRun] = {}
-    for clients in client_counts:
-        enroller = _Enroller(endpoint, clients, bodies)
-        try:
-            # Warm up: open every connection (TLS handshake) and every token worker's session.
-            await enroller.check_one()
-            await asyncio.gather(*(enroller.enroll() for _ in range(clients)))
-            server_cpu, client_cpu = CpuMeter(endpoint.pid), CpuMeter()
+    measured = {clients: _Measured([], 0.0, 0.0, [], []) for clients in client_counts}
+    reference: list[Rate] = []
+    for _ in range(rounds):
+        reference.append(await sustained_rate(raw_signature, concurrency=workers, duration=seconds))
+        for clients in client_counts:
+            server_cpu, other = CpuMeter(endpoint.pid), OtherLoad((endpoint.pid,))
             server_cpu.start()
-            client_cpu.start()
-            rate = await sustained_rate(
-                enroller.enroll, concurrency=clients, duration=duration, processes=(endpoint.pid,)
-            )
-            runs[clients] = EstRun(rate, server_cpu.stop(), client_cpu.stop())
-        finally:
-            with contextlib.suppress(Exception):
-                await enroller.aclose()
-    return EstResult(runs, peak_rss(endpoint.pid))
+            other.start()
+            run = await run_wrk(endpoint, script, clients, seconds)
+            others = other.stop()
+            row = measured[clients]
+            row.server_cpu += server_cpu.stop() or 0.0
+            row.client_cpu += run.cpu_seconds
+            row.latency_p50.append(run.latency_p50)
+            row.latency_p99.append(run.latency_p99)
+            # wrk is a child of this process but not one of "ours" for OtherLoad: take its share out.
+            other_cores = None if others is None else max(0.0, others - run.cpu_seconds / run.seconds)
+            row.rates.append(Rate(run.requests, run.seconds, other_cores))
+    runs = {
+        clients: EstRun(
+            combined(row.rates),
+            row.server_cpu,
+            row.client_cpu,
+            latency_p50=max(row.latency_p50),
+            latency_p99=max(row.latency_p99),
+        )
+        for clients, row in measured.items()
+    }
+    return EstResult(runs, peak_rss(endpoint.pid), combined(reference))

@@ -1,19 +1,20 @@
 """Running the selected benchmarks in order, each in its own corner of the state directory.
 
-(a), (b) and the EST reference rate share one token store in this process (SoftHSM2 reads its
-configuration once per process); the sandbox's operator and the EST server are processes of their own,
-with their own stores.
+(a), (b) and the raw rate (e) is judged against share one token store in this process (SoftHSM2 reads
+its configuration once per process); the sandbox's operator and the EST server are processes of their
+own, with their own stores.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from keyward.bench.e2e import issue_all, request_driver
-from keyward.bench.est import est_enrollment, est_server_process
+from keyward.bench.est import est_enrollment, est_server_process, find_wrk
 from keyward.bench.pki import issuance_job
-from keyward.bench.rates import Job, SplitRate, interleaved_split_rates, sustained_rate
+from keyward.bench.rates import Job, SplitRate, interleaved_split_rates
 from keyward.bench.report import RSA, BenchReport
 from keyward.bench.sandboxed import bench_sandbox
 from keyward.bench.tokens import BenchToken, bench_token, signature_job
@@ -35,22 +36,27 @@ async def run_benchmarks(
     progress: Callable[[str], None],
 ) -> BenchReport:
     report = BenchReport(command, {"only": ",".join(selected), "requests": requests, "duration": duration})
-    if {"a", "b", "e"} & set(selected):
-        with bench_token(state_dir / "token") as token:
-            await _micro_benchmarks(report, token, selected, duration, progress)
-    kinds = [SANDBOX_KINDS[letter] for letter in selected if letter in SANDBOX_KINDS]
-    if kinds:
-        progress("(c)/(d) starting the sandbox and its operator ...")
-        async with bench_sandbox(state_dir / "sandbox") as sandbox:
-            for kind in kinds:
-                progress(f"({'c' if kind == 'certificaterequests' else 'd'}) {requests} {kind} ...")
-                report.sandbox[kind] = await issue_all(
-                    sandbox, request_driver(kind, sandbox), requests, timeout=issuance_timeout(requests)
-                )
     if "e" in selected:
-        progress("(e) EST enrollments over TLS ...")
-        async with est_server_process(state_dir / "est") as endpoint:
-            report.est = await est_enrollment(endpoint, duration)
+        find_wrk()  # before minutes of other benchmarks, not after
+    with contextlib.ExitStack() as stack:
+        token = None
+        if {"a", "b", "e"} & set(selected):
+            token = stack.enter_context(bench_token(state_dir / "token"))
+            await _micro_benchmarks(report, token, selected, duration, progress)
+        kinds = [SANDBOX_KINDS[letter] for letter in selected if letter in SANDBOX_KINDS]
+        if kinds:
+            progress("(c)/(d) starting the sandbox and its operator ...")
+            async with bench_sandbox(state_dir / "sandbox") as sandbox:
+                for kind in kinds:
+                    progress(f"({'c' if kind == 'certificaterequests' else 'd'}) {requests} {kind} ...")
+                    report.sandbox[kind] = await issue_all(
+                        sandbox, request_driver(kind, sandbox), requests, timeout=issuance_timeout(requests)
+                    )
+        if "e" in selected and token is not None:
+            progress("(e) EST enrollments over TLS, taking turns with raw RSA-3072 token signing ...")
+            async with est_server_process(state_dir / "est") as endpoint:
+                raw = signature_job(token, token.keys[RSA])
+                report.est = await est_enrollment(endpoint, duration, raw, token.workers)
     return report
 
 
@@ -61,31 +67,24 @@ async def _micro_benchmarks(
     duration: float,
     progress: Callable[[str], None],
 ) -> None:
-    """(a) and (b) for each key, taking turns; and the raw RSA-3072 rate (e) is judged against."""
-    if "a" in selected or "b" in selected:
-        progress(f"({'/'.join(x for x in 'ab' if x in selected)}) token signatures, pki certificates ...")
-        signing: dict[str, SplitRate] = {}
-        issuing: dict[str, SplitRate] = {}
-        for name in token.keys:
-            jobs: dict[str, Job] = {}
-            if "a" in selected:
-                jobs["a"] = signature_job(token, token.keys[name])
-            if "b" in selected:
-                jobs["b"] = issuance_job(token, name)
-            rates = await interleaved_split_rates(jobs, workers=token.workers, duration=duration)
-            if "a" in rates:
-                signing[name] = rates["a"]
-            if "b" in rates:
-                issuing[name] = rates["b"]
+    """(a) and (b) for each key, taking turns."""
+    if "a" not in selected and "b" not in selected:
+        return
+    progress(f"({'/'.join(x for x in 'ab' if x in selected)}) token signatures, pki certificates ...")
+    signing: dict[str, SplitRate] = {}
+    issuing: dict[str, SplitRate] = {}
+    for name in token.keys:
+        jobs: dict[str, Job] = {}
         if "a" in selected:
-            report.token_signing = signing
+            jobs["a"] = signature_job(token, token.keys[name])
         if "b" in selected:
-            report.pki_issuance = issuing
-    if "e" in selected:
-        if report.token_signing is not None:
-            report.est_reference = report.token_signing[RSA].all_cores.per_second
-        else:
-            progress("(e) reference: raw RSA-3072 token signatures, all cores ...")
-            job = signature_job(token, token.keys[RSA])
-            rate = await sustained_rate(job, concurrency=token.workers, duration=duration)
-            report.est_reference = rate.per_second
+            jobs["b"] = issuance_job(token, name)
+        rates = await interleaved_split_rates(jobs, workers=token.workers, duration=duration)
+        if "a" in rates:
+            signing[name] = rates["a"]
+        if "b" in rates:
+            issuing[name] = rates["b"]
+    if "a" in selected:
+        report.token_signing = signing
+    if "b" in selected:
+        report.pki_issuance = issuing

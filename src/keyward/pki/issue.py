@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
+    CertificateIssuerPublicKeyTypes,
     CertificatePublicKeyTypes,
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -41,6 +44,14 @@ __all__ = [
 #: notBefore is set this far in the past, so that clients with a slow clock accept a fresh certificate.
 CLOCK_SKEW = timedelta(minutes=5)
 
+#: Public keys a CA certificate can carry to sign certificates with (those cert-manager's issuers use).
+_ISSUER_PUBLIC_KEYS = (
+    rsa.RSAPublicKey,
+    ec.EllipticCurvePublicKey,
+    ed25519.Ed25519PublicKey,
+    ed448.Ed448PublicKey,
+)
+
 #: The subjectAltName kinds copied from a request; others (otherName, directoryName, ...) are dropped.
 _COPIED_NAMES = (x509.DNSName, x509.IPAddress, x509.UniformResourceIdentifier, x509.RFC822Name)
 
@@ -50,7 +61,8 @@ class CertificateAuthority:
     """A CA certificate and the key that signs for it (possibly living in a token).
 
     Consistent by construction: a certificate that does not match the key is an ``IssuerError`` here,
-    once, rather than a check in every issuance.
+    once, rather than a check in every issuance. What every issuance needs from the CA certificate
+    (its public key, key identifier, path length, validity) is read from it once, too.
     """
 
     certificate: x509.Certificate
@@ -62,6 +74,55 @@ class CertificateAuthority:
             raise IssuerError(
                 "the CA certificate does not match the CA key; the issuer's key material is inconsistent"
             )
+
+    @cached_property
+    def public_key(self) -> CertificateIssuerPublicKeyTypes:
+        """The CA's public key, parsed once: every issued certificate is verified with it."""
+        key = self.certificate.public_key()
+        if not isinstance(key, _ISSUER_PUBLIC_KEYS):
+            raise IssuerError(f"the CA certificate's {type(key).__name__} cannot sign certificates")
+        return key
+
+    @cached_property
+    def signature_hash(self) -> hashes.HashAlgorithm | None:
+        """The hash the CA key signs with (see ``signature_hash``)."""
+        return signature_hash(self.key)
+
+    @cached_property
+    def authority_key_identifier(self) -> x509.Extension[x509.AuthorityKeyIdentifier]:
+        """The AKI of every certificate this CA issues: its own subjectKeyIdentifier, so chains link even
+        if the CA used another method to derive it."""
+        try:
+            ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        except x509.ExtensionNotFound:
+            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(self.public_key)
+        return x509.Extension(aki.oid, False, aki)
+
+    @cached_property
+    def path_length(self) -> int | None:
+        """The CA certificate's pathLenConstraint, None for no limit."""
+        try:
+            constraints = self.certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        except x509.ExtensionNotFound:
+            return None
+        return constraints.value.path_length
+
+    @cached_property
+    def validity(self) -> tuple[datetime, datetime]:
+        """The CA certificate's notBefore and notAfter: what it issues must lie within them."""
+        return self.certificate.not_valid_before_utc, self.certificate.not_valid_after_utc
+
+    def verify_issued(self, certificate: x509.Certificate) -> None:
+        """Check that this CA's key really signed ``certificate``: a faulty token is caught here, before
+        anyone sees the certificate. ``IssuerError`` if it did not."""
+        try:
+            _verify_signature(self.public_key, certificate)
+        except (InvalidSignature, ValueError, TypeError) as exc:
+            raise IssuerError(
+                f"the CA key produced a certificate that does not verify against the CA "
+                f"certificate ({type(exc).__name__}); check the key store"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -102,15 +163,6 @@ def certificate_matches_key(certificate: x509.Certificate, public_key: Certifica
     return _spki(certificate.public_key()) == _spki(public_key)
 
 
-def _authority_key_identifier(ca: CertificateAuthority) -> x509.AuthorityKeyIdentifier:
-    """From the CA certificate's subjectKeyIdentifier, so chains link even if the CA used another method."""
-    try:
-        ski = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
-    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-
-
 def _requested_names(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
     try:
         requested = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -119,14 +171,11 @@ def _requested_names(csr: x509.CertificateSigningRequest) -> list[x509.GeneralNa
     return [name for name in requested if isinstance(name, _COPIED_NAMES)]
 
 
-def _basic_constraints(is_ca: bool, ca_certificate: x509.Certificate) -> x509.BasicConstraints:
+def _basic_constraints(is_ca: bool, ca: CertificateAuthority) -> x509.BasicConstraints:
     """CA:false, or for an allowed sub-CA CA:true with a path length that keeps the chain valid."""
     if not is_ca:
-        return x509.BasicConstraints(ca=False, path_length=None)
-    try:
-        limit = ca_certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
-    except x509.ExtensionNotFound:
-        limit = None
+        return _NOT_A_CA
+    limit = ca.path_length
     if limit == 0:
         raise RequestError(
             "the request asks for a CA certificate (isCA) but the issuing CA's path length "
@@ -135,17 +184,20 @@ def _basic_constraints(is_ca: bool, ca_certificate: x509.Certificate) -> x509.Ba
     return x509.BasicConstraints(ca=True, path_length=None if limit is None else limit - 1)
 
 
+_NOT_A_CA = x509.BasicConstraints(ca=False, path_length=None)
+
+
 def _validity(
-    now: datetime, duration: timedelta, ca: x509.Certificate, policy: IssuerPolicy
+    now: datetime, duration: timedelta, ca: CertificateAuthority, policy: IssuerPolicy
 ) -> tuple[datetime, datetime]:
     """notBefore = now - CLOCK_SKEW (never before the CA's); notAfter = now + duration, capped at the CA's."""
-    ca_not_after = ca.not_valid_after_utc
+    ca_not_before, ca_not_after = ca.validity
     if ca_not_after - now < policy.min_duration:
         raise IssuerError(
             f"the CA certificate expires at {ca_not_after:%Y-%m-%dT%H:%M:%SZ}, too soon to "
             "issue certificates; rotate the CA (create a new issuer)"
         )
-    return max(now - CLOCK_SKEW, ca.not_valid_before_utc), min(now + duration, ca_not_after)
+    return max(now - CLOCK_SKEW, ca_not_before), min(now + duration, ca_not_after)
 
 
 def _add_usages(builder: x509.CertificateBuilder, usages: Usages) -> x509.CertificateBuilder:
@@ -156,12 +208,33 @@ def _add_usages(builder: x509.CertificateBuilder, usages: Usages) -> x509.Certif
     return builder
 
 
-def _sign(builder: x509.CertificateBuilder, key: CertificateIssuerPrivateKeyTypes) -> x509.Certificate:
-    """Sign with the hash cert-manager would choose for this key (None for EdDSA)."""
-    algorithm = signature_hash(key)
+def _sign(
+    builder: x509.CertificateBuilder,
+    key: CertificateIssuerPrivateKeyTypes,
+    algorithm: hashes.HashAlgorithm | None,
+) -> x509.Certificate:
+    """Sign with ``algorithm``, the hash ``signature_hash`` chose for the key (None for EdDSA)."""
     if isinstance(algorithm, hashes.SHA256 | hashes.SHA384 | hashes.SHA512):
         return builder.sign(key, algorithm)
     return builder.sign(key, None)
+
+
+def _verify_signature(public_key: CertificateIssuerPublicKeyTypes, certificate: x509.Certificate) -> None:
+    """``InvalidSignature`` unless ``public_key`` made the certificate's signature (PKCS#1 v1.5, ECDSA or
+    EdDSA, the schemes ``_sign`` produces); the already parsed key saves parsing the CA certificate's."""
+    signature, tbs, algorithm = (
+        certificate.signature,
+        certificate.tbs_certificate_bytes,
+        certificate.signature_hash_algorithm,
+    )
+    if isinstance(public_key, rsa.RSAPublicKey) and algorithm is not None:
+        public_key.verify(signature, tbs, padding.PKCS1v15(), algorithm)
+    elif isinstance(public_key, ec.EllipticCurvePublicKey) and algorithm is not None:
+        public_key.verify(signature, tbs, ec.ECDSA(algorithm))
+    elif isinstance(public_key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        public_key.verify(signature, tbs)
+    else:
+        raise TypeError(f"cannot verify a {type(public_key).__name__} signature without a hash")
 
 
 def issue_certificate(
@@ -195,35 +268,30 @@ def issue_certificate(
             "the request's signature does not verify (no proof of possession of the private key)"
         )
     names = _requested_names(csr)
-    if len(csr.subject) == 0 and not names:
+    subject = csr.subject
+    if len(subject) == 0 and not names:
         raise RequestError(
             "the request has neither a subject nor subject alternative names (DNS, IP, URI or "
             "email); add a commonName or dnsNames to the request"
         )
-    not_before, not_after = _validity(moment, duration, ca.certificate, policy)
+    not_before, not_after = _validity(moment, duration, ca, policy)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(csr.subject)
+        .subject_name(subject)
         .issuer_name(ca.certificate.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(_basic_constraints(profile.is_ca, ca.certificate), critical=True)
+        .add_extension(_basic_constraints(profile.is_ca, ca), critical=True)
     )
     builder = _add_usages(builder, usages)
     if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=len(csr.subject) == 0)
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=len(subject) == 0)
     builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-    builder = builder.add_extension(_authority_key_identifier(ca), critical=False)
-    certificate = _sign(builder, ca.key)
-    try:
-        certificate.verify_directly_issued_by(ca.certificate)
-    except (InvalidSignature, ValueError, TypeError) as exc:
-        raise IssuerError(
-            f"the CA key produced a certificate that does not verify against the CA "
-            f"certificate ({type(exc).__name__}); check the key store"
-        ) from None
+    builder = builder.add_extension(ca.authority_key_identifier.value, critical=False)
+    certificate = _sign(builder, ca.key, ca.signature_hash)
+    ca.verify_issued(certificate)
     return IssuedCertificate(certificate=certificate, ca_certificate=ca.certificate, chain=ca.chain)
 
 
@@ -265,4 +333,4 @@ def self_signed_ca(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False)
     )
-    return _sign(builder, key)
+    return _sign(builder, key, signature_hash(key))

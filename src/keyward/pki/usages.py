@@ -6,6 +6,7 @@ only admit these exact strings), so anything else is a request we cannot honour.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -83,7 +84,13 @@ def resolve_usages(usages: Sequence[str] | None) -> Usages:
     key encipherment). Unknown names, and encipher/decipher only without key agreement (meaningless per
     RFC 5280), raise ``RequestError``.
     """
-    names = tuple(usages) if usages else DEFAULT_USAGES
+    return _resolve(tuple(usages) if usages else DEFAULT_USAGES)
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve(names: tuple[str, ...]) -> Usages:
+    """``resolve_usages`` for one tuple of names; requests repeat a handful of combinations, and the
+    result is immutable, so it is computed once per combination."""
     unknown = [name for name in names if name not in KEY_USAGE_BITS and name not in EXTENDED_KEY_USAGES]
     if unknown:
         listed = ", ".join(f'"{name}"' for name in unknown)
