@@ -347,6 +347,7 @@ async def est_enrollment(
     script = endpoint.log_file.parent / "wrk-enroll.lua"
     bodies = _request_bodies(CSR_POOL)
     script.touch(mode=0o600)
+    script.chmod(0o600)  # a reused --state-dir may hold the file with a looser mode
     script.write_text(wrk_script(bodies, endpoint.username, endpoint.password))
     await check_enrollment(endpoint, bodies[0])
     seconds = _slice_seconds(duration, rounds)
