@@ -1,8 +1,22 @@
-"""The Kubernetes resources keyward reads and writes, named once."""
+"""The Kubernetes resources keyward reads and writes, named once, and how their byte fields decode."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
+from typing import Any
+
+
+def decode_bytes(value: Any) -> bytes | None:
+    """A Kubernetes ``[]byte`` field (Secret data, CSR spec.request, status.certificate) as JSON carries
+    it, base64; None when it is absent, not a string or not strict base64."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,6 @@ enrollment never costs an API call and a changed Secret counts from the next req
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from cryptography import x509
 from keyward.controllers.runtime import ReadyCa, Runtime
 from keyward.est.ca import EstCa
 from keyward.issuers.tcs_est import BasicCredential, EstServing, TcsEstCa, parse_est_spec
+from keyward.resources import decode_bytes
 
 log = logging.getLogger("keyward.est.operator")
 
@@ -43,27 +42,18 @@ def cache_entry(body: Mapping[str, Any]) -> CachedSecret:
     data = body.get("data") or {}
     basic = None
     if secret_type == BASIC_AUTH_TYPE:
-        username, password = _decoded(data.get("username")), _decoded(data.get("password"))
+        username, password = decode_bytes(data.get("username")), decode_bytes(data.get("password"))
         if username is not None and password is not None:
             basic = BasicCredential(username.decode(errors="replace"), password.decode(errors="replace"))
     certificates: dict[str, tuple[x509.Certificate, ...]] = {}
     for key, value in data.items():
-        decoded = _decoded(value)
+        decoded = decode_bytes(value)
         if decoded is not None and decoded.lstrip().startswith(_PEM_CERTIFICATE):
             try:
                 certificates[str(key)] = tuple(x509.load_pem_x509_certificates(decoded))
             except ValueError:
                 continue
     return CachedSecret(secret_type, basic, certificates)
-
-
-def _decoded(value: Any) -> bytes | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None
 
 
 class SecretCache:

@@ -11,13 +11,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
+from keyward.resources import decode_bytes
 from keyward.sandbox.apiserver.errors import FieldError
 from keyward.sandbox.apiserver.objects import Obj, clone, is_dns_subdomain, now_rfc3339
 from keyward.sandbox.apiserver.strategies import Strategy
@@ -151,17 +150,8 @@ class CsrStrategy(Strategy):
         return errors
 
 
-def _decode(value: Any) -> bytes | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
 def _request_problem(request: Any) -> str | None:
-    data = _decode(request)
+    data = decode_bytes(request)
     if data is None:
         return "must be base64-encoded PEM"
     match = _PEM_BLOCK.search(data)
@@ -308,7 +298,7 @@ def _condition_errors(conditions: Any) -> list[FieldError]:
 
 
 def _certificate_problem(certificate: Any) -> str | None:
-    data = _decode(certificate)
+    data = decode_bytes(certificate)
     if data is None:
         return "must be base64-encoded PEM"
     blocks = 0

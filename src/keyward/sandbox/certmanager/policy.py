@@ -23,6 +23,7 @@ from cryptography import x509
 from keyward.pki.durations import parse_duration
 from keyward.pki.issue import certificate_matches_key
 from keyward.pki.pem import load_pem_chain
+from keyward.resources import decode_bytes
 from keyward.sandbox.certmanager.conditions import format_time
 from keyward.sandbox.certmanager.keys import PrivateKey, SpecError, key_mismatches, key_spec, load_private_key
 from keyward.sandbox.certmanager.request import (
@@ -58,13 +59,7 @@ class Issued:
 
 def secret_bytes(secret: Mapping[str, Any] | None, field: str) -> bytes:
     """A decoded ``data`` entry of a Secret (empty when absent or not base64)."""
-    value = ((secret or {}).get("data") or {}).get(field)
-    if not value:
-        return b""
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return b""
+    return decode_bytes(((secret or {}).get("data") or {}).get(field)) or b""
 
 
 def spec_duration(spec: Mapping[str, Any], field: str) -> timedelta | None:
