@@ -27,6 +27,9 @@ ENV_EST_TLS_SECRET = "KEYWARD_EST_TLS_SECRET"  # noqa: S105 - a variable name
 ENV_EST_ISSUER = "KEYWARD_EST_ISSUER"
 ENV_EST_HOSTNAMES = "KEYWARD_EST_HOSTNAMES"  # comma-separated
 ENV_CSR_FULL_CHAIN = "KEYWARD_CSR_FULL_CERT_CHAIN"
+ENV_SIGNING_PROCESSES = "KEYWARD_SIGNING_PROCESSES"
+#: Most signing processes an operator may ask for (each is an interpreter with a token session).
+MAX_SIGNING_PROCESSES = 64
 # EST issuers: seconds, or Go durations such as 10m (see EstClientSettings)
 ENV_EST_RECHECK_INTERVAL = "KEYWARD_EST_RECHECK_INTERVAL"
 ENV_EST_AUTH_RETRY_DELAY = "KEYWARD_EST_AUTH_RETRY_DELAY"
@@ -106,6 +109,8 @@ class Settings:
     est_issuer: str | None = None
     est_hostnames: tuple[str, ...] = ()
     csr_full_cert_chain: bool = False
+    #: Processes that decode and sign requests, each with its own token session (0: threads only).
+    signing_processes: int = field(default_factory=lambda: default_signing_processes())
     est_client: EstClientSettings = field(default_factory=EstClientSettings)
     verbose: bool = False
 
@@ -113,6 +118,24 @@ class Settings:
     def est_cluster_namespace(self) -> str:
         """Where EST cluster issuers keep their Secrets."""
         return self.cluster_scope_namespace or self.operator_namespace
+
+
+def default_signing_processes() -> int:
+    """One signing process per core; none on one core, where a process cannot add anything."""
+    cores = os.cpu_count() or 1
+    return min(cores, MAX_SIGNING_PROCESSES) if cores > 1 else 0
+
+
+def _signing_processes(text: str | None) -> int:
+    if text is None or not text.strip():
+        return default_signing_processes()
+    value = text.strip()
+    if not value.isdigit() or int(value) > MAX_SIGNING_PROCESSES:
+        raise UserError(
+            f"signing processes {value[:20]!r} is not a number from 0 to {MAX_SIGNING_PROCESSES}",
+            "give the number of processes that sign (0: sign in threads); the default is one per core",
+        )
+    return int(value)
 
 
 def _truthy(value: str | None) -> bool:
@@ -162,6 +185,7 @@ def load_settings(
         est_issuer=est_issuer,
         est_hostnames=est_hostnames,
         csr_full_cert_chain=bool(flags.get("csr_full_cert_chain")) or _truthy(env.get(ENV_CSR_FULL_CHAIN)),
+        signing_processes=_signing_processes(pick("signing_processes", ENV_SIGNING_PROCESSES)),
         est_client=EstClientSettings.from_env(env),
         verbose=bool(flags.get("verbose", False)),
     )

@@ -95,11 +95,15 @@ class StandaloneState:
 
 
 def prepare_state(
-    state_dir: Path, key_spec: KeySpec | None = None, hostnames: Sequence[str] = DEFAULT_HOSTNAMES
+    state_dir: Path,
+    key_spec: KeySpec | None = None,
+    hostnames: Sequence[str] = DEFAULT_HOSTNAMES,
+    signing_processes: int = 0,
 ) -> StandaloneState:
-    """Create or reuse the CA, the password and the TLS certificate in ``state_dir``. Blocking."""
+    """Create or reuse the CA, the password and the TLS certificate in ``state_dir``; the token's store
+    gets ``signing_processes`` signing processes. Blocking."""
     files = StateFiles(_writable_directory(state_dir))
-    store = TokenKeyStore.open(create_softhsm_store(files.directory))
+    store = TokenKeyStore.open(create_softhsm_store(files.directory), processes=signing_processes)
     try:
         ca = _ensure_ca(store, files.directory, key_spec)
         _write_file(files.ca_pem, ca.certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
@@ -214,11 +218,14 @@ class StandaloneOptions:
     listen: ListenAddress
     key_spec: KeySpec | None = None
     hostnames: tuple[str, ...] = DEFAULT_HOSTNAMES
+    signing_processes: int = 0
 
 
 async def serve(options: StandaloneOptions) -> None:
     """Run the EST server until cancelled (the CLI cancels on SIGINT/SIGTERM), then close the token."""
-    state = await asyncio.to_thread(prepare_state, options.state_dir, options.key_spec, options.hostnames)
+    state = await asyncio.to_thread(
+        prepare_state, options.state_dir, options.key_spec, options.hostnames, options.signing_processes
+    )
     server: EstServer | None = None
     try:
 

@@ -65,7 +65,12 @@ def test_every_benchmark_runs_and_writes_the_json_report(tmp_path: Path) -> None
     report = json.loads(report_path.read_text())
     assert report["command"].startswith("keyward bench --requests 6")
     assert report["machine"]["cpus"] == os.cpu_count()
-    assert report["settings"] == {"only": "a,b,c,d,e", "requests": 6, "duration": 0.1}
+    assert report["settings"] == {
+        "only": "a,b,c,d,e",
+        "requests": 6,
+        "duration": 0.1,
+        "csr_key": "RSA-2048 (cert-manager's default private key)",
+    }
     results = report["results"]
     assert_split(results["a_token_signatures"])
     assert_split(results["b_pki_certificates"])

@@ -58,3 +58,21 @@ def test_missing_hsm_config_names_the_flag(tmp_path: Path) -> None:
 def test_bad_listen_address() -> None:
     with pytest.raises(UserError, match="HOST:PORT"):
         load_settings({"est_listen": "nowhere"}, env={})
+
+
+def test_signing_processes_default_to_one_per_core_and_take_flag_over_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert load_settings({}, {}).signing_processes == 4
+    assert load_settings({}, {"KEYWARD_SIGNING_PROCESSES": "1"}).signing_processes == 1
+    flagged = load_settings({"signing_processes": "0"}, {"KEYWARD_SIGNING_PROCESSES": "3"})
+    assert flagged.signing_processes == 0
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert load_settings({}, {}).signing_processes == 0  # one core: threads, a process adds nothing
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "65", "1.5"])
+def test_a_bad_number_of_signing_processes_is_a_user_error(value: str) -> None:
+    with pytest.raises(UserError, match=r"signing processes .* is not a number from 0 to 64"):
+        load_settings({"signing_processes": value}, {})

@@ -52,17 +52,20 @@ def csr(
 
 
 class ThreadWorkers:
-    """Runs "token" work on a thread like TokenKeyStore.run; counts calls, can fail like a broken token."""
+    """Runs issuance jobs on a thread like TokenKeyStore.run_signing; counts calls, can fail like a broken
+    token."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.failure: Exception | None = None
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run_signing(self, fn: Callable[..., T], *args: Any) -> T:
         self.calls.append(fn.__name__)
         if self.failure is not None:
             raise self.failure
         return await asyncio.to_thread(fn, *args)
+
+    run = run_signing  # TokenKeyStore.run: the same threads when the store has no signing processes
 
     async def get(self) -> TokenWorkers:
         return self

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import signal
 import uuid
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -79,6 +82,47 @@ async def test_crash_mid_burst_leaves_no_request_behind_and_none_signed_twice(
             await second.stop()
     finally:
         watcher.cancel()
+
+
+async def test_a_signing_process_killed_mid_burst_costs_no_request_and_no_second_certificate(
+    kube: Kube, namespace: str, operators: OperatorRunner
+) -> None:
+    process = await operators.start("--namespace", namespace, "--signing-processes", "2")
+    await create_issuer(kube, "my-ca", namespace, {"secretName": "my-ca-cert"})
+    await wait_ready(kube, "my-ca", namespace)
+    seen: dict[str, set[str]] = {}
+
+    async def record(kind: str, obj: dict[str, Any]) -> None:
+        certificate = (obj.get("status") or {}).get("certificate")
+        if certificate:
+            seen.setdefault(obj["metadata"]["name"], set()).add(certificate)
+
+    watcher = asyncio.create_task(list_and_watch(kube, CERTIFICATE_REQUESTS, namespace, record))
+    names = [f"crash-{i}" for i in range(60)]
+    try:
+        for name in names:
+            await create_request(kube, namespace, name, make_csr(f"{name}.example"))
+        await asyncio.gather(*(approve(kube, name, namespace) for name in names))
+        await wait_for(lambda: _some_issued(seen), what="the first issuance")
+        assert process.pid is not None
+        signers = await asyncio.to_thread(_children, process.pid)
+        assert len(signers) == 2, "the operator signs in two signing processes"
+        os.kill(signers[0], signal.SIGKILL)  # what a crashing PKCS#11 module does
+        for name in names:
+            obj = await wait_request(kube, namespace, name, reason="Issued", timeout=60)
+            assert ready_condition(obj)["status"] == "True"
+        await wait_for(lambda: _all_seen(seen, names), what="every issuance seen by the watch")
+        assert all(len(v) == 1 for v in seen.values()), "a request got a second certificate"
+        assert process.process is not None and process.process.returncode is None, "the operator survived"
+        assert signers[0] not in await asyncio.to_thread(_children, process.pid)
+    finally:
+        watcher.cancel()
+        await process.stop()
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(child) for task in tasks.iterdir() for child in (task / "children").read_text().split()]
 
 
 async def _some_issued(seen: dict[str, set[str]]) -> bool:

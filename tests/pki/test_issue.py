@@ -482,3 +482,42 @@ def test_load_pem_chain_refuses_non_certificates(data: bytes) -> None:
 def test_certificate_matches_key(ca: CertificateAuthority, leaf_key: ec.EllipticCurvePrivateKey) -> None:
     assert certificate_matches_key(ca.certificate, ca.key.public_key())
     assert not certificate_matches_key(ca.certificate, leaf_key.public_key())
+
+
+def test_a_ca_and_what_it_issued_travel_to_another_process_and_back() -> None:
+    """Signing processes receive the CA with each job: it arrives as the same, cached CA object, and the
+    certificates come back intact (they pickle as DER)."""
+    import pickle
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pickled CA")])
+    handle = ReferencedECKey(key)  # pickles as a reference, as token keys do
+    ca = CertificateAuthority(self_signed_ca(handle, name, timedelta(days=30)), handle)
+    request = make_csr(ec.generate_private_key(ec.SECP256R1()), "leaf.example")
+    issued = issue_certificate(request, RequestProfile(), ca, IssuerPolicy())
+
+    first, second = pickle.loads(pickle.dumps(ca)), pickle.loads(pickle.dumps(ca))  # noqa: S301 (ours)
+    back = pickle.loads(pickle.dumps(issued))  # noqa: S301 (ours)
+
+    assert first is second  # what the CA read from its certificate is read once per process
+    assert first.certificate == ca.certificate
+    assert back.certificate == issued.certificate and back.ca_certificate == ca.certificate
+    assert back.chain_pem() == issued.chain_pem()
+
+
+_REFERENCED: dict[int, ReferencedECKey] = {}
+
+
+def _referenced_key(reference: int) -> ReferencedECKey:
+    return _REFERENCED[reference]
+
+
+class ReferencedECKey(FaultyECKey):
+    """A key that pickles as a reference to itself, like a token key sent to a signing process."""
+
+    def __init__(self, inner: ec.EllipticCurvePrivateKey) -> None:
+        super().__init__(inner)
+        _REFERENCED[id(self)] = self
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        return _referenced_key, (id(self),)

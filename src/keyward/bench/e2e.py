@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from keyward.bench.csrs import leaf_csr_pems
 from keyward.bench.errors import BenchFailed
-from keyward.bench.observe import CpuMeter, OtherLoad, peak_rss, reset_peak_rss
+from keyward.bench.observe import CpuMeter, OtherLoad, TreeCpuMeter, reset_tree_peak_rss, tree_peak_rss
 from keyward.bench.sandboxed import BenchSandbox, condition_true
 from keyward.kube import Kube
 from keyward.resources import CERTIFICATE_REQUESTS, CSRS, Resource
@@ -209,7 +209,7 @@ async def issue_all(
     try:
         await _until(lambda: bench.counted.watches > 0, timeout=30, what="the benchmark's watch to start")
         pid = bench.operator_pid
-        reset_peak_rss(pid)
+        reset_tree_peak_rss(pid)
         server_before = bench.sandbox.api.request_counts()
         own_before = (bench.counted.requests, bench.counted.writes)
         approved_at: dict[str, float] = {}
@@ -221,7 +221,7 @@ async def issue_all(
                 approved_at[name] = time.perf_counter()
                 await driver.approve(bench.client, created)
 
-        operator_cpu, own_cpu, other = CpuMeter(pid), CpuMeter(), OtherLoad((pid,))
+        operator_cpu, own_cpu, other = TreeCpuMeter(pid), CpuMeter(), OtherLoad((pid,))
         operator_cpu.start()
         own_cpu.start()
         other.start()
@@ -243,7 +243,7 @@ async def issue_all(
         own_cpu.stop()
         other_cores = other.stop()
         server_after = await _settled_counts(bench)
-        peak = peak_rss(pid)  # after the trailing Events too
+        peak = tree_peak_rss(pid)  # after the trailing Events too; with the signing processes
         own_requests = bench.counted.requests - own_before[0]
         own_writes = bench.counted.writes - own_before[1]
         return EndToEndResult(

@@ -37,7 +37,7 @@ from cryptography import x509
 
 from keyward.bench.csrs import leaf_csr_pems
 from keyward.bench.errors import BenchFailed
-from keyward.bench.observe import CpuMeter, OtherLoad, peak_rss, reset_peak_rss
+from keyward.bench.observe import OtherLoad, TreeCpuMeter, reset_tree_peak_rss, tree_peak_rss
 from keyward.bench.rates import ROUNDS, Job, Rate, combined, sustained_rate
 from keyward.est import wire
 
@@ -351,13 +351,13 @@ async def est_enrollment(
     script.write_text(wrk_script(bodies, endpoint.username, endpoint.password))
     await check_enrollment(endpoint, bodies[0])
     seconds = _slice_seconds(duration, rounds)
-    reset_peak_rss(endpoint.pid)
+    reset_tree_peak_rss(endpoint.pid)
     measured = {clients: _Measured([], 0.0, 0.0, [], []) for clients in client_counts}
     reference: list[Rate] = []
     for _ in range(rounds):
         reference.append(await sustained_rate(raw_signature, concurrency=workers, duration=seconds))
         for clients in client_counts:
-            server_cpu, other = CpuMeter(endpoint.pid), OtherLoad((endpoint.pid,))
+            server_cpu, other = TreeCpuMeter(endpoint.pid), OtherLoad((endpoint.pid,))
             server_cpu.start()
             other.start()
             run = await run_wrk(endpoint, script, clients, seconds)
@@ -380,4 +380,4 @@ async def est_enrollment(
         )
         for clients, row in measured.items()
     }
-    return EstResult(runs, peak_rss(endpoint.pid), combined(reference))
+    return EstResult(runs, tree_peak_rss(endpoint.pid), combined(reference))

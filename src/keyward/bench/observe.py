@@ -60,6 +60,27 @@ def current_rss(pid: int) -> int | None:
     return _status_field(pid, "VmRSS")
 
 
+def with_children(pid: int) -> list[int]:
+    """``pid`` and its child processes (the operator's signing processes), from /proc."""
+    found = [pid]
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def tree_peak_rss(pid: int) -> int | None:
+    """The peak RSS of ``pid`` plus that of each of its children (an upper bound of their sum)."""
+    peaks = [peak_rss(member) for member in with_children(pid)]
+    return sum(peak for peak in peaks if peak is not None) if peaks[0] is not None else None
+
+
+def reset_tree_peak_rss(pid: int) -> None:
+    for member in with_children(pid):
+        reset_peak_rss(member)
+
+
 def reset_peak_rss(pid: int) -> bool:
     """Reset VmHWM to the current RSS (``5`` to clear_refs, Linux 4.0+); False when not permitted."""
     with contextlib.suppress(OSError):
@@ -93,12 +114,12 @@ def machine_busy_seconds() -> float | None:
 class OtherLoad:
     """How many cores processes other than ours kept busy during a run (this machine is shared).
 
-    Ours are this process and ``pids``. A high value means the run competed for the cores and its
-    numbers are low; the report shows it next to each result.
+    Ours are this process and ``pids`` with their children (signing processes). A high value means the
+    run competed for the cores and its numbers are low; the report shows it next to each result.
     """
 
     def __init__(self, pids: tuple[int, ...] = ()) -> None:
-        self._meters = [CpuMeter(None), *(CpuMeter(pid) for pid in pids)]
+        self._meters: list[CpuMeter | TreeCpuMeter] = [CpuMeter(None), *(TreeCpuMeter(pid) for pid in pids)]
         self._machine: float | None = None
         self._wall = 0.0
 
@@ -117,6 +138,25 @@ class OtherLoad:
             return None
         other = machine - self._machine - sum(o for o in ours if o is not None)
         return max(0.0, other / wall)
+
+
+class TreeCpuMeter:
+    """CPU seconds a process and its children spend between ``start`` and ``stop``; a child that starts
+    meanwhile counts in full."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._started: dict[int, float] = {}
+        self.seconds: float | None = None
+
+    def start(self) -> None:
+        self._started = {m: c for m in with_children(self.pid) if (c := cpu_seconds(m)) is not None}
+
+    def stop(self) -> float | None:
+        now = {m: c for m in with_children(self.pid) if (c := cpu_seconds(m)) is not None}
+        if self.pid in now and self.pid in self._started:
+            self.seconds = sum(c - self._started.get(m, 0.0) for m, c in now.items())
+        return self.seconds
 
 
 @dataclass

@@ -29,15 +29,15 @@ def bench_ca(key: TokenPrivateKey, name: str) -> CertificateAuthority:
 
 
 def issue_one(ca: CertificateAuthority, csr_pem: bytes, policy: IssuerPolicy) -> IssuedCertificate:
-    """Runs in a token worker thread, like the operator's decode-and-sign."""
+    """Runs in a signing process, like the operator's decode-and-sign."""
     return issue_certificate(load_csr(csr_pem), RequestProfile(), ca, policy, signature_checked=True)
 
 
 def issuance_job(token: BenchToken, name: str) -> Job:
-    """(b) One certificate through pki with the token key ``name``, in the store's worker pool."""
+    """(b) One certificate through pki with the token key ``name``, in a signing process of the store."""
     key = token.keys[name]
     return functools.partial(
-        token.store.run,
+        token.store.run_signing,
         issue_one,
         bench_ca(key, name),
         leaf_csr_pem("leaf.bench.keyward.test"),

@@ -105,13 +105,19 @@ def combined(rates: Sequence[Rate]) -> Rate:
 
 
 async def interleaved_split_rates(
-    jobs: Mapping[str, Job], *, workers: int, duration: float, rounds: int = ROUNDS
+    jobs: Mapping[str, Job],
+    *,
+    workers: int,
+    duration: float,
+    rounds: int = ROUNDS,
+    processes: Callable[[], tuple[int, ...]] = tuple,
 ) -> dict[str, SplitRate]:
     """Each job's rate one at a time, then ``workers`` at a time, ``duration`` seconds each.
 
     The jobs take turns in ``rounds`` short slices (a b a b ...) rather than one after the other, so
     that a burst of load from another process on a shared machine hits them alike and their ratio,
-    which is what the targets judge, stays fair.
+    which is what the targets judge, stays fair. ``processes`` names the processes that run the jobs
+    (signing processes, started by the warm-up), so that their work is not counted as other load.
     """
     for job in jobs.values():
         # Warm up every pool thread (its first call opens a session and looks the key handle up).
@@ -122,7 +128,9 @@ async def interleaved_split_rates(
     for concurrency in dict.fromkeys((1, workers)):  # once on a one-core machine
         for _ in range(rounds):
             for name, job in jobs.items():
-                rate = await sustained_rate(job, concurrency=concurrency, duration=slice_seconds)
+                rate = await sustained_rate(
+                    job, concurrency=concurrency, duration=slice_seconds, processes=processes()
+                )
                 measured.setdefault((name, concurrency), []).append(rate)
     for name in jobs:
         results[name] = SplitRate(combined(measured[(name, 1)]), combined(measured[(name, workers)]), workers)

@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from keyward.bench.csrs import CSR_KEY
 from keyward.bench.e2e import issue_all, request_driver
 from keyward.bench.est import est_enrollment, est_server_process, find_wrk
 from keyward.bench.pki import issuance_job
@@ -35,7 +36,8 @@ async def run_benchmarks(
     command: str,
     progress: Callable[[str], None],
 ) -> BenchReport:
-    report = BenchReport(command, {"only": ",".join(selected), "requests": requests, "duration": duration})
+    settings = {"only": ",".join(selected), "requests": requests, "duration": duration, "csr_key": CSR_KEY}
+    report = BenchReport(command, settings)
     if "e" in selected:
         find_wrk()  # before minutes of other benchmarks, not after
     with contextlib.ExitStack() as stack:
@@ -79,7 +81,9 @@ async def _micro_benchmarks(
             jobs["a"] = signature_job(token, token.keys[name])
         if "b" in selected:
             jobs["b"] = issuance_job(token, name)
-        rates = await interleaved_split_rates(jobs, workers=token.workers, duration=duration)
+        rates = await interleaved_split_rates(
+            jobs, workers=token.workers, duration=duration, processes=lambda: token.store.signing_pids
+        )
         if "a" in rates:
             signing[name] = rates["a"]
         if "b" in rates:

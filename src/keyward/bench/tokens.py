@@ -1,4 +1,5 @@
-"""(a) Raw token signatures per second: C_Sign through keyward's token keys, in the store's worker pool.
+"""(a) Raw token signatures per second: C_Sign through keyward's token keys, in the store's signing
+processes (one per worker, as the operator runs them).
 
 This is the ceiling for everything above it: a certificate costs one signature, so pki, the operator and
 the EST server can at best approach this rate.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ def bench_token(state_dir: Path, workers: int | None = None) -> Iterator[BenchTo
     """Create a SoftHSM2 store in ``state_dir`` (one per process: SoftHSM2 reads its config once)."""
     workers = workers or os.cpu_count() or 1
     config = create_softhsm_store(state_dir, token_label="keyward-bench")  # noqa: S106 (a label)
-    store = TokenKeyStore.open(config, workers=workers)
+    store = TokenKeyStore.open(config, workers=workers, processes=workers)
     try:
         keys = {key_name(spec): _fresh_key(store, f"bench-{key_name(spec)}", spec) for spec in BENCH_KEYS}
         yield BenchToken(store, keys, workers)
@@ -64,16 +65,15 @@ def _fresh_key(store: TokenKeyStore, label: str, spec: KeySpec) -> TokenPrivateK
     return store.generate_key(label, spec)
 
 
-def signer(key: TokenPrivateKey) -> Callable[[], bytes]:
+def raw_signature(key: TokenPrivateKey, message: bytes) -> bytes:
     """One signature as a CA makes it: SHA-256 over a TBS-sized message, PKCS#1 v1.5 or ECDSA."""
-    message = os.urandom(MESSAGE_SIZE)
     if isinstance(key, TokenRSAPrivateKey):
-        return lambda: key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+        return key.sign(message, padding.PKCS1v15(), hashes.SHA256())
     if isinstance(key, TokenECPrivateKey):
-        return lambda: key.sign(message, ec.ECDSA(hashes.SHA256()))
+        return key.sign(message, ec.ECDSA(hashes.SHA256()))
     raise TypeError(f"cannot benchmark a {type(key).__name__}")
 
 
 def signature_job(token: BenchToken, key: TokenPrivateKey) -> Job:
-    """(a) One raw token signature through the store's worker pool."""
-    return functools.partial(token.store.run, signer(key))
+    """(a) One raw token signature in a signing process of the store."""
+    return functools.partial(token.store.run_signing, raw_signature, key, os.urandom(MESSAGE_SIZE))

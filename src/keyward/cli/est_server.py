@@ -39,12 +39,24 @@ KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-256", "ECDSA-384")
     metavar="NAME",
     help="Another DNS name or IP for the TLS certificate (repeatable); localhost and 127.0.0.1 always.",
 )
+@click.option(
+    "--signing-processes",
+    type=click.IntRange(0, 64),
+    metavar="N",
+    help="Processes that sign, each with its own token session; 0 signs in threads "
+    "[default one per core, 0 on one core].",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs, and tracebacks on errors.")
 def est_server(
-    state_dir: Path, listen: str, key_algorithm: str | None, hostnames: tuple[str, ...], verbose: bool
+    state_dir: Path,
+    listen: str,
+    key_algorithm: str | None,
+    hostnames: tuple[str, ...],
+    signing_processes: int | None,
+    verbose: bool,
 ) -> None:
     """Serve RFC 7030 EST from a CA whose key is in a local SoftHSM2 token (no cluster needed)."""
-    from keyward.config import ListenAddress
+    from keyward.config import ListenAddress, default_signing_processes
     from keyward.est_standalone import DEFAULT_HOSTNAMES, StandaloneOptions, serve
     from keyward.keystore import KeySpec
 
@@ -63,5 +75,6 @@ def est_server(
         listen=ListenAddress.parse(listen, what="--listen"),
         key_spec=key_spec,
         hostnames=tuple(dict.fromkeys((*DEFAULT_HOSTNAMES, *hostnames))),
+        signing_processes=default_signing_processes() if signing_processes is None else signing_processes,
     )
     run_until_signalled(serve(options))

@@ -68,6 +68,12 @@ def version() -> None:
     default=None,
     help="Kubernetes CSRs get leaf + CA (Istio) instead of the leaf alone.",
 )
+@click.option(
+    "--signing-processes",
+    metavar="N",
+    help="Processes that decode and sign requests, each with its own token session; 0 signs in threads "
+    "[env KEYWARD_SIGNING_PROCESSES; default one per core, 0 on one core].",
+)
 @click.option("--health-listen", metavar="HOST:PORT", help="Liveness endpoint [default 0.0.0.0:8083].")
 @click.option(
     "--est-listen",

@@ -13,7 +13,6 @@ from keyward.controllers.runtime import ReadyCa, Runtime
 from keyward.issuers import conditions
 from keyward.issuers.requests import (
     Phase,
-    SigningRequest,
     certificate_request_phase,
     denial_message,
     from_certificate_request,
@@ -44,8 +43,8 @@ class CertificateRequestAdapter:
         )
         return ref if ref is not None and ref.group == self.group else None
 
-    def decode(self, body: Mapping[str, Any]) -> SigningRequest:
-        return from_certificate_request(body)
+    #: A function, not a method: the signing pipeline sends it to a signing process with the request.
+    decode = staticmethod(from_certificate_request)
 
     def issued_status(
         self, body: Mapping[str, Any], issued: IssuedCertificate, ca: ReadyCa

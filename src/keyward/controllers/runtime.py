@@ -50,7 +50,7 @@ class TokenProvider:
         config = self._settings.hsm
         if self._settings.hsm_config_file is not None:
             config = load_hsm_config(self._settings.hsm_config_file)
-        return TokenKeyStore.open(config)
+        return TokenKeyStore.open(config, processes=self._settings.signing_processes)
 
     def reset(self) -> None:
         """Forget the open token so the next ``get`` reopens it (after a module or session fault)."""

@@ -1,7 +1,7 @@
 """The signing pipeline shared by CertificateRequests and Kubernetes CSRs.
 
-Event in → phase decision (issuers.requests) → issuer lookup in memory → decode + sign in the token's
-worker pool → one status write out (plus an Event).
+Event in → phase decision (issuers.requests) → issuer lookup in memory → decode + sign in a signing
+process of the token (its worker threads without them) → one status write out (plus an Event).
 
 Exactly once. Every status write is a JSON merge patch carrying the ``metadata.resourceVersion`` of the
 object version the decision was made on, so the API server refuses it (409) if anything wrote the
@@ -23,10 +23,10 @@ from typing import Any, Protocol
 import kopf
 
 from keyward.controllers.runtime import ReadyCa, Runtime
-from keyward.issuers.requests import Phase, SigningRequest
+from keyward.issuers.requests import Phase, SigningRequest, request_fields
 from keyward.issuers.signer_names import IssuerRef
-from keyward.issuers.tcs import sign
-from keyward.keystore import KeystoreError
+from keyward.issuers.tcs import decode_and_sign
+from keyward.keystore import KeystoreError, SigningProcessDied
 from keyward.kube import ApiError
 from keyward.pki.errors import IssuerError, RequestError
 from keyward.pki.issue import IssuedCertificate
@@ -136,7 +136,9 @@ class SigningPipeline:
         key = _key(body)
         try:
             store = await self.memo.tokens.get()
-            issued = await store.run(_decode_and_sign, adapter, body, ready)
+            issued = await store.run_signing(
+                decode_and_sign, adapter.decode, request_fields(body), ready.ca, ready.policy
+            )
         except RequestError as exc:
             self._unpark(key)
             await self._write(
@@ -145,6 +147,11 @@ class SigningPipeline:
                 event=("Failed", f"request rejected: {exc}"),
                 warning=True,
             )
+            return
+        except SigningProcessDied as exc:
+            # The process is replaced on the next job; the token and the issuer are fine.
+            log.warning("signing %s: %s", _name(body), exc)
+            await self._retry_later(body, ready.ref.signer_name, f"signing was interrupted: {exc}")
             return
         except (KeystoreError, IssuerError, OSError, RuntimeError) as exc:
             # Belongs to the issuer (token gone, key vanished): take it out of service and retry later.
@@ -236,12 +243,6 @@ class SigningPipeline:
         if event is not None:
             (kopf.warn if warning else kopf.info)(dict(body), reason=event[0], message=event[1])
         return written
-
-
-def _decode_and_sign(adapter: RequestAdapter, body: Mapping[str, Any], ready: ReadyCa) -> IssuedCertificate:
-    """Runs in a token worker thread: CSR checks and the C_Sign both stay off the event loop."""
-    request = adapter.decode(body)
-    return sign(ready.ca, request, ready.policy)
 
 
 def _name(body: Mapping[str, Any]) -> str:

@@ -77,6 +77,13 @@ class SigningRequest:
     profile: RequestProfile
 
 
+def request_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a request object that ``from_certificate_request`` and ``from_csr`` read (its spec and
+    annotations): what is sent to a signing process instead of the whole object."""
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    return {"spec": dict(obj.get("spec") or {}), "metadata": {"annotations": dict(annotations or {})}}
+
+
 def from_certificate_request(obj: Mapping[str, Any]) -> SigningRequest:
     """Decode a CertificateRequest's spec; RequestError when the request itself is unusable."""
     spec = obj.get("spec") or {}

@@ -8,7 +8,7 @@ token key. Both are blocking (PKCS#11) and run in the keystore's worker pool.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -153,3 +153,14 @@ def sign(ca: CertificateAuthority, request: SigningRequest, policy: IssuerPolicy
     A ``SigningRequest`` holds a CSR whose signature was verified when it was decoded (``load_csr``, or
     the EST server's proof-of-possession check), so it is not verified a second time here."""
     return issue_certificate(request.csr, request.profile, ca, policy, signature_checked=True)
+
+
+def decode_and_sign(
+    decode: Callable[[Mapping[str, Any]], SigningRequest],
+    obj: Mapping[str, Any],
+    ca: CertificateAuthority,
+    policy: IssuerPolicy,
+) -> IssuedCertificate:
+    """Decode a request object with ``decode`` (``from_certificate_request``, ``from_csr``) and sign it:
+    one job for a signing process, so that parsing and the proof-of-possession check run there too."""
+    return sign(ca, decode(obj), policy)

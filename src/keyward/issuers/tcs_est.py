@@ -28,7 +28,7 @@ from keyward.est.wire import CsrAttribute, CsrAttrs, oid_value
 from keyward.issuers.requests import SigningRequest
 from keyward.issuers.signer_names import TCS_GROUP, IssuerRef
 from keyward.issuers.tcs import sign
-from keyward.keystore import KeystoreError
+from keyward.keystore import KeystoreError, SigningProcessDied
 from keyward.keystore.spec import RSA_SIZES
 from keyward.pki.errors import IssuerError, RequestError
 from keyward.pki.issue import CertificateAuthority, IssuedCertificate
@@ -68,6 +68,8 @@ REQUESTABLE_EXTENDED_USAGES: dict[x509.ObjectIdentifier, str] = {
 TLS_SERVER_USAGES: tuple[str, ...] = ("digital signature", "key encipherment", "server auth")
 #: A token fault: how long clients are told to wait before retrying (the operator re-checks issuers at 30s).
 TOKEN_RETRY_SECONDS = 30
+#: Retry-After when a signing process died mid-job: a new one is ready within a second.
+INTERRUPTED_RETRY_SECONDS = 2
 
 _CURVE_OIDS: dict[type[ec.EllipticCurve], x509.ObjectIdentifier] = {
     ec.SECP256R1: ec.EllipticCurveOID.SECP256R1,
@@ -79,9 +81,10 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519Pri
 
 
 class TokenWorkers(Protocol):
-    """Where blocking token work runs: ``TokenKeyStore`` (its worker pool), or a stand-in in tests."""
+    """Where issuance jobs run: ``TokenKeyStore`` (its signing processes or worker threads), or a
+    stand-in in tests."""
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
+    async def run_signing(self, fn: Callable[..., T], *args: Any) -> T: ...
 
 
 @dataclass(frozen=True)
@@ -266,11 +269,15 @@ class TcsEstCa:
     async def _sign(self, csr: x509.CertificateSigningRequest) -> IssuedCertificate:
         try:
             workers = await self._workers()
-            return await workers.run(sign, self.ca, SigningRequest(csr, self._profile_for(csr)), self.policy)
+            request = SigningRequest(csr, self._profile_for(csr))
+            return await workers.run_signing(sign, self.ca, request, self.policy)
         except RequestError as exc:
             raise EnrollRejected(str(exc)) from None
         except IssuerError as exc:
             raise CaUnavailable(str(exc)) from None
+        except SigningProcessDied:
+            log.warning("EST CA %r: a signing process died during an enrollment", self.label)
+            raise CaUnavailable("signing was interrupted; retry", INTERRUPTED_RETRY_SECONDS) from None
         except (KeystoreError, OSError, RuntimeError) as exc:
             log.warning("EST CA %r: the token failed while signing: %s", self.label, exc)
             if self._on_token_fault is not None:

@@ -18,6 +18,7 @@ from keyward.keystore.errors import (
     WrongPin,
 )
 from keyward.keystore.keys import TokenECPrivateKey, TokenPrivateKey, TokenRSAPrivateKey, key_matches
+from keyward.keystore.processes import SigningProcessDied
 from keyward.keystore.softhsm import create_softhsm_store
 from keyward.keystore.spec import KeySpec
 from keyward.keystore.store import TokenKeyStore, WrapMechanism
@@ -31,6 +32,7 @@ __all__ = [
     "KeystoreClosed",
     "KeystoreError",
     "ModuleLoadError",
+    "SigningProcessDied",
     "TokenECPrivateKey",
     "TokenFull",
     "TokenKeyStore",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, NoReturn, TypeAlias
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import _serialization, hashes
+from cryptography.hazmat.primitives import _serialization, hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 
@@ -77,6 +77,23 @@ class _TokenKey:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} label={self._label!r} id={self._key_id.hex()}>"
+
+    def public_key(self) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+        raise NotImplementedError  # each kind of key knows its own
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as a reference (token, CKA_ID, public key), never as key material: the signing
+        processes of ``keyward.keystore.processes`` turn it back into a key of their own session."""
+        config = self._sessions.config
+        public_der = self.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return _key_in_this_process, (
+            (config.module, config.token_label),
+            self._label,
+            self._key_id,
+            public_der,
+        )
 
 
 class TokenRSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
@@ -166,6 +183,42 @@ class TokenECPrivateKey(_TokenKey, ec.EllipticCurvePrivateKey):
 
 
 TokenPrivateKey: TypeAlias = TokenRSAPrivateKey | TokenECPrivateKey
+
+#: In a signing process: the sessions of the token it serves, by (module, token label).
+_process_sessions: dict[tuple[str, str], TokenSessions] = {}
+#: Keys already turned back into objects in this process, so that each keeps its identity (and the
+#: CertificateAuthority built around it stays cached).
+_process_keys: dict[tuple[tuple[str, str], bytes, bytes], TokenPrivateKey] = {}
+
+
+def serve_token_in_this_process(sessions: TokenSessions) -> None:
+    """Let token keys that arrive pickled in this process sign with ``sessions`` (a signing process)."""
+    _process_sessions[(sessions.config.module, sessions.config.token_label)] = sessions
+
+
+def _key_in_this_process(
+    token: tuple[str, str], label: str, key_id: bytes, public_der: bytes
+) -> TokenPrivateKey:
+    """Unpickle a token key: the same key (CKA_ID) in this process's session on the same token."""
+    cached = _process_keys.get((token, key_id, public_der))
+    if cached is not None:
+        return cached
+    sessions = _process_sessions.get(token)
+    if sessions is None:
+        raise KeystoreError(
+            f"token key '{label}' was unpickled in a process that has no session on its token",
+            "token keys can only be sent to their key store's signing processes (TokenKeyStore.run_signing)",
+        )
+    public_key = serialization.load_der_public_key(public_der)
+    key: TokenPrivateKey
+    if isinstance(public_key, rsa.RSAPublicKey):
+        key = TokenRSAPrivateKey(sessions, label, key_id, public_key)
+    elif isinstance(public_key, ec.EllipticCurvePublicKey):
+        key = TokenECPrivateKey(sessions, label, key_id, public_key.curve, public_key)
+    else:  # pragma: no cover - __reduce__ only ever sends RSA and EC public keys
+        raise KeystoreError(f"token key '{label}' has a {type(public_key).__name__}", "use RSA or EC keys")
+    _process_keys[(token, key_id, public_der)] = key
+    return key
 
 
 def key_matches(key: TokenPrivateKey, public_key: object) -> bool:

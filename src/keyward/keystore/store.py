@@ -33,6 +33,7 @@ from keyward.keystore.objects import (
     public_key_template,
     rsa_public_key,
 )
+from keyward.keystore.processes import SigningProcesses
 from keyward.keystore.sessions import ThreadSession, TokenSessions
 from keyward.keystore.spec import KeySpec
 
@@ -44,16 +45,23 @@ WrapMechanism = Literal["aes_key_wrap_pad", "aes_gcm"]
 class TokenKeyStore:
     """CA keys (CKA_LABEL = signer name) and their certificates in one token."""
 
-    def __init__(self, sessions: TokenSessions, workers: int) -> None:
+    def __init__(self, sessions: TokenSessions, workers: int, processes: int = 0) -> None:
         self._sessions = sessions
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keyward-token")
+        self._signers = SigningProcesses(sessions.config, processes) if processes else None
 
     @classmethod
-    def open(cls, config: HsmConfig, *, workers: int | None = None) -> TokenKeyStore:
-        """Load the module, find the token (initializing it when absent) and log in. Blocking."""
+    def open(cls, config: HsmConfig, *, workers: int | None = None, processes: int = 0) -> TokenKeyStore:
+        """Load the module, find the token (initializing it when absent) and log in. Blocking.
+
+        ``workers`` threads (default: one per core) run :meth:`run`; ``processes`` signing processes
+        (default none) run :meth:`run_signing`, which otherwise uses the threads too.
+        """
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
-        return cls(TokenSessions(config), workers or os.cpu_count() or 1)
+        if processes < 0:
+            raise ValueError(f"processes must not be negative, not {processes}")
+        return cls(TokenSessions(config), workers or os.cpu_count() or 1, processes)
 
     @property
     def config(self) -> HsmConfig:
@@ -297,8 +305,29 @@ class TokenKeyStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
 
+    async def run_signing(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run the issuance job ``fn(*args)`` in a signing process if the store has them (see
+        ``keyward.keystore.processes``: ``fn`` and ``args`` must then pickle), else like :meth:`run`."""
+        if self._signers is None:
+            return await self.run(fn, *args)
+        if self._sessions.closed:
+            raise self._sessions.closed_error()
+        return await self._signers.run(fn, *args)
+
+    @property
+    def signing_processes(self) -> int:
+        """How many signing processes the store has (0: issuance jobs run in its threads)."""
+        return self._signers.count if self._signers is not None else 0
+
+    @property
+    def signing_pids(self) -> tuple[int, ...]:
+        """The process IDs of the signing processes running now."""
+        return self._signers.pids if self._signers is not None else ()
+
     def close(self) -> None:
         """Wait for running work, close every session and log out (unless another store shares the login)."""
+        if self._signers is not None:
+            self._signers.close()
         self._pool.shutdown(wait=True)
         self._sessions.close()
 

@@ -6,9 +6,11 @@ computed inside the PKCS#11 token, in tests an in-memory key. Nothing here reads
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -21,12 +23,12 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from keyward.pki import pickling as _pickling  # noqa: F401 (certificates pickle as DER)
 from keyward.pki.errors import IssuerError, RequestError
 from keyward.pki.keys import check_request_key, signature_hash
 from keyward.pki.names import subject_from_spec
 from keyward.pki.pem import load_pem_chain, pem_chain
 from keyward.pki.profile import IssuerPolicy, RequestProfile, check_profile
-from keyward.pki.usages import Usages
 
 __all__ = [
     "CLOCK_SKEW",
@@ -113,6 +115,9 @@ class CertificateAuthority:
         """The CA certificate's notBefore and notAfter: what it issues must lie within them."""
         return self.certificate.not_valid_before_utc, self.certificate.not_valid_after_utc
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _authority, (self.certificate, self.key, self.chain)
+
     def verify_issued(self, certificate: x509.Certificate) -> None:
         """Check that this CA's key really signed ``certificate``: a faulty token is caught here, before
         anyone sees the certificate. ``IssuerError`` if it did not."""
@@ -123,6 +128,24 @@ class CertificateAuthority:
                 f"the CA key produced a certificate that does not verify against the CA "
                 f"certificate ({type(exc).__name__}); check the key store"
             ) from None
+
+
+def _authority(
+    certificate: x509.Certificate, key: CertificateIssuerPrivateKeyTypes, chain: tuple[x509.Certificate, ...]
+) -> CertificateAuthority:
+    """Unpickle a CA: the same object for the same certificate and key, so what it read from its
+    certificate stays read (every issuance sent to a signing process brings its CA along)."""
+    try:
+        return _cached_authority(certificate, key, chain)
+    except TypeError:  # a key that cannot be hashed
+        return CertificateAuthority(certificate, key, chain)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_authority(
+    certificate: x509.Certificate, key: CertificateIssuerPrivateKeyTypes, chain: tuple[x509.Certificate, ...]
+) -> CertificateAuthority:
+    return CertificateAuthority(certificate, key, chain)
 
 
 @dataclass(frozen=True)
@@ -154,6 +177,11 @@ def _utc_now(now: datetime | None) -> datetime:
     return moment.astimezone(UTC).replace(microsecond=0)
 
 
+def _naive(moment: datetime) -> datetime:
+    """A UTC time as the builder stores it (its setters convert the same way)."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
 def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
     return public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
@@ -171,7 +199,7 @@ def _requested_names(csr: x509.CertificateSigningRequest) -> list[x509.GeneralNa
     return [name for name in requested if isinstance(name, _COPIED_NAMES)]
 
 
-def _basic_constraints(is_ca: bool, ca: CertificateAuthority) -> x509.BasicConstraints:
+def _basic_constraints(is_ca: bool, ca: CertificateAuthority) -> x509.Extension[x509.BasicConstraints]:
     """CA:false, or for an allowed sub-CA CA:true with a path length that keeps the chain valid."""
     if not is_ca:
         return _NOT_A_CA
@@ -181,10 +209,11 @@ def _basic_constraints(is_ca: bool, ca: CertificateAuthority) -> x509.BasicConst
             "the request asks for a CA certificate (isCA) but the issuing CA's path length "
             "constraint is 0, so no certificate it signs can be a CA; drop isCA"
         )
-    return x509.BasicConstraints(ca=True, path_length=None if limit is None else limit - 1)
+    constraints = x509.BasicConstraints(ca=True, path_length=None if limit is None else limit - 1)
+    return x509.Extension(constraints.oid, True, constraints)
 
 
-_NOT_A_CA = x509.BasicConstraints(ca=False, path_length=None)
+_NOT_A_CA = x509.Extension(x509.BasicConstraints.oid, True, x509.BasicConstraints(ca=False, path_length=None))
 
 
 def _validity(
@@ -198,14 +227,6 @@ def _validity(
             "issue certificates; rotate the CA (create a new issuer)"
         )
     return max(now - CLOCK_SKEW, ca_not_before), min(now + duration, ca_not_after)
-
-
-def _add_usages(builder: x509.CertificateBuilder, usages: Usages) -> x509.CertificateBuilder:
-    if usages.key_usage is not None:
-        builder = builder.add_extension(usages.key_usage, critical=True)
-    if usages.extended:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages.extended)), critical=False)
-    return builder
 
 
 def _sign(
@@ -275,21 +296,23 @@ def issue_certificate(
             "email); add a commonName or dnsNames to the request"
         )
     not_before, not_after = _validity(moment, duration, ca, policy)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca.certificate.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(_basic_constraints(profile.is_ca, ca), critical=True)
-    )
-    builder = _add_usages(builder, usages)
+    extensions = [_basic_constraints(profile.is_ca, ca), *usages.extensions]
     if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=len(subject) == 0)
-    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-    builder = builder.add_extension(ca.authority_key_identifier.value, critical=False)
+        alt_names = x509.SubjectAlternativeName(names)
+        extensions.append(x509.Extension(alt_names.oid, len(subject) == 0, alt_names))
+    key_identifier = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    extensions += (x509.Extension(key_identifier.oid, False, key_identifier), ca.authority_key_identifier)
+    # The builder's constructor rather than its one-setter-per-copy chain: every value here is built by
+    # this function, so the setters' checks would only repeat themselves (a fifth of pki's own time).
+    builder = x509.CertificateBuilder(
+        issuer_name=ca.certificate.subject,
+        subject_name=subject,
+        public_key=public_key,
+        serial_number=x509.random_serial_number(),
+        not_valid_before=_naive(not_before),
+        not_valid_after=_naive(not_after),
+        extensions=extensions,
+    )
     certificate = _sign(builder, ca.key, ca.signature_hash)
     ca.verify_issued(certificate)
     return IssuedCertificate(certificate=certificate, ca_certificate=ca.certificate, chain=ca.chain)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
@@ -62,6 +63,18 @@ class Usages:
 
     key_usage: x509.KeyUsage | None
     extended: tuple[ObjectIdentifier, ...]
+
+    @cached_property
+    def extensions(self) -> tuple[x509.Extension[x509.ExtensionType], ...]:
+        """keyUsage (critical, RFC 5280 §4.2.1.3) and extendedKeyUsage as certificate extensions; built once
+        per combination, since ``resolve_usages`` hands out one ``Usages`` per combination."""
+        extensions: list[x509.Extension[x509.ExtensionType]] = []
+        if self.key_usage is not None:
+            extensions.append(x509.Extension(self.key_usage.oid, True, self.key_usage))
+        if self.extended:
+            extended = x509.ExtendedKeyUsage(list(self.extended))
+            extensions.append(x509.Extension(extended.oid, False, extended))
+        return tuple(extensions)
 
     def with_cert_sign(self) -> Usages:
         """The same usages plus keyCertSign, which a CA certificate needs to sign anything."""

@@ -1,0 +1,279 @@
+"""Issuance in signing processes, each with its own session on the token.
+
+Threads share one GIL: C_Sign releases it, but parsing the request, building the certificate and
+verifying it hold it, and two threads hand it back and forth on every step. With a fast token (ECDSA)
+that Python work is most of an issuance, and a second thread adds little. Processes each have their own
+interpreter, so the whole issuance runs on every core.
+
+The protocol is deliberately small (``concurrent.futures.ProcessPoolExecutor`` costs 0.1-0.2 ms of the
+parent's time per task, half an ECDSA issuance):
+
+- Each process is a fresh interpreter (``python -c``, not a fork: a PKCS#11 module must not be used
+  across a fork, and multiprocessing's spawn would run the parent's ``__main__`` again). It loads the
+  module itself, opens a session and logs in; the config, PIN included, arrives over the socket, never
+  on a command line or in the environment.
+- A job is one pickled ``(fn, args)`` on a pipe, answered by one pickled ``(ok, value)`` in order.
+  Token keys pickle as references (``keys._key_in_this_process``), certificates as DER
+  (``keyward.pki.pickling``); nothing else the jobs need is bigger than a request.
+- At most ``DEPTH`` jobs are on a process's pipe (one running, one waiting, so it never idles between
+  jobs); the rest wait in the parent, in arrival order.
+- A process that dies (a vendor module crashing, the OOM killer) fails only its own unfinished jobs,
+  with :class:`SigningProcessDied`, and is started again for the next job. No job is ever run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+from keyward.keystore import keys
+from keyward.keystore.config import HsmConfig
+from keyward.keystore.errors import KeystoreClosed, KeystoreError
+from keyward.keystore.sessions import TokenSessions
+
+T = TypeVar("T")
+log = logging.getLogger("keyward.keystore")
+
+#: Jobs on one process's pipe at a time.
+DEPTH = 2
+#: Seconds a closing process gets to finish its job before it is terminated.
+STOP_TIMEOUT = 5.0
+
+#: How a signing process starts: this module's ``serve`` on the socket it inherits.
+_ENTRY = "import sys; from keyward.keystore.processes import serve; serve(int(sys.argv[1]))"
+
+
+class SigningProcessDied(KeystoreError):
+    """A signing process exited while it had the job: the job was not finished and may be retried."""
+
+
+@dataclass
+class _Job:
+    payload: bytes
+    future: asyncio.Future[Any]
+
+
+@dataclass
+class _Process:
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    pipe: Connection | None = None
+    #: Futures of the jobs on the pipe, in order; None is the start-up answer.
+    waiting: deque[asyncio.Future[Any] | None] = field(default_factory=deque)
+    startup_error: BaseException | None = None
+
+
+class SigningProcesses:
+    """``count`` processes that run issuance jobs with their own sessions on the token of ``config``."""
+
+    def __init__(self, config: HsmConfig, count: int) -> None:
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
+        self._config = config
+        self._processes = [_Process(index) for index in range(count)]
+        self._queue: deque[_Job] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    @property
+    def count(self) -> int:
+        return len(self._processes)
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return tuple(worker.process.pid for worker in self._processes if worker.process is not None)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a signing process. ``fn`` and ``args`` must pickle (token keys and certificates
+        do); what ``fn`` returns or raises comes back the same way."""
+        if self._closed:
+            raise KeystoreClosed("the key store's signing processes are stopped", "open the key store again")
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._move_to(loop)
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.append(_Job(pickle.dumps((fn, args), pickle.HIGHEST_PROTOCOL), future))
+        self._dispatch()
+        return await future
+
+    def close(self) -> None:
+        """Stop every process (each finishes the job it has) and fail the jobs not started."""
+        self._closed = True
+        closed = KeystoreClosed("the key store was closed before the job finished", "open it again")
+        while self._queue:
+            _fail(self._queue.popleft().future, closed)
+        for worker in self._processes:
+            self._stop(worker)
+            while worker.waiting:
+                _fail(worker.waiting.popleft(), closed)
+
+    # -- dispatching ------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while self._queue:
+            worker = min(self._processes, key=lambda candidate: len(candidate.waiting))
+            if len(worker.waiting) >= DEPTH:
+                return
+            job = self._queue.popleft()
+            if job.future.done():  # the caller gave up waiting
+                continue
+            if worker.pipe is None:
+                self._start(worker)
+            assert worker.pipe is not None
+            try:
+                worker.pipe.send_bytes(job.payload)
+            except OSError:
+                _fail(job.future, self._died(worker))
+                continue
+            worker.waiting.append(job.future)
+
+    def _on_answer(self, worker: _Process) -> None:
+        pipe = worker.pipe
+        if pipe is None:
+            return
+        try:
+            while True:
+                ok, value = _unpickle_answer(pipe.recv_bytes())
+                future = worker.waiting.popleft()
+                if future is None:  # the start-up answer
+                    if not ok:
+                        worker.startup_error = value
+                elif not future.done():
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+                if not pipe.poll():
+                    break
+        except (EOFError, OSError):
+            error = self._died(worker)
+            while worker.waiting:
+                _fail(worker.waiting.popleft(), error)
+        self._dispatch()
+
+    # -- process lifecycle ------------------------------------------------------------------------
+
+    def _start(self, worker: _Process) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _ENTRY, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        pipe = Connection(ours.detach())
+        pipe.send_bytes(pickle.dumps(self._config, pickle.HIGHEST_PROTOCOL))
+        worker.process, worker.pipe, worker.startup_error = process, pipe, None
+        worker.waiting.append(None)
+        assert self._loop is not None
+        self._loop.add_reader(pipe.fileno(), self._on_answer, worker)
+
+    def _died(self, worker: _Process) -> KeystoreError:
+        """Forget a process that is gone; the error for its unfinished jobs."""
+        process, error = worker.process, worker.startup_error
+        self._stop(worker)
+        if error is not None:
+            return error if isinstance(error, KeystoreError) else KeystoreError(str(error))
+        code = process.returncode if process is not None else None
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited ({code})"
+        log.warning("signing process %s for token %s %s; starting a new one", worker.index, self._name, how)
+        return SigningProcessDied(
+            f"the signing process for token {self._name} {how} before finishing the job",
+            "the job was not done and can be retried; if this repeats, check the PKCS#11 module",
+        )
+
+    def _stop(self, worker: _Process) -> None:
+        pipe, process = worker.pipe, worker.process
+        worker.pipe = worker.process = None
+        if pipe is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(pipe.fileno())
+            pipe.close()  # the process sees the end of its input and exits after its job
+        if process is not None:
+            try:
+                process.wait(STOP_TIMEOUT if self._closed else 0.1)
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                process.wait(STOP_TIMEOUT)
+
+    def _move_to(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch the pipes from ``loop`` (the first caller's, or a new one after the old loop closed)."""
+        old = self._loop
+        if old is not None and not old.is_closed() and old.is_running():
+            raise RuntimeError("the signing processes are in use by another event loop")
+        for worker in self._processes:
+            if worker.pipe is not None:
+                if old is not None and not old.is_closed():
+                    old.remove_reader(worker.pipe.fileno())
+                loop.add_reader(worker.pipe.fileno(), self._on_answer, worker)
+        self._loop = loop
+
+    @property
+    def _name(self) -> str:
+        return f"'{self._config.token_label}'"
+
+
+def _unpickle_answer(data: bytes) -> tuple[bool, Any]:
+    try:
+        ok, value = pickle.loads(data)  # noqa: S301 (our own child's answer, on our own pipe)
+    except Exception as exc:
+        return False, KeystoreError(f"the signing process sent back an answer that does not load ({exc})")
+    return bool(ok), value
+
+
+def _fail(future: asyncio.Future[Any] | None, error: BaseException) -> None:
+    if future is not None and not future.done():
+        future.set_exception(error)
+
+
+# -- in the signing process ---------------------------------------------------------------------------
+
+
+def serve(fd: int) -> None:
+    """A signing process: log in to the token, then run jobs until the parent closes the socket ``fd``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    pipe = Connection(fd)
+    config: HsmConfig = pickle.loads(pipe.recv_bytes())  # noqa: S301 (the parent's, on its own pipe)
+    try:
+        sessions = TokenSessions(config)
+    except Exception as exc:
+        pipe.send_bytes(_answer(False, exc))
+        return
+    keys.serve_token_in_this_process(sessions)
+    try:
+        pipe.send_bytes(_answer(True, None))
+        while True:
+            job = pipe.recv_bytes()
+            pipe.send_bytes(_run(job))
+    except (EOFError, OSError):
+        return  # the parent closed the socket (or is gone): nobody waits for answers any more
+    finally:
+        sessions.close()
+
+
+def _run(job: bytes) -> bytes:
+    try:
+        fn, args = pickle.loads(job)  # noqa: S301 (the parent's, on its own pipe)
+        return _answer(True, fn(*args))
+    except Exception as exc:
+        return _answer(False, exc)
+
+
+def _answer(ok: bool, value: Any) -> bytes:
+    try:
+        return pickle.dumps((ok, value), pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        what = "result" if ok else f"{type(value).__name__} error"
+        error = KeystoreError(f"the signing process could not send back its {what} ({type(exc).__name__})")
+        return pickle.dumps((False, error))
