@@ -40,6 +40,11 @@ from keyward.pki.profile import IssuerPolicy
 
 pytestmark = pytest.mark.timeout(60)
 
+#: Enough processes opening the token at the same moment that, without looking again, one of them
+#: misses it (one in ten did in a measurement).
+PROCESSES_AT_ONCE = 24
+STAGGER = 0.004
+
 
 @pytest.fixture
 async def signing_store(hsm_config: HsmConfig) -> AsyncIterator[TokenKeyStore]:
@@ -218,3 +223,27 @@ async def test_without_processes_issuance_jobs_run_in_the_worker_threads(hsm_con
     public = key.public_key()
     assert isinstance(public, rsa.RSAPublicKey)
     public.verify(signature, b"m", padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_processes_opening_the_token_while_others_log_in_never_make_a_second_token(tmp_path: Path) -> None:
+    """SoftHSM2 leaves a token out of a new process's slot list while another process logs in; keyward
+    looks again rather than concluding the token is missing and initializing a second one."""
+    from keyward.keystore import create_softhsm_store
+
+    config = create_softhsm_store(tmp_path / "store", token_label="busy")
+    script = (  # the processes load the module a few milliseconds apart, then log in and out
+        "import pickle, sys, time\n"
+        "from keyward.keystore.sessions import TokenSessions\n"
+        "config = pickle.loads(sys.stdin.buffer.read())\n"
+        "time.sleep(max(0.0, float(sys.argv[1]) - time.time()))\n"
+        "TokenSessions(config).close()\n"
+    )
+    start = str(time.time() + 3)
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, start], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(PROCESSES_AT_ONCE)
+    ]
+    errors = [process.communicate(pickle.dumps(config), timeout=60)[1] for process in processes]
+
+    assert [process.returncode for process in processes] == [0] * PROCESSES_AT_ONCE, errors
+    assert len(list((tmp_path / "store" / "tokens").iterdir())) == 1

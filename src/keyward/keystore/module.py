@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -169,9 +170,52 @@ def find_token(library: Library, config: HsmConfig) -> pkcs11.Token | None:
     return tokens[0] if tokens else None
 
 
+#: SoftHSM2 reads its token directory once, at C_Initialize, and leaves out a token (or fails with
+#: CKR_GENERAL_ERROR) whose file another process is rewriting at that moment, which it does whenever a
+#: process logs in: one fresh process in ten missed the token while three others logged in. A token
+#: missing from the list is looked for again, after re-initializing the module, this many times...
+TOKEN_LOOKUPS = 20
+#: ... this many seconds apart.
+TOKEN_LOOKUP_PAUSE = 0.05
+
+
+def find_token_settled(library: Library, config: HsmConfig) -> pkcs11.Token | None:
+    """``find_token``, looking again while another process may be rewriting the token's file. The module
+    is re-initialized between lookups only while no other key store of this process uses it (that would
+    end their sessions); with other users, their view of the slots stands."""
+    for attempt in range(TOKEN_LOOKUPS):
+        try:
+            token = find_token(library, config)
+        except p11.GeneralError:
+            token = None
+        if token is not None or attempt + 1 == TOKEN_LOOKUPS:
+            return token
+        with _lock:
+            if _users[config.module] > 1:
+                return None
+            time.sleep(TOKEN_LOOKUP_PAUSE)
+            finalize(config.module)
+            try:
+                library.initialize()
+            except p11.PKCS11Error as exc:
+                raise _initialize_failed(config.module, exc) from None
+    return None  # pragma: no cover - the loop returns
+
+
+def open_token(library: Library, config: HsmConfig) -> pkcs11.Token:
+    """The configured token, which must exist (signing processes never initialize one)."""
+    token = find_token_settled(library, config)
+    if token is None:
+        raise TokenNotFound(
+            f"there is no token {describe_token(config)}",
+            "check that the token exists and that every process uses the same module configuration",
+        )
+    return token
+
+
 def open_or_initialize_token(library: Library, config: HsmConfig) -> pkcs11.Token:
     """The configured token; when no token has its label, initialize one in a free slot first."""
-    token = find_token(library, config)
+    token = find_token_settled(library, config)
     if token is not None:
         return token
     if not config.so_pin or not config.user_pin:

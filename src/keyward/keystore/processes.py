@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from typing import Any, TypeVar
 
 from keyward.keystore import keys
 from keyward.keystore.config import HsmConfig
-from keyward.keystore.errors import KeystoreClosed, KeystoreError
+from keyward.keystore.errors import KeystoreClosed, KeystoreError, TokenNotFound
 from keyward.keystore.sessions import TokenSessions
 
 T = TypeVar("T")
@@ -46,8 +47,12 @@ log = logging.getLogger("keyward.keystore")
 
 #: Jobs on one process's pipe at a time.
 DEPTH = 2
-#: Seconds a closing process gets to finish its job before it is terminated.
-STOP_TIMEOUT = 5.0
+#: Seconds a closing process gets to finish its job before it is killed.
+STOP_TIMEOUT = 1.0
+#: Attempts of a starting process to log in when the token failed for no stated reason, and the pause
+#: after the first (growing linearly).
+LOGIN_ATTEMPTS = 5
+LOGIN_PAUSE = 0.1
 
 #: How a signing process starts: this module's ``serve`` on the socket it inherits.
 _ENTRY = "import sys; from keyward.keystore.processes import serve; serve(int(sys.argv[1]))"
@@ -119,9 +124,18 @@ class SigningProcesses:
 
     # -- dispatching ------------------------------------------------------------------------------
 
+    def _available(self) -> list[_Process]:
+        """The started processes, and one more to start unless one is still logging in: processes start
+        one after the other, because SoftHSM2 can miss its token in a process that starts while another
+        logs in (see ``module.find_token_settled``)."""
+        started = [worker for worker in self._processes if worker.pipe is not None]
+        if any(worker.waiting and worker.waiting[0] is None for worker in started):
+            return started
+        return started + [worker for worker in self._processes if worker.pipe is None][:1]
+
     def _dispatch(self) -> None:
         while self._queue:
-            worker = min(self._processes, key=lambda candidate: len(candidate.waiting))
+            worker = min(self._available(), key=lambda candidate: len(candidate.waiting))
             if len(worker.waiting) >= DEPTH:
                 return
             job = self._queue.popleft()
@@ -203,9 +217,9 @@ class SigningProcesses:
         if process is not None:
             try:
                 process.wait(STOP_TIMEOUT if self._closed else 0.1)
-            except subprocess.TimeoutExpired:
-                process.terminate()
-                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:  # stuck in the module: nothing in it is worth waiting for
+                process.kill()
+                process.wait()
 
     def _move_to(self, loop: asyncio.AbstractEventLoop) -> None:
         """Watch the pipes from ``loop`` (the first caller's, or a new one after the old loop closed)."""
@@ -246,7 +260,7 @@ def serve(fd: int) -> None:
     pipe = Connection(fd)
     config: HsmConfig = pickle.loads(pipe.recv_bytes())  # noqa: S301 (the parent's, on its own pipe)
     try:
-        sessions = TokenSessions(config)
+        sessions = _log_in(config)
     except Exception as exc:
         pipe.send_bytes(_answer(False, exc))
         return
@@ -260,6 +274,21 @@ def serve(fd: int) -> None:
         return  # the parent closed the socket (or is gone): nobody waits for answers any more
     finally:
         sessions.close()
+
+
+def _log_in(config: HsmConfig) -> TokenSessions:
+    """Sessions on the parent's token (never a new token), trying again when the token or the login
+    failed for no stated reason: another process may have been rewriting the token's file (SoftHSM2 does
+    at every login). A refused PIN is never tried again, so a token that counts wrong PINs is not locked."""
+    for attempt in range(1, LOGIN_ATTEMPTS + 1):
+        try:
+            return TokenSessions(config, initialize=False)
+        except (TokenNotFound, KeystoreError) as exc:
+            transient = isinstance(exc, TokenNotFound) or type(exc) is KeystoreError
+            if not transient or attempt == LOGIN_ATTEMPTS:
+                raise
+            time.sleep(LOGIN_PAUSE * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _run(job: bytes) -> bytes:

@@ -33,6 +33,7 @@ from keyward.keystore.module import (
     find_token,
     loaded_library,
     open_or_initialize_token,
+    open_token,
     release_module,
 )
 
@@ -105,7 +106,8 @@ class ThreadSession:
 class TokenSessions:
     """The sessions of one key store on one token; :meth:`call` runs an operation in the caller's."""
 
-    def __init__(self, config: HsmConfig) -> None:
+    def __init__(self, config: HsmConfig, *, initialize: bool = True) -> None:
+        """Open the token of ``config``; when it has none, initialize one only if ``initialize``."""
         self.config = config
         self.description = describe_token(config)
         self._lock = threading.Lock()
@@ -115,7 +117,7 @@ class TokenSessions:
         self._closed = False
         library = acquire_module(config)
         try:
-            self._token = open_or_initialize_token(library, config)
+            self._token = (open_or_initialize_token if initialize else open_token)(library, config)
             self._join_login()
         except BaseException:
             release_module(config.module)
