@@ -23,7 +23,7 @@ from keyward.issuers.tcs_est import (
     parse_issuer_reference,
     renewal_time,
 )
-from keyward.keystore import KeystoreError
+from keyward.keystore import KeystoreError, SigningProcessDied
 from keyward.pki.issue import CertificateAuthority, self_signed_ca
 from keyward.pki.profile import IssuerPolicy
 
@@ -118,6 +118,15 @@ async def test_a_token_fault_answers_503_with_retry_after_and_tells_the_owner() 
     assert raised.value.retry_after == 30
     assert "DeviceRemoved" not in str(raised.value), "token internals stay in the server log"
     assert faults == [workers.failure]
+
+
+async def test_a_signing_process_dying_mid_enrollment_asks_for_a_quick_retry_and_blames_no_token() -> None:
+    workers, faults = ThreadWorkers(), []
+    workers.failure = SigningProcessDied("the signing process for token 'keyward' was killed by signal 9")
+    with pytest.raises(CaUnavailable) as raised:
+        await adapter(workers=workers, faults=faults).enroll(csr(), CLIENT, renewal=False)
+    assert raised.value.retry_after == 2  # a new process is ready at once
+    assert faults == [], "the token is fine: the issuer stays in service"
 
 
 async def test_basic_credentials_are_checked_against_the_current_secret() -> None:

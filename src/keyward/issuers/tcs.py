@@ -3,7 +3,8 @@
 check: make sure the issuer's CA key and certificate are in the token (creating them for a new
 self-signed issuer) and usable; anything that stops it from signing is an ``IssuerNotReady`` with a
 reason and a message for the Ready condition. sign: turn a checked request into a chain with the
-token key. Both are blocking (PKCS#11) and run in the keystore's worker pool.
+token key. Both are blocking (PKCS#11): the check runs in the key store's worker threads, the sign (with
+``decode_and_sign``, the decoding too) in its signing processes.
 """
 
 from __future__ import annotations

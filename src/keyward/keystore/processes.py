@@ -144,12 +144,11 @@ class SigningProcesses:
             if worker.pipe is None:
                 self._start(worker)
             assert worker.pipe is not None
+            worker.waiting.append(job.future)
             try:
                 worker.pipe.send_bytes(job.payload)
             except OSError:
-                _fail(job.future, self._died(worker))
-                continue
-            worker.waiting.append(job.future)
+                self._lost(worker)
 
     def _on_answer(self, worker: _Process) -> None:
         pipe = worker.pipe
@@ -170,9 +169,7 @@ class SigningProcesses:
                 if not pipe.poll():
                     break
         except (EOFError, OSError):
-            error = self._died(worker)
-            while worker.waiting:
-                _fail(worker.waiting.popleft(), error)
+            self._lost(worker)
         self._dispatch()
 
     # -- process lifecycle ------------------------------------------------------------------------
@@ -192,6 +189,12 @@ class SigningProcesses:
         worker.waiting.append(None)
         assert self._loop is not None
         self._loop.add_reader(pipe.fileno(), self._on_answer, worker)
+
+    def _lost(self, worker: _Process) -> None:
+        """The process is gone: fail every job it had (none of them ran to the end) and forget it."""
+        error = self._died(worker)
+        while worker.waiting:
+            _fail(worker.waiting.popleft(), error)
 
     def _died(self, worker: _Process) -> KeystoreError:
         """Forget a process that is gone; the error for its unfinished jobs."""
