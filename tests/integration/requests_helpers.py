@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import timedelta
 from typing import Any
@@ -13,6 +14,8 @@ from cryptography.x509.oid import NameOID
 
 from keyward.kube import Kube
 from keyward.resources import CERTIFICATE_REQUESTS, CSRS
+from keyward.sandbox.certmanager import approve
+from keyward.watching import list_and_watch
 from tests.integration.helpers import ready_condition, wait_for
 
 
@@ -117,3 +120,43 @@ async def wait_csr_certificate(kube: Kube, name: str, timeout: float = 30) -> li
 
 def lifetime(cert: x509.Certificate) -> timedelta:
     return cert.not_valid_after_utc - cert.not_valid_before_utc
+
+
+class CertificatesSeen:
+    """Every certificate a watch shows for each CertificateRequest of a namespace: proof that no request
+    ever got a second one, whatever happened to the operators in between."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.by_request: dict[str, set[str]] = {}
+        self._watch = asyncio.create_task(list_and_watch(kube, CERTIFICATE_REQUESTS, namespace, self._record))
+
+    async def _record(self, kind: str, obj: dict[str, Any]) -> None:
+        certificate = (obj.get("status") or {}).get("certificate")
+        if certificate:
+            self.by_request.setdefault(obj["metadata"]["name"], set()).add(certificate)
+
+    async def first(self) -> None:
+        await wait_for(self._any, what="the first issuance")
+
+    async def each_once(self, names: list[str]) -> None:
+        """Wait until the watch saw every request issued, and check none was issued twice."""
+        await wait_for(lambda: self._all(names), what="every issuance seen by the watch")
+        assert all(len(seen) == 1 for seen in self.by_request.values()), "a request got a second certificate"
+
+    def stop(self) -> None:
+        self._watch.cancel()
+
+    async def _any(self) -> bool:
+        return bool(self.by_request)
+
+    async def _all(self, names: list[str]) -> bool:
+        return all(name in self.by_request for name in names)
+
+
+async def approved_requests(kube: Kube, namespace: str, prefix: str, count: int) -> list[str]:
+    """Create ``count`` CertificateRequests for the namespace's my-ca and approve them all at once."""
+    names = [f"{prefix}-{index}" for index in range(count)]
+    for name in names:
+        await create_request(kube, namespace, name, make_csr(f"{name}.example"))
+    await asyncio.gather(*(approve(kube, name, namespace) for name in names))
+    return names

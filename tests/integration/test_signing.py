@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import uuid
 from datetime import timedelta
@@ -17,7 +16,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from keyward.kube import Kube
 from keyward.resources import CERTIFICATE_REQUESTS, CERTIFICATES, CSRS, EVENTS, SECRETS
 from keyward.sandbox.certmanager import approve, deny
-from keyward.watching import list_and_watch
 from tests.integration.conftest import OperatorRunner
 from tests.integration.helpers import (
     ca_from_secret,
@@ -28,7 +26,9 @@ from tests.integration.helpers import (
     wait_ready,
 )
 from tests.integration.requests_helpers import (
+    CertificatesSeen,
     approve_csr,
+    approved_requests,
     chain_of,
     create_csr,
     create_request,
@@ -260,27 +260,12 @@ async def test_two_operators_issue_each_request_exactly_once(
     kube: Kube, namespace: str, issuer: x509.Certificate, operators: OperatorRunner
 ) -> None:
     second = await operators.start()  # a second replica racing the module's operator
-    seen: dict[str, set[str]] = {}
-
-    async def record(kind: str, obj: dict[str, Any]) -> None:
-        certificate = (obj.get("status") or {}).get("certificate")
-        if certificate:
-            seen.setdefault(obj["metadata"]["name"], set()).add(certificate)
-
-    watcher = asyncio.create_task(list_and_watch(kube, CERTIFICATE_REQUESTS, namespace, record))
+    seen = CertificatesSeen(kube, namespace)
     try:
-        names = [f"r{i}" for i in range(20)]
-        for name in names:
-            await create_request(kube, namespace, name, make_csr(f"{name}.example"))
-        await asyncio.gather(*(approve(kube, name, namespace) for name in names))
+        names = await approved_requests(kube, namespace, "r", 20)
         for name in names:
             await wait_request(kube, namespace, name, reason="Issued")
-        await wait_for(lambda: _all_seen(seen, names), what="watch saw every issuance")
-        assert all(len(values) == 1 for values in seen.values()), "a request got a second certificate"
+        await seen.each_once(names)
     finally:
-        watcher.cancel()
+        seen.stop()
         await second.stop()
-
-
-async def _all_seen(seen: dict[str, set[str]], names: list[str]) -> bool:
-    return all(name in seen for name in names)

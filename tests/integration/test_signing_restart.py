@@ -8,20 +8,18 @@ import os
 import signal
 import uuid
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 
 from keyward.kube import Kube
-from keyward.resources import CERTIFICATE_REQUESTS, CSRS
-from keyward.sandbox.certmanager import approve
-from keyward.watching import list_and_watch
+from keyward.resources import CSRS
 from tests.integration.conftest import OperatorRunner
-from tests.integration.helpers import ca_from_secret, create_issuer, ready_condition, wait_for, wait_ready
+from tests.integration.helpers import ca_from_secret, create_issuer, ready_condition, wait_ready
 from tests.integration.requests_helpers import (
+    CertificatesSeen,
     approve_csr,
+    approved_requests,
     create_csr,
-    create_request,
     make_csr,
     wait_csr_certificate,
     wait_request,
@@ -55,20 +53,10 @@ async def test_crash_mid_burst_leaves_no_request_behind_and_none_signed_twice(
     first = await operators.start("--namespace", namespace)
     await create_issuer(kube, "my-ca", namespace, {"secretName": "my-ca-cert"})
     await wait_ready(kube, "my-ca", namespace)
-    seen: dict[str, set[str]] = {}
-
-    async def record(kind: str, obj: dict[str, Any]) -> None:
-        certificate = (obj.get("status") or {}).get("certificate")
-        if certificate:
-            seen.setdefault(obj["metadata"]["name"], set()).add(certificate)
-
-    watcher = asyncio.create_task(list_and_watch(kube, CERTIFICATE_REQUESTS, namespace, record))
-    names = [f"burst-{i}" for i in range(60)]
+    seen = CertificatesSeen(kube, namespace)
     try:
-        for name in names:
-            await create_request(kube, namespace, name, make_csr(f"{name}.example"))
-        await asyncio.gather(*(approve(kube, name, namespace) for name in names))
-        await wait_for(lambda: _some_issued(seen), what="the first issuance")
+        names = await approved_requests(kube, namespace, "burst", 60)
+        await seen.first()
         await first.kill()  # SIGKILL mid-burst
         second = await operators.start("--namespace", namespace)
         try:
@@ -76,12 +64,11 @@ async def test_crash_mid_burst_leaves_no_request_behind_and_none_signed_twice(
                 obj = await wait_request(kube, namespace, name, reason="Issued", timeout=60)
                 assert ready_condition(obj)["status"] == "True"
                 assert x509.load_pem_x509_certificates(base64.b64decode(obj["status"]["certificate"]))
-            await wait_for(lambda: _all_seen(seen, names), what="every issuance seen by the watch")
-            assert all(len(v) == 1 for v in seen.values()), "a request got a second certificate"
+            await seen.each_once(names)
         finally:
             await second.stop()
     finally:
-        watcher.cancel()
+        seen.stop()
 
 
 async def test_a_signing_process_killed_mid_burst_costs_no_request_and_no_second_certificate(
@@ -90,20 +77,10 @@ async def test_a_signing_process_killed_mid_burst_costs_no_request_and_no_second
     process = await operators.start("--namespace", namespace, "--signing-processes", "2")
     await create_issuer(kube, "my-ca", namespace, {"secretName": "my-ca-cert"})
     await wait_ready(kube, "my-ca", namespace)
-    seen: dict[str, set[str]] = {}
-
-    async def record(kind: str, obj: dict[str, Any]) -> None:
-        certificate = (obj.get("status") or {}).get("certificate")
-        if certificate:
-            seen.setdefault(obj["metadata"]["name"], set()).add(certificate)
-
-    watcher = asyncio.create_task(list_and_watch(kube, CERTIFICATE_REQUESTS, namespace, record))
-    names = [f"crash-{i}" for i in range(60)]
+    seen = CertificatesSeen(kube, namespace)
     try:
-        for name in names:
-            await create_request(kube, namespace, name, make_csr(f"{name}.example"))
-        await asyncio.gather(*(approve(kube, name, namespace) for name in names))
-        await wait_for(lambda: _some_issued(seen), what="the first issuance")
+        names = await approved_requests(kube, namespace, "crash", 60)
+        await seen.first()
         assert process.pid is not None
         signers = await asyncio.to_thread(_children, process.pid)
         assert len(signers) == 2, "the operator signs in two signing processes"
@@ -111,23 +88,14 @@ async def test_a_signing_process_killed_mid_burst_costs_no_request_and_no_second
         for name in names:
             obj = await wait_request(kube, namespace, name, reason="Issued", timeout=60)
             assert ready_condition(obj)["status"] == "True"
-        await wait_for(lambda: _all_seen(seen, names), what="every issuance seen by the watch")
-        assert all(len(v) == 1 for v in seen.values()), "a request got a second certificate"
+        await seen.each_once(names)
         assert process.process is not None and process.process.returncode is None, "the operator survived"
         assert signers[0] not in await asyncio.to_thread(_children, process.pid)
     finally:
-        watcher.cancel()
+        seen.stop()
         await process.stop()
 
 
 def _children(pid: int) -> list[int]:
     tasks = Path(f"/proc/{pid}/task")
     return [int(child) for task in tasks.iterdir() for child in (task / "children").read_text().split()]
-
-
-async def _some_issued(seen: dict[str, set[str]]) -> bool:
-    return bool(seen)
-
-
-async def _all_seen(seen: dict[str, set[str]], names: list[str]) -> bool:
-    return all(n in seen for n in names)
