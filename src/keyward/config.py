@@ -5,6 +5,7 @@ Precedence: command-line flags override environment variables, which override de
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,11 @@ ENV_CSR_FULL_CHAIN = "KEYWARD_CSR_FULL_CERT_CHAIN"
 ENV_SIGNING_PROCESSES = "KEYWARD_SIGNING_PROCESSES"
 #: Most signing processes an operator may ask for (each is an interpreter with a token session).
 MAX_SIGNING_PROCESSES = 64
+#: Most signing processes by default: eight issue thousands of certificates a second, and each costs
+#: ≈ 40 MiB of memory.
+DEFAULT_MAX_SIGNING_PROCESSES = 8
+#: Where the container's CPU limit is (cgroup v2 ``cpu.max``, or v1 ``cpu/cpu.cfs_quota_us``).
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 # EST issuers: seconds, or Go durations such as 10m (see EstClientSettings)
 ENV_EST_RECHECK_INTERVAL = "KEYWARD_EST_RECHECK_INTERVAL"
 ENV_EST_AUTH_RETRY_DELAY = "KEYWARD_EST_AUTH_RETRY_DELAY"
@@ -121,9 +127,39 @@ class Settings:
 
 
 def default_signing_processes() -> int:
-    """One signing process per core; none on one core, where a process cannot add anything."""
-    cores = os.cpu_count() or 1
-    return min(cores, MAX_SIGNING_PROCESSES) if cores > 1 else 0
+    """One signing process per usable core, at most eight; none on one core, where a process cannot add
+    anything."""
+    cores = usable_cores()
+    return min(cores, DEFAULT_MAX_SIGNING_PROCESSES) if cores > 1 else 0
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by the container's CPU limit (rounded
+    up). ``os.cpu_count()`` counts the node's cores, which in a pod with a CPU limit can be many times
+    what it may use, and every signing process costs memory."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota(CGROUP_ROOT)
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
+    return cores
+
+
+def _cgroup_cpu_quota(root: Path) -> float | None:
+    """The CPU limit in cores, or None when there is none (or no cgroup to read)."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 def _signing_processes(text: str | None) -> int:
@@ -133,7 +169,8 @@ def _signing_processes(text: str | None) -> int:
     if not value.isdigit() or int(value) > MAX_SIGNING_PROCESSES:
         raise UserError(
             f"signing processes {value[:20]!r} is not a number from 0 to {MAX_SIGNING_PROCESSES}",
-            "give the number of processes that sign (0: sign in threads); the default is one per core",
+            "give the number of processes that sign (0: sign in threads); "
+            "the default is one per usable core, at most 8",
         )
     return int(value)
 

@@ -61,15 +61,37 @@ def test_bad_listen_address() -> None:
 
 
 def test_signing_processes_default_to_one_per_core_and_take_flag_over_environment(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.setattr("keyward.config.CGROUP_ROOT", tmp_path)  # no CPU limit
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)))
     assert load_settings({}, {}).signing_processes == 4
     assert load_settings({}, {"KEYWARD_SIGNING_PROCESSES": "1"}).signing_processes == 1
     flagged = load_settings({"signing_processes": "0"}, {"KEYWARD_SIGNING_PROCESSES": "3"})
     assert flagged.signing_processes == 0
-    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
     assert load_settings({}, {}).signing_processes == 0  # one core: threads, a process adds nothing
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 2),  # cgroup v2, a limit of 1.5 CPUs
+        ({"cpu.max": "max 100000\n"}, 8),  # no limit: the default's cap
+        ({"cpu/cpu.cfs_quota_us": "300000", "cpu/cpu.cfs_period_us": "100000"}, 3),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, 8),
+        ({"cpu.max": "100000 100000\n"}, 0),  # one CPU: threads
+    ],
+)
+def test_the_default_follows_the_containers_cpu_limit_not_the_nodes_cores(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, files: dict[str, str], expected: int
+) -> None:
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content)
+    monkeypatch.setattr("keyward.config.CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)))  # a big node
+    assert load_settings({}, {}).signing_processes == expected
 
 
 @pytest.mark.parametrize("value", ["-1", "two", "65", "1.5"])

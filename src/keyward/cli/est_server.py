@@ -44,7 +44,7 @@ KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-256", "ECDSA-384")
     type=click.IntRange(0, 64),
     metavar="N",
     help="Processes that sign, each with its own token session; 0 signs in threads "
-    "[default one per core, 0 on one core].",
+    "[default one per usable core, at most 8; 0 on one core].",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs, and tracebacks on errors.")
 def est_server(

@@ -72,7 +72,8 @@ def version() -> None:
     "--signing-processes",
     metavar="N",
     help="Processes that decode and sign requests, each with its own token session; 0 signs in threads "
-    "[env KEYWARD_SIGNING_PROCESSES; default one per core, 0 on one core].",
+    "[env KEYWARD_SIGNING_PROCESSES; default one per usable core (the container's CPU limit counts), "
+    "at most 8; 0 on one core].",
 )
 @click.option("--health-listen", metavar="HOST:PORT", help="Liveness endpoint [default 0.0.0.0:8083].")
 @click.option(
