@@ -10,12 +10,14 @@ parent's time per task, half an ECDSA issuance):
 
 - Each process is a fresh interpreter (``python -c``, not a fork: a PKCS#11 module must not be used
   across a fork, and multiprocessing's spawn would run the parent's ``__main__`` again). It loads the
-  module itself, opens a session and logs in; the config, PIN included, arrives over the socket, never
-  on a command line or in the environment.
-- A job is one pickled ``(fn, args)`` on a pipe, answered by one pickled ``(ok, value)`` in order.
+  module itself, opens the parent's token (never a new one: see ``module.find_token_settled``) and logs
+  in; the config, PIN included, arrives over the socket, never on a command line or in the environment.
+  Processes start on demand and one after another, because SoftHSM2 can miss its token in a process
+  that starts while another logs in.
+- A job is one pickled ``(fn, args)`` on a socket, answered by one pickled ``(ok, value)`` in order.
   Token keys pickle as references (``keys._key_in_this_process``), certificates as DER
   (``keyward.pki.pickling``); nothing else the jobs need is bigger than a request.
-- At most ``DEPTH`` jobs are on a process's pipe (one running, one waiting, so it never idles between
+- At most ``DEPTH`` jobs are on a process's socket (one running, one waiting, so it never idles between
   jobs); the rest wait in the parent, in arrival order.
 - A process that dies (a vendor module crashing, the OOM killer) fails only its own unfinished jobs,
   with :class:`SigningProcessDied`, and is started again for the next job. No job is ever run twice.
