@@ -262,9 +262,17 @@ class Response:
         return self.body.decode(errors="replace")
 
 
-def run(args: Sequence[str | Path], *, input: bytes | None = None, check: bool = True) -> bytes:
+def run(
+    args: Sequence[str | Path],
+    *,
+    input: bytes | None = None,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> bytes:
     """Run a peer; on failure the error shows its stderr (the tests' own inputs hold no secrets)."""
-    completed = subprocess.run([str(a) for a in args], input=input, capture_output=True, timeout=30)
+    completed = subprocess.run(
+        [str(a) for a in args], input=input, capture_output=True, timeout=60, env=env, check=False
+    )
     if check and completed.returncode != 0:
         stderr = completed.stderr.decode(errors="replace")[-2000:]
         raise AssertionError(f"{args[0]} failed ({completed.returncode}): {stderr}")
@@ -273,9 +281,17 @@ def run(args: Sequence[str | Path], *, input: bytes | None = None, check: bool =
 
 def curl(pki: Pki, url: str, *options: str | Path, data: Path | None = None) -> Response:
     """One request with curl, trusting only the test TLS root (the Explicit TA of RFC 7030)."""
-    body_file = pki.directory / "curl-body.out"
-    head_file = pki.directory / "curl-head.out"
-    args: list[str | Path] = ["curl", "-sS", "--cacert", pki.files["tls-root"], "-o", body_file]
+    return curl_trusting(pki.files["tls-root"], pki.directory, url, *options, data=data)
+
+
+def curl_trusting(
+    trust: Path, workdir: Path, url: str, *options: str | Path, data: Path | None = None
+) -> Response:
+    """One request with curl that trusts only the CA certificates in ``trust``; the answer's body and
+    headers pass through files in ``workdir``."""
+    body_file = workdir / "curl-body.out"
+    head_file = workdir / "curl-head.out"
+    args: list[str | Path] = ["curl", "-sS", "--cacert", trust, "-o", body_file]
     args += ["-D", head_file, "-w", "%{http_code}", *options]
     if data is not None:
         args += ["--data-binary", f"@{data}"]
@@ -292,7 +308,15 @@ def openssl_csr(
     pki: Pki, stem: str, subject: str, sans: str | None = None, *, key: Path | None = None
 ) -> tuple[Path, Path]:
     """A CSR made by openssl: (base64 DER body file, key file)."""
-    key_file = key or pki.directory / f"{stem}.key"
+    return openssl_csr_in(pki.directory, stem, subject, sans, key=key)
+
+
+def openssl_csr_in(
+    directory: Path, stem: str, subject: str, sans: str | None = None, *, key: Path | None = None
+) -> tuple[Path, Path]:
+    """A CSR made by openssl in ``directory``, as EST wants it: (base64 DER body file, key file); a new
+    P-256 key unless ``key`` is given."""
+    key_file = key or directory / f"{stem}.key"
     args: list[str | Path] = ["openssl", "req", "-new", "-subj", subject, "-outform", "DER"]
     if key is None:
         args += ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key_file]
@@ -300,8 +324,8 @@ def openssl_csr(
         args += ["-key", key]
     if sans:
         args += ["-addext", f"subjectAltName={sans}"]
-    der_file = pki.directory / f"{stem}.der"
+    der_file = directory / f"{stem}.der"
     run([*args, "-out", der_file])
-    b64_file = pki.directory / f"{stem}.b64"
+    b64_file = directory / f"{stem}.b64"
     run(["openssl", "base64", "-in", der_file, "-out", b64_file])
     return b64_file, key_file

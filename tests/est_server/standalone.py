@@ -8,24 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyward.keystore import load_hsm_config
-from tests.est.helpers import Response
+from tests.est.helpers import Response, curl_trusting, run
 
 LISTENING = re.compile(r"listening on https://127\.0\.0\.1:(\d+)/")
-
-
-def run(args: Sequence[str | Path], *, check: bool = True, env: dict[str, str] | None = None) -> bytes:
-    """Run a peer; a failure shows its stderr (what the tests feed these tools holds no secret)."""
-    done = subprocess.run([str(a) for a in args], capture_output=True, timeout=60, env=env, check=False)
-    if check and done.returncode != 0:
-        raise AssertionError(
-            f"{args[0]} failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}"
-        )
-    return done.stdout
 
 
 def shell(command: str) -> bytes:
@@ -106,21 +95,9 @@ class StandaloneServer:
 
     def curl(self, operation: str, *options: str | Path, data: Path | None = None) -> Response:
         """One request with curl, trusting only the server's CA (ca.pem: the Explicit TA)."""
-        body_file, head_file = (
-            self.state_dir.parent / "curl-body.out",
-            self.state_dir.parent / "curl-head.out",
-        )
-        args: list[str | Path] = ["curl", "-sS", "--cacert", self.ca_pem, "-o", body_file, "-D", head_file]
-        args += ["-w", "%{http_code}", *options]
         if data is not None:
-            args += ["-H", "Content-Type: application/pkcs10", "--data-binary", f"@{data}"]
-        status = run([*args, self.url(operation)]).decode().strip()
-        headers: dict[str, str] = {}
-        for line in head_file.read_text(errors="replace").splitlines()[1:]:
-            key, colon, value = line.partition(":")
-            if colon:
-                headers[key.strip().lower()] = value.strip()
-        return Response(int(status), headers, body_file.read_bytes())
+            options = (*options, "-H", "Content-Type: application/pkcs10")
+        return curl_trusting(self.ca_pem, self.state_dir.parent, self.url(operation), *options, data=data)
 
     def token_objects(self) -> str:
         """What pkcs11-tool (OpenSC) sees in the server's token."""
@@ -128,26 +105,6 @@ class StandaloneServer:
         env = {**os.environ, "SOFTHSM2_CONF": str(config.softhsm2_conf)}
         command = ["pkcs11-tool", "--module", config.module, "--token-label", config.token_label]
         return run([*command, "--login", "--pin", config.user_pin, "-O"], env=env).decode()
-
-
-def openssl_csr(directory: Path, stem: str, subject: str, sans: str | None = None) -> tuple[Path, Path]:
-    """A CSR made by openssl, as EST wants it: (base64 DER file, key file)."""
-    key, der, b64 = directory / f"{stem}.key", directory / f"{stem}.der", directory / f"{stem}.b64"
-    args: list[str | Path] = [
-        "openssl",
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-    ]
-    args += ["-nodes", "-keyout", key, "-subj", subject, "-outform", "DER", "-out", der]
-    if sans:
-        args += ["-addext", f"subjectAltName={sans}"]
-    run(args)
-    run(["openssl", "base64", "-in", der, "-out", b64])
-    return b64, key
 
 
 def private_key_objects(listing: str) -> int:

@@ -18,7 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from .standalone import StandaloneServer, openssl_csr, private_key_objects, run, shell
+from tests.est.helpers import openssl_csr_in
+
+from .standalone import StandaloneServer, private_key_objects, run, shell
 
 PRINT_CERTS = "openssl pkcs7 -inform DER -print_certs"
 ASN1PARSE = "openssl asn1parse -inform DER"
@@ -45,7 +47,7 @@ def enroll(
     est: StandaloneServer, work: Path, stem: str, subject: str, sans: str | None = None
 ) -> tuple[Path, Path]:
     """simpleenroll through curl; returns (certificate PEM, key)."""
-    csr, key = openssl_csr(work, stem, subject, sans)
+    csr, key = openssl_csr_in(work, stem, subject, sans)
     response = est.curl("simpleenroll", *basic(est), data=csr)
     assert response.status == 200, response.text
     (certificate,) = pkcs7.load_der_pkcs7_certificates(_b64(response.body))
@@ -84,7 +86,7 @@ def test_the_banner_commands_enroll_as_printed(est: StandaloneServer, work: Path
 
 
 def test_simpleenroll_with_basic_auth_and_openssl_verify(est: StandaloneServer, work: Path) -> None:
-    csr, _ = openssl_csr(work, "device1", "/CN=device1", "DNS:device1.example,IP:10.0.0.7")
+    csr, _ = openssl_csr_in(work, "device1", "/CN=device1", "DNS:device1.example,IP:10.0.0.7")
     leaf = work / "device1.pem"
     shell(
         f"curl -sS --fail --cacert {est.ca_pem} -u est:$(cat {est.state_dir}/est-password) "
@@ -107,7 +109,7 @@ def test_simpleenroll_with_basic_auth_and_openssl_verify(est: StandaloneServer, 
 
 
 def test_wrong_or_missing_credentials_are_refused(est: StandaloneServer, work: Path) -> None:
-    csr, _ = openssl_csr(work, "intruder", "/CN=intruder")
+    csr, _ = openssl_csr_in(work, "intruder", "/CN=intruder")
     wrong = est.curl("simpleenroll", "-u", "est:not-the-password", data=csr)
     assert wrong.status == 401 and "wrong user name or password" in wrong.text
     assert wrong.headers["www-authenticate"].startswith("Basic")
@@ -116,7 +118,7 @@ def test_wrong_or_missing_credentials_are_refused(est: StandaloneServer, work: P
 
 def test_simplereenroll_with_the_certificate_being_renewed(est: StandaloneServer, work: Path) -> None:
     old_cert, old_key = enroll(est, work, "renew-me", "/CN=renew-me", "DNS:renew-me.example")
-    csr, _ = openssl_csr(work, "renew-me-next", "/CN=renew-me", "DNS:renew-me.example")
+    csr, _ = openssl_csr_in(work, "renew-me-next", "/CN=renew-me", "DNS:renew-me.example")
     response = est.curl("simplereenroll", "--cert", old_cert, "--key", old_key, data=csr)
     assert response.status == 200, response.text
     (renewed,) = pkcs7.load_der_pkcs7_certificates(_b64(response.body))
@@ -124,7 +126,7 @@ def test_simplereenroll_with_the_certificate_being_renewed(est: StandaloneServer
     assert renewed.subject == old.subject and renewed.serial_number != old.serial_number
     assert renewed.public_key() != old.public_key(), "re-enrollment may rekey"
 
-    other, _ = openssl_csr(work, "renew-other", "/CN=someone-else", "DNS:renew-me.example")
+    other, _ = openssl_csr_in(work, "renew-other", "/CN=someone-else", "DNS:renew-me.example")
     refused = est.curl("simplereenroll", "--cert", old_cert, "--key", old_key, data=other)
     assert refused.status == 403 and "Subject and SubjectAltName" in refused.text
     assert est.curl("simplereenroll", *basic(est), data=csr).status == 403, "Basic alone cannot renew"
@@ -132,7 +134,7 @@ def test_simplereenroll_with_the_certificate_being_renewed(est: StandaloneServer
 
 def test_serverkeygen_returns_a_key_the_token_never_held(est: StandaloneServer, work: Path) -> None:
     before = private_key_objects(est.token_objects())
-    csr, _ = openssl_csr(work, "keygen", "/CN=keygen-device", "DNS:keygen.example")
+    csr, _ = openssl_csr_in(work, "keygen", "/CN=keygen-device", "DNS:keygen.example")
     response = est.curl("serverkeygen", *basic(est), data=csr)
     assert response.status == 200, response.text
 
@@ -196,7 +198,7 @@ def test_a_second_start_reuses_the_ca_the_password_and_the_tls_certificate(
     try:
         assert (second.ca_pem.read_bytes(), second.password) == (ca_pem, password)
         assert (state / "tls.crt").read_bytes() == tls
-        csr, _ = openssl_csr(work, "survivor-next", "/CN=survivor")
+        csr, _ = openssl_csr_in(work, "survivor-next", "/CN=survivor")
         renewed = second.curl("simplereenroll", "--cert", cert, "--key", key, data=csr)
         assert renewed.status == 200, "a certificate from the first run renews in the second"
         assert private_key_objects(second.token_objects()) == 1

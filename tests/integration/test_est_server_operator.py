@@ -28,7 +28,7 @@ from keyward.kube import Kube
 from keyward.pki.issue import CertificateAuthority, self_signed_ca
 from keyward.pki.profile import IssuerPolicy
 from keyward.resources import EVENTS, NAMESPACES, SECRETS
-from tests.est_server.standalone import Response, openssl_csr, run
+from tests.est.helpers import Response, openssl_csr_in, run
 from tests.integration.conftest import OperatorRunner
 from tests.integration.helpers import ca_from_secret, create_issuer, wait_for, wait_ready
 
@@ -149,7 +149,7 @@ async def test_curl_enrolls_with_basic_auth_and_the_issuer_gets_an_event(
     kube: Kube, issued_tls: IssuerSetup
 ) -> None:
     est, work = issued_tls.est, issued_tls.est.work
-    csr, _ = await asyncio.to_thread(openssl_csr, work, "sensor-1", "/CN=sensor-1", "DNS:sensor-1.example")
+    csr, _ = await asyncio.to_thread(openssl_csr_in, work, "sensor-1", "/CN=sensor-1", "DNS:sensor-1.example")
     response = await est.curl("devices/simpleenroll", "-u", f"est:{PASSWORD}", data=csr)
     assert response.status == 200, response.text
     leaf = leaf_of(response)
@@ -185,7 +185,7 @@ async def test_the_default_issuer_answers_without_a_label(issued_tls: IssuerSetu
 
 async def test_wrong_password_is_401_and_an_issuer_without_spec_est_is_404(issued_tls: IssuerSetup) -> None:
     est = issued_tls.est
-    csr, _ = await asyncio.to_thread(openssl_csr, est.work, "intruder", "/CN=intruder")
+    csr, _ = await asyncio.to_thread(openssl_csr_in, est.work, "intruder", "/CN=intruder")
     wrong = await est.curl("devices/simpleenroll", "-u", "est:guessed", data=csr)
     assert wrong.status == 401 and wrong.headers["www-authenticate"].startswith("Basic")
     unserved = await est.curl("tls-ca/cacerts")
@@ -194,11 +194,11 @@ async def test_wrong_password_is_401_and_an_issuer_without_spec_est_is_404(issue
 
 async def test_reenroll_with_the_issued_certificate_over_tls(issued_tls: IssuerSetup) -> None:
     est, work = issued_tls.est, issued_tls.est.work
-    csr, key = await asyncio.to_thread(openssl_csr, work, "rekey", "/CN=rekey")
+    csr, key = await asyncio.to_thread(openssl_csr_in, work, "rekey", "/CN=rekey")
     first = leaf_of(await est.curl("devices/simpleenroll", "-u", f"est:{PASSWORD}", data=csr))
     cert = work / "rekey.pem"
     cert.write_bytes(first.public_bytes(serialization.Encoding.PEM))
-    next_csr, _ = await asyncio.to_thread(openssl_csr, work, "rekey-next", "/CN=rekey")
+    next_csr, _ = await asyncio.to_thread(openssl_csr_in, work, "rekey-next", "/CN=rekey")
     renewed = await est.curl("devices/simplereenroll", "--cert", cert, "--key", key, data=next_csr)
     assert renewed.status == 200, renewed.text
     assert leaf_of(renewed).subject == first.subject and leaf_of(renewed).serial_number != first.serial_number
@@ -208,7 +208,7 @@ async def test_a_changed_basic_auth_secret_counts_without_a_restart(
     kube: Kube, issued_tls: IssuerSetup
 ) -> None:
     est, namespace = issued_tls.est, issued_tls.namespace
-    csr, _ = await asyncio.to_thread(openssl_csr, est.work, "rotation", "/CN=rotation")
+    csr, _ = await asyncio.to_thread(openssl_csr_in, est.work, "rotation", "/CN=rotation")
     current = await kube.get(SECRETS, "est-users", namespace)
     current["data"]["password"] = base64.b64encode(b"second-Passw0rd").decode()
     await kube.replace(SECRETS, current)
