@@ -285,3 +285,21 @@ def test_the_module_is_not_read_again_while_another_key_store_uses_it(
 
     assert module.find_token_settled(forgetful, FAKE_MODULE) is None  # type: ignore[arg-type]
     assert forgetful.events == ["list"]
+
+
+async def test_closing_kills_a_process_stuck_in_its_job_instead_of_hanging(hsm_config: HsmConfig) -> None:
+    store = TokenKeyStore.open(hsm_config, workers=1, processes=2)
+    await asyncio.gather(*(store.run_signing(os.getpid) for _ in range(4)))
+    pids = store.signing_pids
+    stuck = [asyncio.ensure_future(store.run_signing(time.sleep, 60)) for _ in range(2)]  # a hung module
+    await asyncio.sleep(0.3)
+
+    started = time.monotonic()
+    store.close()
+
+    assert time.monotonic() - started < 10, "close waited for the stuck jobs"
+    for job in stuck:
+        with pytest.raises(KeystoreClosed):
+            await job
+    for pid in pids:
+        assert not await asyncio.to_thread(Path(f"/proc/{pid}").exists)

@@ -59,9 +59,6 @@ async def configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) ->
 
     if memo.kube is None:
         memo.kube = await Kube.connect()
-    # kopf hands each object a shallow copy of this memo: the token provider must exist before the first
-    # copy, or each copy would open a key store (and signing processes) of its own.
-    _ = memo.tokens
     pipelines = [
         SigningPipeline(memo, CertificateRequestAdapter(), IssuerStates()),
         SigningPipeline(memo, CsrAdapter(full_chain=memo.settings.csr_full_cert_chain), IssuerStates()),

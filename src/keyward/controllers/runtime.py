@@ -89,10 +89,16 @@ def event_body(body: Mapping[str, Any]) -> dict[str, Any]:
 class Runtime:
     settings: Settings = field(default_factory=Settings)
     kube: Kube | None = None
+    #: Made with the runtime: kopf hands each object a shallow copy of memo, and a provider made later,
+    #: in a copy, would open a key store (and signing processes) of its own.
     token: TokenProvider | None = None
     #: Ready TCS CAs by signer name (the token label), filled by the issuer reconcilers.
     cas: dict[str, ReadyCa] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.token is None:
+            self.token = TokenProvider(self.settings)
 
     @property
     def api(self) -> Kube:
@@ -101,6 +107,5 @@ class Runtime:
 
     @property
     def tokens(self) -> TokenProvider:
-        if self.token is None:
-            self.token = TokenProvider(self.settings)
+        assert self.token is not None, "made in __post_init__"
         return self.token

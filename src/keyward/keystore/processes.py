@@ -49,8 +49,10 @@ log = logging.getLogger("keyward.keystore")
 
 #: Jobs on one process's pipe at a time.
 DEPTH = 2
-#: Seconds a closing process gets to finish its job before it is killed.
+#: Seconds closing processes get, all together, to finish their jobs before they are killed.
 STOP_TIMEOUT = 1.0
+#: Seconds a process whose socket closed gets to exit before it is killed.
+EXIT_TIMEOUT = 0.1
 #: Attempts of a starting process to log in when the token failed for no stated reason, and the pause
 #: after the first (growing linearly).
 LOGIN_ATTEMPTS = 5
@@ -119,8 +121,11 @@ class SigningProcesses:
         closed = KeystoreClosed("the key store was closed before the job finished", "open it again")
         while self._queue:
             _fail(self._queue.popleft().future, closed)
+        processes = [self._detach(worker) for worker in self._processes]  # all told at once, ...
+        deadline = time.monotonic() + STOP_TIMEOUT  # ... so the loop waits STOP_TIMEOUT at most in all
+        for process in processes:
+            _reap(process, deadline)
         for worker in self._processes:
-            self._stop(worker)
             while worker.waiting:
                 _fail(worker.waiting.popleft(), closed)
 
@@ -201,7 +206,7 @@ class SigningProcesses:
     def _died(self, worker: _Process) -> KeystoreError:
         """Forget a process that is gone; the error for its unfinished jobs."""
         process, error = worker.process, worker.startup_error
-        self._stop(worker)
+        _reap(self._detach(worker), time.monotonic() + EXIT_TIMEOUT)
         if error is not None:
             return error if isinstance(error, KeystoreError) else KeystoreError(str(error))
         code = process.returncode if process is not None else None
@@ -212,19 +217,16 @@ class SigningProcesses:
             "the job was not done and can be retried; if this repeats, check the PKCS#11 module",
         )
 
-    def _stop(self, worker: _Process) -> None:
+    def _detach(self, worker: _Process) -> subprocess.Popen[bytes] | None:
+        """Close the worker's socket (the process sees the end of its input and exits after its job) and
+        forget it; the process, to be reaped."""
         pipe, process = worker.pipe, worker.process
         worker.pipe = worker.process = None
         if pipe is not None:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_reader(pipe.fileno())
-            pipe.close()  # the process sees the end of its input and exits after its job
-        if process is not None:
-            try:
-                process.wait(STOP_TIMEOUT if self._closed else 0.1)
-            except subprocess.TimeoutExpired:  # stuck in the module: nothing in it is worth waiting for
-                process.kill()
-                process.wait()
+            pipe.close()
+        return process
 
     def _move_to(self, loop: asyncio.AbstractEventLoop) -> None:
         """Watch the pipes from ``loop`` (the first caller's, or a new one after the old loop closed)."""
@@ -241,6 +243,18 @@ class SigningProcesses:
     @property
     def _name(self) -> str:
         return f"'{self._config.token_label}'"
+
+
+def _reap(process: subprocess.Popen[bytes] | None, deadline: float) -> None:
+    """Wait for ``process`` to exit until ``deadline``, then kill it: a process stuck in the module has
+    nothing worth waiting for."""
+    if process is None:
+        return
+    try:
+        process.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _unpickle_answer(data: bytes) -> tuple[bool, Any]:

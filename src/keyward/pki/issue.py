@@ -130,21 +130,13 @@ class CertificateAuthority:
             ) from None
 
 
+@functools.lru_cache(maxsize=32)
 def _authority(
     certificate: x509.Certificate, key: CertificateIssuerPrivateKeyTypes, chain: tuple[x509.Certificate, ...]
 ) -> CertificateAuthority:
     """Unpickle a CA: the same object for the same certificate and key, so what it read from its
-    certificate stays read (every issuance sent to a signing process brings its CA along)."""
-    try:
-        return _cached_authority(certificate, key, chain)
-    except TypeError:  # a key that cannot be hashed
-        return CertificateAuthority(certificate, key, chain)
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_authority(
-    certificate: x509.Certificate, key: CertificateIssuerPrivateKeyTypes, chain: tuple[x509.Certificate, ...]
-) -> CertificateAuthority:
+    certificate stays read (every issuance sent to a signing process brings its CA along; a token key
+    arrives as the same object each time, see ``keystore.keys``)."""
     return CertificateAuthority(certificate, key, chain)
 
 
