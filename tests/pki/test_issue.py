@@ -486,7 +486,7 @@ def test_certificate_matches_key(ca: CertificateAuthority, leaf_key: ec.Elliptic
 
 def test_a_ca_and_what_it_issued_travel_to_another_process_and_back() -> None:
     """Signing processes receive the CA with each job: it arrives as the same, cached CA object, and the
-    certificates come back intact (they pickle as DER)."""
+    certificates come back intact (they pickle as DER), the CA's parsed once."""
     import pickle
 
     key = ec.generate_private_key(ec.SECP256R1())
@@ -502,6 +502,7 @@ def test_a_ca_and_what_it_issued_travel_to_another_process_and_back() -> None:
     assert first is second  # what the CA read from its certificate is read once per process
     assert first.certificate == ca.certificate
     assert back.certificate == issued.certificate and back.ca_certificate == ca.certificate
+    assert back.ca_certificate is first.certificate  # answers bring the CA back: not parsed again
     assert back.chain_pem() == issued.chain_pem()
 
 

@@ -8,6 +8,7 @@ need the private key material (``private_bytes``, ``private_numbers``, RSA ``dec
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NoReturn, TypeAlias
 
 from cryptography.exceptions import InvalidSignature
@@ -84,16 +85,16 @@ class _TokenKey:
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickled as a reference (token, CKA_ID, public key), never as key material: the signing
         processes of ``keyward.keystore.processes`` turn it back into a key of their own session."""
+        return _key_in_this_process, self._reference
+
+    @functools.cached_property
+    def _reference(self) -> tuple[tuple[str, str], str, bytes, bytes]:
+        """What ``__reduce__`` sends, made once (every issuance job carries its CA key)."""
         config = self._sessions.config
         public_der = self.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        return _key_in_this_process, (
-            (config.module, config.token_label),
-            self._label,
-            self._key_id,
-            public_der,
-        )
+        return (config.module, config.token_label), self._label, self._key_id, public_der
 
 
 class TokenRSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
