@@ -82,6 +82,14 @@ def chain_of(obj: dict[str, Any]) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(base64.b64decode(obj["status"]["certificate"]))
 
 
+async def wait_all_issued(kube: Kube, namespace: str, names: list[str], *, timeout: float = 60) -> None:
+    """Wait until every named CertificateRequest is Ready=True/Issued with a certificate chain."""
+    for name in names:
+        obj = await wait_request(kube, namespace, name, reason="Issued", timeout=timeout)
+        assert ready_condition(obj)["status"] == "True"
+        assert chain_of(obj), f"{name} is Issued without a certificate"
+
+
 async def create_csr(
     kube: Kube,
     name: str,

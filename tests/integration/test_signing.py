@@ -35,6 +35,7 @@ from tests.integration.requests_helpers import (
     lifetime,
     make_csr,
     tampered_csr,
+    wait_all_issued,
     wait_csr_certificate,
     wait_request,
     weak_rsa_csr,
@@ -263,8 +264,7 @@ async def test_two_operators_issue_each_request_exactly_once(
     seen = CertificatesSeen(kube, namespace)
     try:
         names = await approved_requests(kube, namespace, "r", 20)
-        for name in names:
-            await wait_request(kube, namespace, name, reason="Issued")
+        await wait_all_issued(kube, namespace, names)
         await seen.each_once(names)
     finally:
         seen.stop()

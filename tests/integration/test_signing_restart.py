@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import signal
 import uuid
 from pathlib import Path
 
-from cryptography import x509
-
 from keyward.kube import Kube
 from keyward.resources import CSRS
 from tests.integration.conftest import OperatorRunner
-from tests.integration.helpers import ca_from_secret, create_issuer, ready_condition, wait_ready
+from tests.integration.helpers import ca_from_secret, create_issuer, wait_ready
 from tests.integration.requests_helpers import (
     CertificatesSeen,
     approve_csr,
     approved_requests,
     create_csr,
     make_csr,
+    wait_all_issued,
     wait_csr_certificate,
-    wait_request,
 )
 
 
@@ -60,10 +57,7 @@ async def test_crash_mid_burst_leaves_no_request_behind_and_none_signed_twice(
         await first.kill()  # SIGKILL mid-burst
         second = await operators.start("--namespace", namespace)
         try:
-            for name in names:
-                obj = await wait_request(kube, namespace, name, reason="Issued", timeout=60)
-                assert ready_condition(obj)["status"] == "True"
-                assert x509.load_pem_x509_certificates(base64.b64decode(obj["status"]["certificate"]))
+            await wait_all_issued(kube, namespace, names)
             await seen.each_once(names)
         finally:
             await second.stop()
@@ -85,9 +79,7 @@ async def test_a_signing_process_killed_mid_burst_costs_no_request_and_no_second
         signers = await asyncio.to_thread(_children, process.pid)
         assert len(signers) == 2, "the operator signs in two signing processes"
         os.kill(signers[0], signal.SIGKILL)  # what a crashing PKCS#11 module does
-        for name in names:
-            obj = await wait_request(kube, namespace, name, reason="Issued", timeout=60)
-            assert ready_condition(obj)["status"] == "True"
+        await wait_all_issued(kube, namespace, names)
         await seen.each_once(names)
         assert process.process is not None and process.process.returncode is None, "the operator survived"
         assert signers[0] not in await asyncio.to_thread(_children, process.pid)
