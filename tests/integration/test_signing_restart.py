@@ -48,12 +48,8 @@ async def test_crash_mid_burst_leaves_no_request_behind_and_none_signed_twice(
     kube: Kube, namespace: str, operators: OperatorRunner
 ) -> None:
     first = await operators.start("--namespace", namespace)
-    await create_issuer(kube, "my-ca", namespace, {"secretName": "my-ca-cert"})
-    await wait_ready(kube, "my-ca", namespace)
-    seen = CertificatesSeen(kube, namespace)
+    seen, names = await _burst_under_way(kube, namespace, "burst")
     try:
-        names = await approved_requests(kube, namespace, "burst", 60)
-        await seen.first()
         await first.kill()  # SIGKILL mid-burst
         second = await operators.start("--namespace", namespace)
         try:
@@ -69,12 +65,8 @@ async def test_a_signing_process_killed_mid_burst_costs_no_request_and_no_second
     kube: Kube, namespace: str, operators: OperatorRunner
 ) -> None:
     process = await operators.start("--namespace", namespace, "--signing-processes", "2")
-    await create_issuer(kube, "my-ca", namespace, {"secretName": "my-ca-cert"})
-    await wait_ready(kube, "my-ca", namespace)
-    seen = CertificatesSeen(kube, namespace)
+    seen, names = await _burst_under_way(kube, namespace, "crash")
     try:
-        names = await approved_requests(kube, namespace, "crash", 60)
-        await seen.first()
         assert process.pid is not None
         signers = await asyncio.to_thread(_children, process.pid)
         assert len(signers) == 2, "the operator signs in two signing processes"
@@ -86,6 +78,21 @@ async def test_a_signing_process_killed_mid_burst_costs_no_request_and_no_second
     finally:
         seen.stop()
         await process.stop()
+
+
+async def _burst_under_way(kube: Kube, namespace: str, prefix: str) -> tuple[CertificatesSeen, list[str]]:
+    """Issuer my-ca ready, 60 requests approved at once, the first already issued: a burst in progress,
+    watched by the ``CertificatesSeen`` returned (stop it when done)."""
+    await create_issuer(kube, "my-ca", namespace, {"secretName": "my-ca-cert"})
+    await wait_ready(kube, "my-ca", namespace)
+    seen = CertificatesSeen(kube, namespace)
+    try:
+        names = await approved_requests(kube, namespace, prefix, 60)
+        await seen.first()
+    except BaseException:
+        seen.stop()
+        raise
+    return seen, names
 
 
 def _children(pid: int) -> list[int]:
