@@ -6,8 +6,8 @@ import asyncio
 import os
 import signal
 import uuid
-from pathlib import Path
 
+from keyward.bench.observe import with_children
 from keyward.kube import Kube
 from keyward.resources import CSRS
 from tests.integration.conftest import OperatorRunner
@@ -68,13 +68,13 @@ async def test_a_signing_process_killed_mid_burst_costs_no_request_and_no_second
     seen, names = await _burst_under_way(kube, namespace, "crash")
     try:
         assert process.pid is not None
-        signers = await asyncio.to_thread(_children, process.pid)
+        signers = await asyncio.to_thread(_signing_processes, process.pid)
         assert len(signers) == 2, "the operator signs in two signing processes"
         os.kill(signers[0], signal.SIGKILL)  # what a crashing PKCS#11 module does
         await wait_all_issued(kube, namespace, names)
         await seen.each_once(names)
         assert process.process is not None and process.process.returncode is None, "the operator survived"
-        assert signers[0] not in await asyncio.to_thread(_children, process.pid)
+        assert signers[0] not in await asyncio.to_thread(_signing_processes, process.pid)
     finally:
         seen.stop()
         await process.stop()
@@ -95,6 +95,5 @@ async def _burst_under_way(kube: Kube, namespace: str, prefix: str) -> tuple[Cer
     return seen, names
 
 
-def _children(pid: int) -> list[int]:
-    tasks = Path(f"/proc/{pid}/task")
-    return [int(child) for task in tasks.iterdir() for child in (task / "children").read_text().split()]
+def _signing_processes(pid: int) -> list[int]:
+    return with_children(pid)[1:]

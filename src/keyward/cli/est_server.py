@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from keyward.cli.signals import run_until_signalled
+from keyward.config import MAX_SIGNING_PROCESSES
 
 KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-256", "ECDSA-384")
 
@@ -41,7 +42,7 @@ KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-256", "ECDSA-384")
 )
 @click.option(
     "--signing-processes",
-    type=click.IntRange(0, 64),
+    type=click.IntRange(0, MAX_SIGNING_PROCESSES),
     metavar="N",
     help="Processes that sign, each with its own token session; 0 signs in threads "
     "[default one per usable core, at most 8; 0 on one core].",
