@@ -116,7 +116,7 @@ class Settings:
     est_hostnames: tuple[str, ...] = ()
     csr_full_cert_chain: bool = False
     #: Processes that decode and sign requests, each with its own token session (0: threads only).
-    signing_processes: int = field(default_factory=lambda: default_signing_processes())
+    signing_processes: int = field(default_factory=lambda: processes_per_core())
     est_client: EstClientSettings = field(default_factory=EstClientSettings)
     verbose: bool = False
 
@@ -126,9 +126,9 @@ class Settings:
         return self.cluster_scope_namespace or self.operator_namespace
 
 
-def default_signing_processes() -> int:
-    """One signing process per usable core, at most eight; none on one core, where a process cannot add
-    anything."""
+def processes_per_core() -> int:
+    """How many signing processes (the operator) or serving processes (``keyward est-server``) to run by
+    default: one per usable core, at most eight; none on one core, where a process cannot add anything."""
     cores = usable_cores()
     return min(cores, DEFAULT_MAX_SIGNING_PROCESSES) if cores > 1 else 0
 
@@ -164,7 +164,7 @@ def _cgroup_cpu_quota(root: Path) -> float | None:
 
 def _signing_processes(text: str | None) -> int:
     if text is None or not text.strip():
-        return default_signing_processes()
+        return processes_per_core()
     value = text.strip()
     if not value.isdigit() or int(value) > MAX_SIGNING_PROCESSES:
         raise UserError(

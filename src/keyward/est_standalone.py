@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +38,7 @@ from cryptography.x509.oid import NameOID
 from keyward.config import ListenAddress
 from keyward.errors import UserError
 from keyward.est.server import EstServer, ServerTls
+from keyward.est_workers import ServingProcesses, ServingSetup, hold_port
 from keyward.issuers.tcs import IssuerNotReady, TcsIssuerSpec, ensure_ca
 from keyward.issuers.tcs_est import (
     BasicCredential,
@@ -95,15 +97,11 @@ class StandaloneState:
 
 
 def prepare_state(
-    state_dir: Path,
-    key_spec: KeySpec | None = None,
-    hostnames: Sequence[str] = DEFAULT_HOSTNAMES,
-    signing_processes: int = 0,
+    state_dir: Path, key_spec: KeySpec | None = None, hostnames: Sequence[str] = DEFAULT_HOSTNAMES
 ) -> StandaloneState:
-    """Create or reuse the CA, the password and the TLS certificate in ``state_dir``; the token's store
-    gets ``signing_processes`` signing processes. Blocking."""
+    """Create or reuse the CA, the password and the TLS certificate in ``state_dir``. Blocking."""
     files = StateFiles(_writable_directory(state_dir))
-    store = TokenKeyStore.open(create_softhsm_store(files.directory), processes=signing_processes)
+    store = TokenKeyStore.open(create_softhsm_store(files.directory))
     try:
         ca = _ensure_ca(store, files.directory, key_spec)
         _write_file(files.ca_pem, ca.certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
@@ -211,6 +209,9 @@ def _write_file(path: Path, content: bytes, *, mode: int) -> None:
 
 # --- serving ------------------------------------------------------------------------------------------
 
+#: The log line format of ``keyward est-server`` and of its serving processes (hence the process ID).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
 
 @dataclass(frozen=True)
 class StandaloneOptions:
@@ -218,50 +219,92 @@ class StandaloneOptions:
     listen: ListenAddress
     key_spec: KeySpec | None = None
     hostnames: tuple[str, ...] = DEFAULT_HOSTNAMES
-    signing_processes: int = 0
+    workers: int = 0  # serving processes (``keyward.est_workers``); 0 serves in this process
+
+
+def standalone_server(
+    ca: CertificateAuthority, policy: IssuerPolicy, credential: BasicCredential, signing: TokenWorkers
+) -> EstServer:
+    """The server ``keyward est-server`` runs: the CA under ``EST_LABEL``, also the default CA. Built in
+    each serving process (this function travels to them pickled), or here when there are none."""
+
+    async def workers() -> TokenWorkers:
+        return signing
+
+    served = TcsEstCa(EST_LABEL, ca, policy, workers, credentials=lambda: credential)
+    return EstServer({EST_LABEL: served}, default_label=EST_LABEL)
 
 
 async def serve(options: StandaloneOptions) -> None:
     """Run the EST server until cancelled (the CLI cancels on SIGINT/SIGTERM), then close the token."""
-    state = await asyncio.to_thread(
-        prepare_state, options.state_dir, options.key_spec, options.hostnames, options.signing_processes
-    )
-    server: EstServer | None = None
+    state = await asyncio.to_thread(prepare_state, options.state_dir, options.key_spec, options.hostnames)
     try:
-
-        async def workers() -> TokenWorkers:
-            return state.store
-
-        ca = TcsEstCa(EST_LABEL, state.ca, state.policy, workers, credentials=lambda: state.credential)
-        server = EstServer({EST_LABEL: ca}, default_label=EST_LABEL)
-        tls = ServerTls(state.tls.chain_pem, state.tls.key_pem, server.client_trust_anchors())
-        await _listen(server, options.listen, tls)
-        print(banner(state, options.listen, server.port), flush=True)
-        await _renew_forever(state, tls)
+        if options.workers:
+            await _serve_in_processes(state, options)
+        else:
+            await _serve_here(state, options)
     finally:
-        if server is not None:
-            await server.stop()
         await asyncio.to_thread(state.store.close)
         log.info("EST server stopped")
 
 
-async def _listen(server: EstServer, listen: ListenAddress, tls: ServerTls) -> None:
+async def _serve_here(state: StandaloneState, options: StandaloneOptions) -> None:
+    """One process: the event loop serves, the store's threads sign."""
+    server = standalone_server(state.ca, state.policy, state.credential, state.store)
+    tls = ServerTls(state.tls.chain_pem, state.tls.key_pem, server.client_trust_anchors())
     try:
-        await server.start(listen.host, listen.port, tls.context)
+        await server.start(options.listen.host, options.listen.port, tls.context)
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise UserError(
-                f"cannot listen on {listen}: the address is already in use",
-                "stop whatever listens there, or pick another port with --listen HOST:PORT",
-            ) from None
-        raise UserError(
-            f"cannot listen on {listen} ({exc.strerror or exc})",
-            "check the address in --listen HOST:PORT (ports below 1024 need privileges)",
-        ) from None
+        raise _cannot_listen(options.listen, exc) from None
+    try:
+        print(banner(state, options.listen, server.port), flush=True)
+        await _renew_forever(state, lambda new: tls.reload_certificate(new.chain_pem, new.key_pem))
+    finally:
+        await server.stop()
 
 
-async def _renew_forever(state: StandaloneState, tls: ServerTls) -> None:
-    """Renew the TLS certificate at two thirds of its lifetime; the old one serves until then."""
+async def _serve_in_processes(state: StandaloneState, options: StandaloneOptions) -> None:
+    """``options.workers`` serving processes on a port this process holds; this one renews the TLS
+    certificate (signing in its own store's threads) and restarts processes that die."""
+    try:
+        held, port = hold_port(options.listen)
+    except OSError as exc:
+        raise _cannot_listen(options.listen, exc) from None
+    try:
+        setup = ServingSetup(
+            make_server=functools.partial(standalone_server, state.ca, state.policy, state.credential),
+            tls=state.tls,
+            listen=ListenAddress(options.listen.host, port),
+            log_level=logging.getLogger().getEffectiveLevel(),
+            log_format=LOG_FORMAT,
+        )
+        processes = ServingProcesses(state.store.config, setup, options.workers)
+        await processes.start()
+        try:
+            print(banner(state, options.listen, port), flush=True)
+            await _renew_forever(state, processes.renew_tls)
+        finally:
+            await processes.stop()
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def _cannot_listen(listen: ListenAddress, exc: OSError) -> UserError:
+    if exc.errno == errno.EADDRINUSE:
+        return UserError(
+            f"cannot listen on {listen}: the address is already in use",
+            "stop whatever listens there, or pick another port with --listen HOST:PORT",
+        )
+    return UserError(
+        f"cannot listen on {listen} ({exc.strerror or exc})",
+        "check the address in --listen HOST:PORT (ports below 1024 need privileges)",
+    )
+
+
+async def _renew_forever(state: StandaloneState, install: Callable[[ServerCertificate], None]) -> None:
+    """Renew the TLS certificate at two thirds of its lifetime and ``install`` it; the old one serves
+    until then."""
     due = renewal_time(state.tls.certificate)
     while True:
         await asyncio.sleep(max(1.0, (due - datetime.now(UTC)).total_seconds()))
@@ -270,7 +313,7 @@ async def _renew_forever(state: StandaloneState, tls: ServerTls) -> None:
                 issue_tls_server_certificate, state.ca, state.hostnames, state.policy
             )
             await asyncio.to_thread(_save_tls, state.files, renewed)
-            tls.reload_certificate(renewed.chain_pem, renewed.key_pem)
+            install(renewed)
         except Exception as exc:  # keep serving with the current certificate, and try again soon
             log.warning("renewing the EST server's TLS certificate failed (%s); retrying", exc)
             due = datetime.now(UTC) + RENEW_RETRY

@@ -194,7 +194,7 @@ def test_a_second_start_reuses_the_ca_the_password_and_the_tls_certificate(
     finally:
         assert first.stop() == 0
 
-    second = StandaloneServer(state).start()
+    second = StandaloneServer(state, ("--workers", "0")).start()  # and in one process, this time
     try:
         assert (second.ca_pem.read_bytes(), second.password) == (ca_pem, password)
         assert (state / "tls.crt").read_bytes() == tls

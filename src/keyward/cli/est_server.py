@@ -41,11 +41,11 @@ KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-256", "ECDSA-384")
     help="Another DNS name or IP for the TLS certificate (repeatable); localhost and 127.0.0.1 always.",
 )
 @click.option(
-    "--signing-processes",
+    "--workers",
     type=click.IntRange(0, MAX_SIGNING_PROCESSES),
     metavar="N",
-    help="Processes that sign, each with its own token session; 0 signs in threads "
-    "[default one per usable core, at most 8; 0 on one core].",
+    help="Processes that serve on the port, each signing in its own token session; 0 serves in this "
+    "process and signs in threads [default one per usable core, at most 8; 0 on one core].",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs, and tracebacks on errors.")
 def est_server(
@@ -53,19 +53,19 @@ def est_server(
     listen: str,
     key_algorithm: str | None,
     hostnames: tuple[str, ...],
-    signing_processes: int | None,
+    workers: int | None,
     verbose: bool,
 ) -> None:
     """Serve RFC 7030 EST from a CA whose key is in a local SoftHSM2 token (no cluster needed)."""
-    from keyward.config import ListenAddress, default_signing_processes
-    from keyward.est_standalone import DEFAULT_HOSTNAMES, StandaloneOptions, serve
+    from keyward.config import ListenAddress, processes_per_core
+    from keyward.est_standalone import DEFAULT_HOSTNAMES, LOG_FORMAT, StandaloneOptions, serve
     from keyward.keystore import KeySpec
 
     if verbose:
         os.environ["KEYWARD_VERBOSE"] = "1"
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     key_spec = None
     if key_algorithm:
@@ -76,6 +76,6 @@ def est_server(
         listen=ListenAddress.parse(listen, what="--listen"),
         key_spec=key_spec,
         hostnames=tuple(dict.fromkeys((*DEFAULT_HOSTNAMES, *hostnames))),
-        signing_processes=default_signing_processes() if signing_processes is None else signing_processes,
+        workers=processes_per_core() if workers is None else workers,
     )
     run_until_signalled(serve(options))

@@ -68,7 +68,7 @@ class _LimitedProtocol(asyncio.Protocol):
 class LimitedTcpSite(web.BaseSite):
     """Like ``web.TCPSite`` (TLS required), plus a connection cap and a handshake timeout."""
 
-    __slots__ = ("_bound_port", "_handshake_timeout", "_host", "_limit", "_port")
+    __slots__ = ("_bound_port", "_handshake_timeout", "_host", "_limit", "_port", "_reuse_port")
 
     def __init__(
         self,
@@ -80,6 +80,7 @@ class LimitedTcpSite(web.BaseSite):
         limit: ConnectionLimit,
         handshake_timeout: float,
         backlog: int = 128,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._host = host
@@ -87,6 +88,7 @@ class LimitedTcpSite(web.BaseSite):
         self._bound_port = port
         self._limit = limit
         self._handshake_timeout = handshake_timeout
+        self._reuse_port = reuse_port
 
     @property
     def port(self) -> int:
@@ -110,6 +112,7 @@ class LimitedTcpSite(web.BaseSite):
             ssl_handshake_timeout=self._handshake_timeout,
             backlog=self._backlog,
             reuse_address=True,
+            reuse_port=self._reuse_port or None,
         )
         self._server = listener
         if listener.sockets:

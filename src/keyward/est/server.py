@@ -85,8 +85,12 @@ class EstServer:
             self._app = app
         return self._app
 
-    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext) -> None:
-        """Listen on host:port with ``ssl_context`` (see ``ServerTls``); port 0 picks a free port."""
+    async def start(
+        self, host: str, port: int, ssl_context: ssl.SSLContext, *, reuse_port: bool = False
+    ) -> None:
+        """Listen on host:port with ``ssl_context`` (see ``ServerTls``); port 0 picks a free port.
+        ``reuse_port`` (SO_REUSEPORT) lets several processes listen on the same port, the kernel
+        spreading connections over them (``keyward.est_workers``)."""
         if self._runner is not None:
             raise RuntimeError("the EST server is already running")
         runner = web.AppRunner(
@@ -105,6 +109,7 @@ class EstServer:
             ssl_context=ssl_context,
             limit=self._limit,
             handshake_timeout=self._timeouts.tls_handshake,
+            reuse_port=reuse_port,
         )
         try:
             await site.start()

@@ -279,7 +279,7 @@ def serve(fd: int) -> None:
     pipe = Connection(fd)
     config: HsmConfig = pickle.loads(pipe.recv_bytes())  # noqa: S301 (the parent's, on its own pipe)
     try:
-        sessions = _log_in(config)
+        sessions = log_in_settled(config)
     except Exception as exc:
         pipe.send_bytes(_answer(False, exc))
         return
@@ -295,10 +295,11 @@ def serve(fd: int) -> None:
         sessions.close()
 
 
-def _log_in(config: HsmConfig) -> TokenSessions:
-    """Sessions on the parent's token (never a new token), trying again when the token or the login
-    failed for no stated reason: another process may have been rewriting the token's file (SoftHSM2 does
-    at every login). A refused PIN is never tried again, so a token that counts wrong PINs is not locked."""
+def log_in_settled(config: HsmConfig) -> TokenSessions:
+    """In a process started by the token's owner: sessions on the owner's token (never a new token),
+    trying again when the token or the login failed for no stated reason: another process may have been
+    rewriting the token's file (SoftHSM2 does at every login). A refused PIN is never tried again, so a
+    token that counts wrong PINs is not locked."""
     for attempt in range(1, LOGIN_ATTEMPTS + 1):
         try:
             return TokenSessions(config, initialize=False)

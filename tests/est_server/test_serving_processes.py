@@ -1,0 +1,163 @@
+"""`keyward est-server --workers N`: serving processes sharing the port, supervised, renewed, stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import os
+import re
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from keyward.bench.observe import with_children
+from keyward.config import ListenAddress
+from keyward.errors import UserError
+from keyward.est_standalone import StandaloneState, prepare_state, standalone_server
+from keyward.est_workers import ServingProcesses, ServingSetup, hold_port
+from keyward.issuers.tcs_est import issue_tls_server_certificate
+from tests.est.helpers import openssl_csr_in
+
+from .standalone import StandaloneServer
+
+SERVING = 2
+AUDIT_PID = re.compile(r"keyward\.est\.audit\[(\d+)\]: EST enrollment")
+
+
+@pytest.fixture
+def est(tmp_path: Path) -> Iterator[StandaloneServer]:
+    server = StandaloneServer(tmp_path / "state", ("--workers", str(SERVING))).start()
+    yield server
+    server.stop()
+
+
+def serving_pids(server: StandaloneServer) -> set[int]:
+    assert server.process is not None
+    return set(with_children(server.process.pid)[1:])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def enroll_status(server: StandaloneServer, csr: Path) -> int:
+    return server.curl("simpleenroll", "-u", f"est:{server.password}", data=csr).status
+
+
+def test_every_serving_process_enrolls_and_one_that_dies_is_replaced(
+    est: StandaloneServer, tmp_path: Path
+) -> None:
+    csr, _ = openssl_csr_in(tmp_path, "device", "/CN=device")
+    first = serving_pids(est)
+    assert len(first) == SERVING
+    statuses = [enroll_status(est, csr) for _ in range(16)]  # a new connection each: the kernel spreads them
+    assert statuses == [200] * 16
+    assert {int(pid) for pid in AUDIT_PID.findall(est.log())} == first, "each process served some"
+
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)  # what a crashing PKCS#11 module does
+    wait_for(lambda: victim not in serving_pids(est))
+    assert [enroll_status(est, csr) for _ in range(4)] == [200] * 4, "the others serve meanwhile"
+    wait_for(lambda: len(serving_pids(est)) == SERVING)
+    wait_for(lambda: "is serving again" in est.log())
+    assert f"(pid {victim}) was killed by signal 9; starting another" in est.log()
+    assert [enroll_status(est, csr) for _ in range(6)] == [200] * 6
+
+
+def test_stopping_the_server_stops_its_serving_processes(est: StandaloneServer) -> None:
+    children = serving_pids(est)
+    assert est.stop() == 0
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_serving_processes_of_a_killed_server_exit_and_free_the_port(est: StandaloneServer) -> None:
+    assert est.process is not None
+    children = serving_pids(est)
+    est.process.kill()
+    est.process.wait()
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=15)
+    with socket.create_server(("127.0.0.1", est.port)):
+        pass  # nobody holds the port any more
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneState]:
+    prepared = prepare_state(tmp_path_factory.mktemp("serving") / "state")
+    yield prepared
+    prepared.store.close()
+
+
+def served_certificate(port: int, ca_file: Path) -> x509.Certificate:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with (
+        socket.create_connection(("127.0.0.1", port)) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+async def test_a_renewed_tls_certificate_reaches_every_serving_process(state: StandaloneState) -> None:
+    held, port = hold_port(ListenAddress("127.0.0.1", 0))
+    setup = ServingSetup(
+        make_server=functools.partial(standalone_server, state.ca, state.policy, state.credential),
+        tls=state.tls,
+        listen=ListenAddress("127.0.0.1", port),
+    )
+    processes = ServingProcesses(state.store.config, setup, SERVING)
+    try:
+        await processes.start()
+        assert len(processes.pids) == SERVING
+        ca_file = state.files.ca_pem
+        before = {served_certificate(port, ca_file).serial_number for _ in range(8)}
+        assert before == {state.tls.certificate.serial_number}
+
+        renewed = await state.store.run(issue_tls_server_certificate, state.ca, state.hostnames, state.policy)
+        processes.renew_tls(renewed)
+        await asyncio.sleep(0.5)
+        after = [await asyncio.to_thread(served_certificate, port, ca_file) for _ in range(12)]
+        assert {certificate.serial_number for certificate in after} == {renewed.certificate.serial_number}
+    finally:
+        await processes.stop()
+        for sock in held:
+            sock.close()
+    assert processes.pids == ()
+
+
+async def test_a_serving_process_that_cannot_log_in_stops_the_start_with_the_reason(
+    state: StandaloneState,
+) -> None:
+    elsewhere = dataclasses.replace(state.store.config, token_label="no-such-token")
+    held, port = hold_port(ListenAddress("127.0.0.1", 0))
+    setup = ServingSetup(
+        make_server=functools.partial(standalone_server, state.ca, state.policy, state.credential),
+        tls=state.tls,
+        listen=ListenAddress("127.0.0.1", port),
+    )
+    processes = ServingProcesses(elsewhere, setup, SERVING)
+    try:
+        with pytest.raises(
+            UserError, match=r"a serving process could not log in to the token: .*no-such-token"
+        ):
+            await processes.start()
+        assert processes.pids == (), "nothing is left running"
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_second_server_on_the_same_port_is_refused_even_by_reuseport(est: StandaloneServer) -> None:
+    with pytest.raises(OSError, match="Address already in use"):
+        hold_port(ListenAddress("127.0.0.1", est.port))
