@@ -382,7 +382,7 @@ spec:
         if revision == "1":
             banner("Renewal: `keyward sandbox renew` (like `cmctl renew`) goes through EST simplereenroll")
             run(*keyward("sandbox", "renew", "test-cert", "-n", "est-demo"))
-    print("The EST server's audit log for the two enrollments:")
+    print("The EST server's audit log, one line per certificate (the serving process's pid in brackets):")
     for line in (work / "est-server.log").read_text().splitlines():
         if "keyward.est.audit" in line:
             print("  " + line)

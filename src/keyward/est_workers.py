@@ -132,6 +132,9 @@ class ServingProcesses:
         for task in self._tasks:
             task.cancel()  # a process being started, or a pause before the next one
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for slot in self._slots:  # start() reported the first failure; the others are read here
+            if slot.first_start.done() and not slot.first_start.cancelled():
+                slot.first_start.exception()
 
     # -- one slot ------------------------------------------------------------------------------
 
