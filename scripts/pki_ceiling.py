@@ -1,8 +1,11 @@
-"""How close (b) can come to (a) on this machine: RSA-3072 certificates per raw token signature, in one
+"""How close (b) can come to (a) on this machine: RSA certificates per raw token signature, in one
 thread with the token in this process (no signing process, so no round trip), with and without the two
 public-key verifications pki makes per certificate.
 
-    .venv/bin/python scripts/pki_ceiling.py [ROUNDS]
+    .venv/bin/python scripts/pki_ceiling.py [ROUNDS [RSA_BITS]]
+
+RSA_BITS (default 3072, the TCSIssuer default) sets the CA key: a bigger key makes the token's signature
+slower while pki's work stays the same, as a slower token would.
 
 Each round times 250 of each, interleaved call by call, so that the VM's changes of speed hit all alike:
 - ``raw``: one C_Sign over a TBS-sized message, as (a) does;
@@ -36,11 +39,11 @@ from keyward.pki.profile import IssuerPolicy, RequestProfile
 CALLS = 250
 
 
-def main(rounds: int) -> None:
+def main(rounds: int, bits: int) -> None:
     state = Path(tempfile.mkdtemp(prefix="keyward-ceiling-"))
     store = TokenKeyStore.open(create_softhsm_store(state, token_label="ceiling"), workers=1)  # noqa: S106
     try:
-        key = store.generate_key("ca", KeySpec("RSA", 3072))
+        key = store.generate_key("ca", KeySpec("RSA", bits))
         ca, csr_pem, policy, message = (
             bench_ca(key, "ca"),
             leaf_csr_pem("leaf.test"),
@@ -82,4 +85,4 @@ def main(rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 4)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 4, int(sys.argv[2]) if len(sys.argv) > 2 else 3072)

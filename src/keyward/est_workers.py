@@ -70,6 +70,7 @@ MAX_RESTART_PAUSE = 30.0
 #: A process that served this long died of something else than its start: replace it at once.
 YOUNG = 10.0
 _HEADER = struct.Struct("!I")
+_READY = ("ready", None)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,10 @@ class ServingProcesses:
                 if not slot.first_start.done():
                     slot.first_start.set_exception(exc)
                     return
-                log.warning("serving process %s could not start: %s", slot.index, exc)
+                if isinstance(exc, _NotStarted):
+                    log.warning("serving process %s could not %s: %s", slot.index, exc.doing, exc.reason)
+                else:
+                    log.warning("serving process %s could not start: %s", slot.index, exc)
             if self._stopping:
                 return
             early_deaths = 0 if time.monotonic() - started > YOUNG else early_deaths + 1
@@ -227,10 +231,18 @@ class _Slot:
         return process
 
 
+class _NotStarted(UserError):
+    """A serving process answered that it cannot serve, and why."""
+
+    def __init__(self, doing: str, reason: str) -> None:
+        super().__init__(f"a serving process could not {doing}: {reason}")
+        self.doing, self.reason = doing, reason
+
+
 def _expect_ready(message: object, doing: str) -> None:
-    if message != ("ready", None):
+    if message != _READY:
         reason = message[1] if isinstance(message, tuple) and len(message) == 2 else repr(message)
-        raise UserError(f"a serving process could not {doing}: {reason}")
+        raise _NotStarted(doing, str(reason))
 
 
 def _how_it_ended(code: int | None) -> str:
@@ -318,30 +330,44 @@ async def _serve(control: socket.socket) -> None:
     try:
         sessions = log_in_settled(config)
     except Exception as exc:
-        _send(writer, ("failed", str(exc)))
-        await writer.drain()
+        await _refuse(writer, str(exc))
         return
     keys.serve_token_in_this_process(sessions)
     try:
-        _send(writer, ("ready", None))
+        _send(writer, _READY)
         setup: ServingSetup = await _receive(reader)
         logging.basicConfig(level=setup.log_level, format=setup.log_format)
-        server = setup.make_server(InlineSigning())
-        tls = ServerTls(setup.tls.chain_pem, setup.tls.key_pem, server.client_trust_anchors())
         try:
-            await server.start(setup.listen.host, setup.listen.port, tls.context, reuse_port=True)
-        except OSError as exc:
-            _send(writer, ("failed", f"cannot listen on {setup.listen} ({exc.strerror or exc})"))
-            await writer.drain()
+            server, tls = await _start_serving(setup)
+        except Exception as exc:
+            await _refuse(writer, _why_not_serving(setup, exc))
             return
         try:
-            _send(writer, ("ready", None))
+            _send(writer, _READY)
             log.debug("serving process %s listening", os.getpid())
             await _follow(reader, tls)
         finally:
             await server.stop()
     finally:
         sessions.close()
+
+
+async def _start_serving(setup: ServingSetup) -> tuple[EstServer, ServerTls]:
+    server = setup.make_server(InlineSigning())
+    tls = ServerTls(setup.tls.chain_pem, setup.tls.key_pem, server.client_trust_anchors())
+    await server.start(setup.listen.host, setup.listen.port, tls.context, reuse_port=True)
+    return server, tls
+
+
+def _why_not_serving(setup: ServingSetup, exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return f"cannot listen on {setup.listen} ({exc.strerror or exc})"
+    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError) else str(exc)
+
+
+async def _refuse(writer: asyncio.StreamWriter, reason: str) -> None:
+    _send(writer, ("failed", reason))
+    await writer.drain()
 
 
 async def _follow(reader: asyncio.StreamReader, tls: ServerTls) -> None:

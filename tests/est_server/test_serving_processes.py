@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import os
 import re
 import signal
@@ -20,14 +21,18 @@ from cryptography import x509
 from keyward.bench.observe import with_children
 from keyward.config import ListenAddress
 from keyward.errors import UserError
+from keyward.est.server import EstServer
 from keyward.est_standalone import StandaloneState, prepare_state, standalone_server
 from keyward.est_workers import ServingProcesses, ServingSetup, hold_port
-from keyward.issuers.tcs_est import issue_tls_server_certificate
+from keyward.issuers.tcs_est import BasicCredential, TokenWorkers, issue_tls_server_certificate
+from keyward.pki.issue import CertificateAuthority
+from keyward.pki.profile import IssuerPolicy
 from tests.est.helpers import openssl_csr_in
 
 from .standalone import StandaloneServer
 
 SERVING = 2
+ROOT = Path(__file__).resolve().parents[2]
 AUDIT_PID = re.compile(r"keyward\.est\.audit\[(\d+)\]: EST enrollment")
 
 
@@ -161,3 +166,54 @@ async def test_a_serving_process_that_cannot_log_in_stops_the_start_with_the_rea
 def test_a_second_server_on_the_same_port_is_refused_even_by_reuseport(est: StandaloneServer) -> None:
     with pytest.raises(OSError, match="Address already in use"):
         hold_port(ListenAddress("127.0.0.1", est.port))
+
+
+def server_unless(
+    marker: Path,
+    ca: CertificateAuthority,
+    policy: IssuerPolicy,
+    credential: BasicCredential,
+    signing: TokenWorkers,
+) -> EstServer:
+    """Runs in a serving process: the standalone server, or a failure while ``marker`` exists."""
+    if marker.exists():
+        raise RuntimeError(f"{marker.name} says no")
+    return standalone_server(ca, policy, credential, signing)
+
+
+async def test_a_serving_process_that_keeps_failing_is_tried_again_after_growing_pauses(
+    state: StandaloneState, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the serving processes import server_unless from here
+    caplog.set_level(logging.INFO, logger="keyward.est.workers")
+    marker = tmp_path / "refusal"
+    held, port = hold_port(ListenAddress("127.0.0.1", 0))
+    setup = ServingSetup(
+        make_server=functools.partial(server_unless, marker, state.ca, state.policy, state.credential),
+        tls=state.tls,
+        listen=ListenAddress("127.0.0.1", port),
+    )
+    processes = ServingProcesses(state.store.config, setup, 1)
+    try:
+        await processes.start()
+        (first,) = processes.pids
+        marker.touch()
+        os.kill(first, signal.SIGKILL)
+
+        async def logged(text: str) -> None:
+            async with asyncio.timeout(30):
+                while not any(text in message for message in caplog.messages):  # noqa: ASYNC110 - the log
+                    await asyncio.sleep(0.05)
+
+        await logged("starting serving process 0 again in 2 s")  # the pauses double: 1 s, then 2 s
+        refusals = [m for m in caplog.messages if m.startswith("serving process 0 could not serve")]
+        assert refusals and refusals[0] == "serving process 0 could not serve: RuntimeError: refusal says no"
+        assert "starting serving process 0 again in 1 s" in caplog.messages
+        marker.unlink()
+        await logged("is serving again")
+        ca_file = state.files.ca_pem
+        assert (await asyncio.to_thread(served_certificate, port, ca_file)) == state.tls.certificate
+    finally:
+        await processes.stop()
+        for sock in held:
+            sock.close()
