@@ -11,20 +11,28 @@ import re
 import signal
 import socket
 import ssl
+import stat
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
+from keyward import est_standalone
 from keyward.bench.observe import with_children
 from keyward.config import ListenAddress
 from keyward.errors import UserError
 from keyward.est.server import EstServer
 from keyward.est_standalone import StandaloneState, prepare_state, standalone_server
 from keyward.est_workers import ServingProcesses, ServingSetup, hold_port
-from keyward.issuers.tcs_est import BasicCredential, TokenWorkers, issue_tls_server_certificate
+from keyward.issuers.tcs_est import (
+    BasicCredential,
+    ServerCertificate,
+    TokenWorkers,
+    issue_tls_server_certificate,
+)
 from keyward.pki.issue import CertificateAuthority
 from keyward.pki.profile import IssuerPolicy
 from tests.est.helpers import openssl_csr_in
@@ -217,3 +225,25 @@ async def test_a_serving_process_that_keeps_failing_is_tried_again_after_growing
         await processes.stop()
         for sock in held:
             sock.close()
+
+
+async def test_the_tls_certificate_is_renewed_when_due_saved_and_handed_to_the_servers(
+    state: StandaloneState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = state.tls
+    monkeypatch.setattr(est_standalone, "renewal_time", lambda certificate: datetime.now(UTC))
+    installed: list[ServerCertificate] = []
+    renewing = asyncio.create_task(est_standalone._renew_forever(state, installed.append))
+    try:
+        async with asyncio.timeout(30):
+            while not installed:  # noqa: ASYNC110 - the renewal loop has no event to wait on
+                await asyncio.sleep(0.05)
+    finally:
+        renewing.cancel()
+    renewed = installed[0]
+    assert renewed.certificate.serial_number != old.certificate.serial_number
+    assert state.tls is renewed, "serving processes started from now on get it"
+    assert state.files.tls_crt.read_bytes() == renewed.chain_pem, "the next start reuses it"
+    assert state.files.tls_key.read_bytes() == renewed.key_pem
+    assert stat.S_IMODE(state.files.tls_key.stat().st_mode) == 0o600
+    renewed.certificate.verify_directly_issued_by(state.ca.certificate)
