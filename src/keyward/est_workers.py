@@ -3,8 +3,9 @@
 In one process, the event loop (TLS, HTTP, the request checks) and the signing (C_Sign and the pki work
 around it) share one GIL; with signing processes, every enrollment crosses a socket twice and wakes two
 processes. Here each serving process does a whole enrollment itself, TLS to signature, in its own token
-session: an enrollment wakes one process, and N processes use N cores (docs/PERFORMANCE.md: ≈ 15 % more
-enrollments per second, and less CPU each, than one server process with signing processes).
+session: an enrollment wakes one process, and N processes use N cores (docs/PERFORMANCE.md, runs 18-20:
+a quarter more enrollments per second, and ≈ 1 ms less CPU each, than one server process with signing
+processes).
 
 - **The port.** The parent binds the address, so that a port in use is one error at start and port 0
   is its choice, then marks its socket SO_REUSEPORT and never listens on it: it only holds the port.
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import pickle
@@ -52,7 +52,7 @@ from keyward.errors import UserError
 from keyward.est.server import EstServer, ServerTls
 from keyward.issuers.tcs_est import ServerCertificate, TokenWorkers
 from keyward.keystore import HsmConfig, keys
-from keyward.keystore.processes import log_in_settled
+from keyward.keystore.processes import how_it_ended, log_in_settled
 
 T = TypeVar("T")
 log = logging.getLogger("keyward.est.workers")
@@ -207,7 +207,7 @@ class ServingProcesses:
             if process is not None:
                 await _reap(process, EXIT_TIMEOUT)
         if process is not None and not self._stopping:
-            how = _how_it_ended(process.returncode)
+            how = how_it_ended(process.returncode)
             if slot.first_start.done():
                 log.warning("serving process %s (pid %s) %s; starting another", slot.index, process.pid, how)
             else:
@@ -243,12 +243,6 @@ def _expect_ready(message: object, doing: str) -> None:
     if message != _READY:
         reason = message[1] if isinstance(message, tuple) and len(message) == 2 else repr(message)
         raise _NotStarted(doing, str(reason))
-
-
-def _how_it_ended(code: int | None) -> str:
-    if code is not None and code < 0:
-        return f"was killed by signal {-code}"
-    return f"exited ({code})"
 
 
 async def _reap(process: asyncio.subprocess.Process, timeout: float) -> None:
@@ -302,8 +296,6 @@ def hold_port(listen: ListenAddress) -> tuple[list[socket.socket], int]:
         for sock in held:
             sock.close()
         raise
-    if not held:
-        raise OSError(errno.EADDRNOTAVAIL, "the host has no address")
     return held, port
 
 

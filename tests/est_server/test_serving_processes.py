@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -13,7 +14,7 @@ import socket
 import ssl
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from keyward.issuers.tcs_est import (
     TokenWorkers,
     issue_tls_server_certificate,
 )
+from keyward.keystore import HsmConfig
 from keyward.pki.issue import CertificateAuthority
 from keyward.pki.profile import IssuerPolicy
 from tests.est.helpers import openssl_csr_in
@@ -122,15 +124,33 @@ def served_certificate(port: int, ca_file: Path) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
-async def test_a_renewed_tls_certificate_reaches_every_serving_process(state: StandaloneState) -> None:
+@contextlib.asynccontextmanager
+async def serving(
+    state: StandaloneState,
+    count: int = SERVING,
+    *,
+    config: HsmConfig | None = None,
+    make_server: Callable[[TokenWorkers], EstServer] | None = None,
+) -> AsyncIterator[tuple[ServingProcesses, int]]:
+    """Serving processes (not started) for ``state``'s server on a free port this process holds."""
     held, port = hold_port(ListenAddress("127.0.0.1", 0))
     setup = ServingSetup(
-        make_server=functools.partial(standalone_server, state.ca, state.policy, state.credential),
+        make_server=make_server
+        or functools.partial(standalone_server, state.ca, state.policy, state.credential),
         tls=state.tls,
         listen=ListenAddress("127.0.0.1", port),
     )
-    processes = ServingProcesses(state.store.config, setup, SERVING)
+    processes = ServingProcesses(config or state.store.config, setup, count)
     try:
+        yield processes, port
+    finally:
+        await processes.stop()
+        for sock in held:
+            sock.close()
+
+
+async def test_a_renewed_tls_certificate_reaches_every_serving_process(state: StandaloneState) -> None:
+    async with serving(state) as (processes, port):
         await processes.start()
         assert len(processes.pids) == SERVING
         ca_file = state.files.ca_pem
@@ -142,10 +162,6 @@ async def test_a_renewed_tls_certificate_reaches_every_serving_process(state: St
         await asyncio.sleep(0.5)
         after = [await asyncio.to_thread(served_certificate, port, ca_file) for _ in range(12)]
         assert {certificate.serial_number for certificate in after} == {renewed.certificate.serial_number}
-    finally:
-        await processes.stop()
-        for sock in held:
-            sock.close()
     assert processes.pids == ()
 
 
@@ -153,22 +169,12 @@ async def test_a_serving_process_that_cannot_log_in_stops_the_start_with_the_rea
     state: StandaloneState,
 ) -> None:
     elsewhere = dataclasses.replace(state.store.config, token_label="no-such-token")
-    held, port = hold_port(ListenAddress("127.0.0.1", 0))
-    setup = ServingSetup(
-        make_server=functools.partial(standalone_server, state.ca, state.policy, state.credential),
-        tls=state.tls,
-        listen=ListenAddress("127.0.0.1", port),
-    )
-    processes = ServingProcesses(elsewhere, setup, SERVING)
-    try:
+    async with serving(state, config=elsewhere) as (processes, _):
         with pytest.raises(
             UserError, match=r"a serving process could not log in to the token: .*no-such-token"
         ):
             await processes.start()
         assert processes.pids == (), "nothing is left running"
-    finally:
-        for sock in held:
-            sock.close()
 
 
 def test_a_second_server_on_the_same_port_is_refused_even_by_reuseport(est: StandaloneServer) -> None:
@@ -195,14 +201,8 @@ async def test_a_serving_process_that_keeps_failing_is_tried_again_after_growing
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the serving processes import server_unless from here
     caplog.set_level(logging.INFO, logger="keyward.est.workers")
     marker = tmp_path / "refusal"
-    held, port = hold_port(ListenAddress("127.0.0.1", 0))
-    setup = ServingSetup(
-        make_server=functools.partial(server_unless, marker, state.ca, state.policy, state.credential),
-        tls=state.tls,
-        listen=ListenAddress("127.0.0.1", port),
-    )
-    processes = ServingProcesses(state.store.config, setup, 1)
-    try:
+    refusing = functools.partial(server_unless, marker, state.ca, state.policy, state.credential)
+    async with serving(state, 1, make_server=refusing) as (processes, port):
         await processes.start()
         (first,) = processes.pids
         marker.touch()
@@ -221,10 +221,6 @@ async def test_a_serving_process_that_keeps_failing_is_tried_again_after_growing
         await logged("is serving again")
         ca_file = state.files.ca_pem
         assert (await asyncio.to_thread(served_certificate, port, ca_file)) == state.tls.certificate
-    finally:
-        await processes.stop()
-        for sock in held:
-            sock.close()
 
 
 async def test_the_tls_certificate_is_renewed_when_due_saved_and_handed_to_the_servers(

@@ -210,7 +210,7 @@ class SigningProcesses:
         if error is not None:
             return error if isinstance(error, KeystoreError) else KeystoreError(str(error))
         code = process.returncode if process is not None else None
-        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited ({code})"
+        how = how_it_ended(code)
         log.warning("signing process %s for token %s %s; starting a new one", worker.index, self._name, how)
         return SigningProcessDied(
             f"the signing process for token {self._name} {how} before finishing the job",
@@ -243,6 +243,13 @@ class SigningProcesses:
     @property
     def _name(self) -> str:
         return f"'{self._config.token_label}'"
+
+
+def how_it_ended(returncode: int | None) -> str:
+    """``was killed by signal 9`` or ``exited (1)``: a child process's end, for a log line."""
+    if returncode is not None and returncode < 0:
+        return f"was killed by signal {-returncode}"
+    return f"exited ({returncode})"
 
 
 def _reap(process: subprocess.Popen[bytes] | None, deadline: float) -> None:
