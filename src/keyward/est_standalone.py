@@ -267,7 +267,7 @@ async def _serve_in_processes(state: StandaloneState, options: StandaloneOptions
     """``options.workers`` serving processes on a port this process holds; this one renews the TLS
     certificate (signing in its own store's threads) and restarts processes that die."""
     try:
-        held, port = hold_port(options.listen)
+        held, port = await asyncio.to_thread(hold_port, options.listen)  # resolving the host may block
     except OSError as exc:
         raise _cannot_listen(options.listen, exc) from None
     try:

@@ -89,6 +89,17 @@ def test_every_serving_process_enrolls_and_one_that_dies_is_replaced(
     assert [enroll_status(est, csr) for _ in range(6)] == [200] * 6
 
 
+def test_a_serving_process_told_to_terminate_finishes_cleanly_and_is_replaced(
+    est: StandaloneServer, tmp_path: Path
+) -> None:
+    csr, _ = openssl_csr_in(tmp_path, "device", "/CN=device")
+    victim = min(serving_pids(est))
+    os.kill(victim, signal.SIGTERM)  # what a service manager sends to every process of the group
+    wait_for(lambda: f"(pid {victim}) exited (0); starting another" in est.log())
+    wait_for(lambda: len(serving_pids(est)) == SERVING and victim not in serving_pids(est))
+    assert [enroll_status(est, csr) for _ in range(4)] == [200] * 4
+
+
 def test_stopping_the_server_stops_its_serving_processes(est: StandaloneServer) -> None:
     children = serving_pids(est)
     assert est.stop() == 0
