@@ -11,11 +11,14 @@ STAMP := $(VENV)/.installed
 demo: setup
 	$(BIN)/python scripts/demo.py
 
-test: setup lint typecheck unit
+test: setup
+	@start=$$(date +%s); $(MAKE) --no-print-directory lint typecheck unit; rc=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s wall time"; exit $$rc
 
 lint: setup
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy

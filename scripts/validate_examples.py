@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from keyward.crds import load_cert_manager_crds, load_crds
+from keyward.kube.crds import load_cert_manager_crds, load_crds
 from keyward.sandbox.apiserver.schema import apply_defaults, prune, validate
 
 ROOT = Path(__file__).resolve().parent.parent

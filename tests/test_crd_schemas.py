@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from keyward import crds, resources
 from keyward.errors import UserError
+from keyward.kube import crds, resources
 
 REPO = Path(__file__).resolve().parents[1]
 CASES_DIR = REPO / "tests" / "data" / "crd-cases"

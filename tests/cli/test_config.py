@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from keyward.config import load_settings
 from keyward.errors import UserError
 from keyward.keystore.config import SOFTHSM2_MODULE, load_hsm_config
+from keyward.operator.settings import load_settings
 
 
 def test_defaults() -> None:
@@ -63,7 +63,7 @@ def test_bad_listen_address() -> None:
 def test_signing_processes_default_to_one_per_core_and_take_flag_over_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("keyward.config.CGROUP_ROOT", tmp_path)  # no CPU limit
+    monkeypatch.setattr("keyward.host.CGROUP_ROOT", tmp_path)  # no CPU limit
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)))
     assert load_settings({}, {}).signing_processes == 4
     assert load_settings({}, {"KEYWARD_SIGNING_PROCESSES": "1"}).signing_processes == 1
@@ -89,7 +89,7 @@ def test_the_default_follows_the_containers_cpu_limit_not_the_nodes_cores(
     for name, content in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(content)
-    monkeypatch.setattr("keyward.config.CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr("keyward.host.CGROUP_ROOT", tmp_path)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)))  # a big node
     assert load_settings({}, {}).signing_processes == expected
 

@@ -6,10 +6,10 @@ import asyncio
 import copy
 from typing import Any
 
-from keyward.controllers.certificaterequests import CertificateRequestAdapter
-from keyward.controllers.runtime import Runtime
-from keyward.controllers.signing import SigningPipeline
-from keyward.resources import Resource
+from keyward.kube.resources import Resource
+from keyward.operator.services import Runtime
+from keyward.operator.tcs.certificaterequests import CertificateRequestAdapter
+from keyward.operator.tcs.pipeline import SigningPipeline
 
 
 class RecordingApi:

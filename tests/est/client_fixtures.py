@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from keyward.est.client import ClientCertificate, EstEndpoint
-from keyward.est.tls import server_ssl_context
+from keyward.est.server.tls import server_ssl_context
 from keyward.est.wire import decode_csr, encode_certs_only
 
 from .helpers import Issuer, Pki, ec_key, key_pem, name, pem

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from keyward.est.ca import ClientIdentity, EnrollPending, EnrollRejected
 from keyward.est.server import AuditRecord, EstServer, ServerTls
+from keyward.est.server.ca import ClientIdentity, EnrollPending, EnrollRejected
 from keyward.est.wire import CsrAttrs
 
 T = TypeVar("T")

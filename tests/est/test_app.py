@@ -11,9 +11,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from keyward.est.auth import chains_to, issued_by_any
-from keyward.est.ca import CaUnavailable, ClientIdentity
 from keyward.est.server import AuditRecord, EstCa, EstServer
+from keyward.est.server.auth import chains_to, issued_by_any
+from keyward.est.server.ca import CaUnavailable, ClientIdentity
 from keyward.est.wire import decode_certs_only
 
 from .helpers import PASSWORD, USER, Issuer, MemoryCa, ec_key, name

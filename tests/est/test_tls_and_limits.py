@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from keyward.est.server import EstTimeouts, TlsSetupError
-from keyward.est.tls import server_ssl_context
+from keyward.est.server.tls import server_ssl_context
 
 from .conftest import start_server
 from .helpers import PASSWORD, USER, LoopThread, Pki, RunningServer, curl, ec_key, key_pem, name, pem

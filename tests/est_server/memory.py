@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
-from keyward.issuers.tcs_est import TokenWorkers
+from keyward.issuers.tcs.est_ca import TokenWorkers
 from keyward.pki.issue import CertificateAuthority, self_signed_ca
 
 T = TypeVar("T")

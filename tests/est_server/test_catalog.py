@@ -11,14 +11,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from keyward.config import Settings
-from keyward.controllers.est_catalog import DEFAULT_KEY, EstCatalog, SecretCache
-from keyward.controllers.est_server import EstService, event_message
-from keyward.controllers.runtime import ReadyCa, Runtime
-from keyward.est.audit import AuditRecord
-from keyward.est.ca import ClientIdentity
+from keyward.est.server.audit import AuditRecord
+from keyward.est.server.ca import ClientIdentity
 from keyward.issuers.signer_names import TCS_GROUP, IssuerRef
-from keyward.issuers.tcs_est import TcsEstCa
+from keyward.issuers.tcs.est_ca import TcsEstCa
+from keyward.operator.est_server.catalog import DEFAULT_KEY, EstCatalog, SecretCache
+from keyward.operator.est_server.service import EstService, event_message
+from keyward.operator.services import ReadyCa, Runtime
+from keyward.operator.settings import Settings
 from keyward.pki.pem import pem_chain
 from keyward.pki.profile import IssuerPolicy
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from keyward.config import load_settings
 from keyward.errors import UserError
+from keyward.operator.settings import load_settings
 
 
 def test_tls_from_a_secret_or_from_an_issuer_for_host_names() -> None:

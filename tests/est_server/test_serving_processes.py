@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from keyward import est_standalone
 from keyward.bench.observe import with_children
-from keyward.config import ListenAddress
 from keyward.errors import UserError
 from keyward.est.server import EstServer
-from keyward.est_standalone import StandaloneState, prepare_state, standalone_server
-from keyward.est_workers import ServingProcesses, ServingSetup, hold_port
-from keyward.issuers.tcs_est import (
+from keyward.estserver import serve as est_standalone
+from keyward.estserver.serve import StandaloneState, prepare_state, standalone_server
+from keyward.estserver.workers import ServingProcesses, ServingSetup, hold_port
+from keyward.host import ListenAddress
+from keyward.issuers.tcs.est_ca import (
     BasicCredential,
     ServerCertificate,
     TokenWorkers,

@@ -11,10 +11,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, PublicKeyAlgorithmOID
 
-from keyward.est.ca import CaUnavailable, ClientIdentity, EnrollRejected
+from keyward.est.server.ca import CaUnavailable, ClientIdentity, EnrollRejected
 from keyward.est.wire import CsrAttribute, decode_csrattrs, encode_csrattrs, oid_value
 from keyward.issuers.signer_names import IssuerRef
-from keyward.issuers.tcs_est import (
+from keyward.issuers.tcs.est_ca import (
     BasicCredential,
     EstServing,
     TcsEstCa,

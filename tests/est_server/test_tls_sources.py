@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from keyward.config import Settings
-from keyward.controllers.est_server import EstService, IssuerTls, SecretTls
-from keyward.controllers.runtime import ReadyCa, Runtime
 from keyward.issuers.signer_names import TCS_GROUP, IssuerRef
-from keyward.issuers.tcs_est import TokenWorkers, issue_tls_server_certificate, renewal_time
+from keyward.issuers.tcs.est_ca import TokenWorkers, issue_tls_server_certificate, renewal_time
+from keyward.operator.est_server.service import EstService, IssuerTls, SecretTls
+from keyward.operator.services import ReadyCa, Runtime
+from keyward.operator.settings import Settings
 from keyward.pki.pem import pem_chain
 from keyward.pki.profile import IssuerPolicy
 

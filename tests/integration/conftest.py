@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from keyward.kube import Kube
-from keyward.resources import NAMESPACES
+from keyward.kube.client import Kube
+from keyward.kube.resources import NAMESPACES
 from keyward.sandbox.operator_process import OperatorProcess, operator_command
 from keyward.sandbox.runner import Sandbox, SandboxOptions
 

@@ -18,9 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from keyward.est.ca import CaUnavailable, ClientIdentity, EnrollPending, EnrollRejected
 from keyward.est.server import EstServer, ServerTls
-from keyward.est.tls import server_ssl_context
+from keyward.est.server.ca import CaUnavailable, ClientIdentity, EnrollPending, EnrollRejected
+from keyward.est.server.tls import server_ssl_context
 from keyward.est.wire import CsrAttrs, encode_base64, encode_certs_only
 from tests.est.helpers import Issuer, ec_key, key_pem, name, pem
 

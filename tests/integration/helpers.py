@@ -16,8 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from keyward.keystore.config import HsmConfig
-from keyward.kube import Kube
-from keyward.resources import SECRETS, TCS_CLUSTER_ISSUERS, TCS_ISSUERS
+from keyward.kube.client import Kube
+from keyward.kube.resources import SECRETS, TCS_CLUSTER_ISSUERS, TCS_ISSUERS
 
 T = TypeVar("T")
 

@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from keyward.kube import Kube
-from keyward.resources import CERTIFICATE_REQUESTS, CSRS
+from keyward.kube.client import Kube
+from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS
+from keyward.kube.watching import list_and_watch
 from keyward.sandbox.certmanager import approve
-from keyward.watching import list_and_watch
 from tests.integration.helpers import ready_condition, wait_for
 
 

@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from keyward.kube import Kube
-from keyward.resources import (
+from keyward.kube.client import Kube
+from keyward.kube.resources import (
     CERTIFICATE_REQUESTS,
     CERTIFICATES,
     CSRS,

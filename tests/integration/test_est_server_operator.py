@@ -23,11 +23,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from keyward.issuers.tcs_est import issue_tls_server_certificate
-from keyward.kube import Kube
+from keyward.issuers.tcs.est_ca import issue_tls_server_certificate
+from keyward.kube.client import Kube
+from keyward.kube.resources import EVENTS, NAMESPACES, SECRETS
 from keyward.pki.issue import CertificateAuthority, self_signed_ca
 from keyward.pki.profile import IssuerPolicy
-from keyward.resources import EVENTS, NAMESPACES, SECRETS
 from tests.est.helpers import Response, openssl_csr_in, run
 from tests.integration.conftest import OperatorRunner
 from tests.integration.helpers import ca_from_secret, create_issuer, wait_for, wait_ready

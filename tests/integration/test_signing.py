@@ -13,8 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from keyward.kube import Kube
-from keyward.resources import CERTIFICATE_REQUESTS, CERTIFICATES, CSRS, EVENTS, SECRETS
+from keyward.kube.client import Kube
+from keyward.kube.resources import CERTIFICATE_REQUESTS, CERTIFICATES, CSRS, EVENTS, SECRETS
 from keyward.sandbox.certmanager import approve, deny
 from tests.integration.conftest import OperatorRunner
 from tests.integration.helpers import (
@@ -128,7 +128,7 @@ async def test_issuer_of_another_namespace_is_not_used(
     kube: Kube, namespace: str, issuer: x509.Certificate
 ) -> None:
     other = f"{namespace}-x"
-    from keyward.resources import NAMESPACES
+    from keyward.kube.resources import NAMESPACES
 
     await kube.create(NAMESPACES, {"metadata": {"name": other}})
     try:

@@ -8,8 +8,8 @@ import signal
 import uuid
 
 from keyward.bench.observe import with_children
-from keyward.kube import Kube
-from keyward.resources import CSRS
+from keyward.kube.client import Kube
+from keyward.kube.resources import CSRS
 from tests.integration.conftest import OperatorRunner
 from tests.integration.helpers import ca_from_secret, create_issuer, wait_ready
 from tests.integration.requests_helpers import (

@@ -9,8 +9,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from keyward.kube import ApiError, Kube
-from keyward.resources import NAMESPACES, SECRETS, TCS_CLUSTER_ISSUERS, TCS_ISSUERS
+from keyward.kube.client import ApiError, Kube
+from keyward.kube.resources import NAMESPACES, SECRETS, TCS_CLUSTER_ISSUERS, TCS_ISSUERS
 from keyward.sandbox.runner import Sandbox
 from tests.integration.conftest import OPERATOR_NAMESPACE
 from tests.integration.helpers import (

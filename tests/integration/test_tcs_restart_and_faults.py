@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from keyward.kube import Kube
-from keyward.resources import SECRETS, TCS_ISSUERS
+from keyward.kube.client import Kube
+from keyward.kube.resources import SECRETS, TCS_ISSUERS
 from keyward.sandbox.runner import Sandbox
 from tests.integration.conftest import OperatorRunner
 from tests.integration.helpers import (

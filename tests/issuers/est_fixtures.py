@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from tests.est.helpers import Issuer, ec_key, key_pem, name, pem
 
 from keyward.est.client import EstError
-from keyward.issuers.est import SecretLookup
+from keyward.issuers.est.issuer import SecretLookup
 
 
 def b64(data: bytes) -> str:

@@ -11,7 +11,12 @@ from tests.est.helpers import Issuer, name
 
 from keyward.est.client import BasicAuth, DigestAuth, EstError
 from keyward.issuers.errors import IssuerNotReady
-from keyward.issuers.est import EstIssuerSpec, anchors_outside_bundle, check_est_issuer, load_credentials
+from keyward.issuers.est.issuer import (
+    EstIssuerSpec,
+    anchors_outside_bundle,
+    check_est_issuer,
+    load_credentials,
+)
 
 from .est_fixtures import FakeServer, b64, basic_secret, cacert, lookup, spec, tls_secret
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tests.est.helpers import Issuer, ec_key, name
 
 from keyward.est.client import EstError
-from keyward.issuers.est_orders import (
+from keyward.issuers.est.orders import (
     RENEWAL_SECRET_ANNOTATION,
     Accepted,
     Enrolled,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from keyward.config import EstClientSettings, load_settings
-from keyward.controllers.est_runtime import SecretCache
 from keyward.errors import UserError
+from keyward.operator.est.services import SecretCache
+from keyward.operator.settings import EstClientSettings, load_settings
 
 
 def test_est_delays_default_to_the_seed_and_accept_seconds_or_go_durations() -> None:

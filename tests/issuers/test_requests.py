@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from keyward.issuers.requests import (
+from keyward.issuers.contract import (
     REQUEST_DURATION_ANNOTATION,
     Phase,
     certificate_request_phase,

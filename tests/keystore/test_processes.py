@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from keyward.issuers.requests import from_certificate_request, request_fields
-from keyward.issuers.tcs import decode_and_sign
+from keyward.issuers.contract import from_certificate_request, request_fields
+from keyward.issuers.tcs.ca import decode_and_sign
 from keyward.keystore import (
     HsmConfig,
     KeySpec,

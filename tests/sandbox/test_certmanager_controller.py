@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 from cryptography.x509.oid import NameOID
 
-from keyward.crds import cert_manager_crds_path
 from keyward.errors import UserError
-from keyward.kube import Kube
-from keyward.resources import CERTIFICATE_REQUESTS, CERTIFICATES, NAMESPACES, SECRETS
+from keyward.kube.client import Kube
+from keyward.kube.crds import cert_manager_crds_path
+from keyward.kube.resources import CERTIFICATE_REQUESTS, CERTIFICATES, NAMESPACES, SECRETS
 from keyward.sandbox.apiserver import ApiServer
 from keyward.sandbox.certmanager import CertManagerStandIn, approve, deny, renew
 

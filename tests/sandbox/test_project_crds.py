@@ -9,7 +9,7 @@ import httpx
 import pytest
 import yaml
 
-from keyward.crds import cert_manager_crds_path, crd_dir
+from keyward.kube.crds import cert_manager_crds_path, crd_dir
 from keyward.sandbox.apiserver import ApiServer
 
 from .helpers import Kubectl

@@ -21,9 +21,9 @@ from keyward.bench.csrs import leaf_csr_pems
 from keyward.bench.errors import BenchFailed
 from keyward.bench.observe import CpuMeter, OtherLoad, TreeCpuMeter, reset_tree_peak_rss, tree_peak_rss
 from keyward.bench.sandboxed import BenchSandbox, condition_true
-from keyward.kube import Kube
-from keyward.resources import CERTIFICATE_REQUESTS, CSRS, Resource
-from keyward.watching import list_and_watch
+from keyward.kube.client import Kube
+from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, Resource
+from keyward.kube.watching import list_and_watch
 
 #: Requests in flight from the benchmark client at once: "all at once", without a thousand sockets.
 SUBMIT_CONCURRENCY = 64

@@ -2,7 +2,7 @@
 
 The server is the real command (``keyward est-server``: an ``EstServer`` over a ``TcsEstCa`` whose
 RSA-3072 CA key is in its own SoftHSM2 token), as users run it: its own process, serving from one process
-per core (``keyward.est_workers``), whose CPU is counted with the parent's. The clients are
+per core (``keyward.estserver.workers``), whose CPU is counted with the parent's. The clients are
 ``wrk`` (Debian's HTTP load generator, in C) with one keep-alive TLS connection per client, posting
 ``/simpleenroll`` with HTTP Basic; the CSRs are made before the clock starts. ``wrk`` needs a few
 percent of a core where Python clients needed a fifth of the server's CPU, so on a two-core machine

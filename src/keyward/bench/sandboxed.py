@@ -16,10 +16,10 @@ from typing import Any
 
 from keyward.bench.observe import CountingApi
 from keyward.errors import UserError
-from keyward.kube import Kube
-from keyward.resources import TCS_ISSUERS, Resource
+from keyward.kube.client import Kube
+from keyward.kube.resources import TCS_ISSUERS, Resource
+from keyward.kube.watching import list_and_watch
 from keyward.sandbox.runner import Sandbox, SandboxOptions
-from keyward.watching import list_and_watch
 
 NAMESPACE = "keyward-bench"
 ISSUER = "bench-ca"

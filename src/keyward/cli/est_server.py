@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from keyward.cli.signals import run_until_signalled
-from keyward.config import MAX_SIGNING_PROCESSES
+from keyward.host import MAX_SIGNING_PROCESSES, run_until_signalled
 
 KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-256", "ECDSA-384")
 
@@ -57,8 +56,8 @@ def est_server(
     verbose: bool,
 ) -> None:
     """Serve RFC 7030 EST from a CA whose key is in a local SoftHSM2 token (no cluster needed)."""
-    from keyward.config import ListenAddress, processes_per_core
-    from keyward.est_standalone import DEFAULT_HOSTNAMES, LOG_FORMAT, StandaloneOptions, serve
+    from keyward.estserver.serve import DEFAULT_HOSTNAMES, LOG_FORMAT, StandaloneOptions, serve
+    from keyward.host import ListenAddress, processes_per_core
     from keyward.keystore import KeySpec
 
     if verbose:

@@ -108,8 +108,8 @@ def version() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Verbose logs, and tracebacks on errors.")
 def operator(kubeconfig: str | None, wait_for_token: bool, **flags: object) -> None:
     """Run the controllers against the current cluster."""
-    from keyward.config import load_settings
-    from keyward.controllers.operator import preflight, run
+    from keyward.operator.app import preflight, run
+    from keyward.operator.settings import load_settings
 
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig

@@ -29,6 +29,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+#: Where every EST operation lives (RFC 7030 §3.2.2): ``/.well-known/est[/LABEL]/OPERATION``.
+WELL_KNOWN = "/.well-known/est"
 PKCS10 = "application/pkcs10"
 PKCS7_CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
 PKCS8 = "application/pkcs8"

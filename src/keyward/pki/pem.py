@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 
@@ -22,3 +23,15 @@ def load_pem_chain(data: bytes) -> list[x509.Certificate]:
         raise ValueError(
             "expected one or more PEM CERTIFICATE blocks, found none or a malformed one"
         ) from None
+
+
+def unique_certificates(certificates: Iterable[x509.Certificate]) -> list[x509.Certificate]:
+    """Certificates without duplicates, first occurrence kept (for building anchor sets of many CAs)."""
+    seen: set[bytes] = set()
+    result: list[x509.Certificate] = []
+    for certificate in certificates:
+        fingerprint = certificate.fingerprint(hashes.SHA256())
+        if fingerprint not in seen:
+            seen.add(fingerprint)
+            result.append(certificate)
+    return result

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 import kr8s.asyncio
 
-from keyward.cli.signals import run_until_signalled
 from keyward.errors import UserError
+from keyward.host import run_until_signalled
 
 
 @click.group(invoke_without_command=True)
@@ -73,7 +73,7 @@ def _cmctl(
     kubeconfig: str | None,
     **kwargs: object,
 ) -> None:
-    from keyward.kube import Kube
+    from keyward.kube.client import Kube
 
     async def go() -> None:
         kube = Kube(await kr8s.asyncio.api(kubeconfig=kubeconfig))

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import kr8s.asyncio
 
-from keyward.config import DEFAULT_OPERATOR_NAMESPACE
-from keyward.crds import cert_manager_crds_path, crd_dir
 from keyward.errors import UserError
 from keyward.keystore.config import HsmConfig
 from keyward.keystore.softhsm import create_softhsm_store
-from keyward.kube import ApiError, Kube
-from keyward.resources import NAMESPACES
+from keyward.kube.client import ApiError, Kube
+from keyward.kube.crds import cert_manager_crds_path, crd_dir
+from keyward.kube.resources import NAMESPACES
+from keyward.operator.settings import DEFAULT_OPERATOR_NAMESPACE
 from keyward.sandbox.apiserver import ApiServer
 from keyward.sandbox.certmanager import CertManagerStandIn
 from keyward.sandbox.operator_process import OperatorProcess, operator_command

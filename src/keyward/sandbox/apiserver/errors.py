@@ -1,6 +1,6 @@
 """API errors as kube-apiserver reports them: ``Status`` objects with reason, message, details, code.
 
-Clients (kubectl, kopf, kr8s, our own ``keyward.kube``) branch on ``code`` and ``reason``, and users
+Clients (kubectl, kopf, kr8s, our own ``keyward.kube.client``) branch on ``code`` and ``reason``, and users
 read ``message``; so the wording follows the real server closely (see apimachinery's
 ``k8s.io/apimachinery/pkg/api/errors`` and ``pkg/util/validation/field``).
 """

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from keyward.errors import UserError
-from keyward.kube import ApiError, Kube
-from keyward.resources import CERTIFICATE_REQUESTS, CERTIFICATES, Resource
+from keyward.kube.client import ApiError, Kube
+from keyward.kube.resources import CERTIFICATE_REQUESTS, CERTIFICATES, Resource
 from keyward.sandbox.certmanager.conditions import (
     Condition,
     conditions_of,

@@ -19,10 +19,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from keyward.kube import ApiError, Kube
+from keyward.kube.client import ApiError, Kube
+from keyward.kube.resources import CERTIFICATE_REQUESTS, CERTIFICATES, SECRETS
+from keyward.kube.watching import Backoff, list_and_watch
 from keyward.pki.issue import certificate_matches_key
 from keyward.pki.pem import load_pem_chain
-from keyward.resources import CERTIFICATE_REQUESTS, CERTIFICATES, SECRETS
 from keyward.sandbox.certmanager.conditions import (
     conditions_of,
     find_condition,
@@ -71,7 +72,6 @@ from keyward.sandbox.certmanager.policy import (
 )
 from keyward.sandbox.certmanager.request import build_csr, csr_pem, request_usages
 from keyward.sandbox.certmanager.secret import TLS_SECRET_TYPE, template_metadata, tls_secret_content
-from keyward.watching import Backoff, list_and_watch
 
 log = logging.getLogger("keyward.sandbox.certmanager")
 

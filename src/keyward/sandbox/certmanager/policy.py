@@ -20,10 +20,10 @@ from typing import Any
 
 from cryptography import x509
 
+from keyward.kube.resources import decode_bytes
 from keyward.pki.durations import parse_duration
 from keyward.pki.issue import certificate_matches_key
 from keyward.pki.pem import load_pem_chain
-from keyward.resources import decode_bytes
 from keyward.sandbox.certmanager.conditions import format_time
 from keyward.sandbox.certmanager.keys import PrivateKey, SpecError, key_mismatches, key_spec, load_private_key
 from keyward.sandbox.certmanager.request import (

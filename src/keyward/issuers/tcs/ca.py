@@ -1,0 +1,167 @@
+"""Token-backed CA issuers (TCSIssuer, TCSClusterIssuer): the *check* and the *sign*.
+
+check: make sure the issuer's CA key and certificate are in the token (creating them for a new
+self-signed issuer) and usable; anything that stops it from signing is an ``IssuerNotReady`` with a
+reason and a message for the Ready condition. sign: turn a checked request into a chain with the
+token key. Both are blocking (PKCS#11): the check runs in the key store's worker threads, the sign (with
+``decode_and_sign``, the decoding too) in its signing processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+
+from keyward.issuers.contract import SigningRequest
+from keyward.issuers.errors import IssuerNotReady as IssuerNotReady  # re-exported (moved to errors)
+from keyward.keystore import KeySpec, TokenKeyStore
+from keyward.pki.durations import parse_duration
+from keyward.pki.issue import (
+    CertificateAuthority,
+    IssuedCertificate,
+    certificate_matches_key,
+    issue_certificate,
+    self_signed_ca,
+    subject_from_spec,
+)
+from keyward.pki.profile import IssuerPolicy
+
+DEFAULT_CA_DURATION = timedelta(hours=87600)
+DEFAULT_MAX_DURATION = timedelta(hours=8760)
+ROTATION_HINT = "to rotate the CA, create a new issuer and move requests to it"
+
+
+@dataclass(frozen=True)
+class TcsIssuerSpec:
+    """A TCSIssuer/TCSClusterIssuer spec with its defaults applied and its values checked."""
+
+    name: str
+    secret_name: str = ""
+    self_sign: bool = True
+    labels: Mapping[str, str] = field(default_factory=dict)
+    key: KeySpec = field(default_factory=KeySpec.default)
+    subject: x509.Name | None = None
+    ca_duration: timedelta = DEFAULT_CA_DURATION
+    policy: IssuerPolicy = field(default_factory=IssuerPolicy)
+    est: Mapping[str, Any] | None = None
+
+    @classmethod
+    def parse(cls, name: str, spec: Mapping[str, Any]) -> TcsIssuerSpec:
+        private_key = spec.get("privateKey") or {}
+        algorithm = str(private_key.get("algorithm") or "RSA")
+        size = private_key.get("size") or (256 if algorithm == "ECDSA" else 3072)
+        try:
+            key = KeySpec(algorithm, int(size))  # type: ignore[arg-type]
+        except (ValueError, TypeError) as exc:
+            raise IssuerNotReady("InvalidSpec", f"spec.privateKey: {exc}") from None
+        try:
+            subject = subject_from_spec(spec.get("subject") or {}, default_cn=name)
+        except ValueError as exc:
+            raise IssuerNotReady("InvalidSpec", f"spec.subject: {exc}") from None
+        max_duration = _duration(spec, "maxDuration", DEFAULT_MAX_DURATION)
+        return cls(
+            name=name,
+            secret_name=str(spec.get("secretName") or ""),
+            self_sign=bool(spec.get("selfSign", True)),
+            labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
+            key=key,
+            subject=subject,
+            ca_duration=_duration(spec, "caDuration", DEFAULT_CA_DURATION),
+            policy=IssuerPolicy(
+                max_duration=max_duration,
+                allow_ca=bool(spec.get("allowCA", False)),
+                default_duration=min(IssuerPolicy().default_duration, max_duration),
+            ),
+            est=spec.get("est") or None,
+        )
+
+
+def _duration(spec: Mapping[str, Any], field_name: str, default: timedelta) -> timedelta:
+    value = spec.get(field_name)
+    if not value:
+        return default
+    try:
+        return parse_duration(str(value))
+    except ValueError as exc:
+        raise IssuerNotReady("InvalidSpec", f"spec.{field_name}: {exc}") from None
+
+
+def ensure_ca(
+    store: TokenKeyStore, label: str, spec: TcsIssuerSpec, *, now: datetime | None = None
+) -> CertificateAuthority:
+    """The issuer's CA from the token, created there first for a new self-signed issuer. Blocking.
+
+    Never replaces what it finds: a key without a certificate, a certificate that does not match its
+    key, or a key of another type than the spec asks for all stop the issuer with a reason.
+    """
+    store.recover_pending(label)  # a crash while this CA was being created: finish it or discard it
+    key = store.find_key(label)
+    certificate = store.find_certificate(label)
+    if key is None and certificate is None:
+        if not spec.self_sign:
+            raise IssuerNotReady(
+                "Pending",
+                "key provisioning is not configured: spec.selfSign is false and "
+                "the token holds no CA key for this issuer",
+            )
+        subject = spec.subject
+        assert subject is not None
+        key, certificate = store.create_ca(
+            label, spec.key, lambda new_key: self_signed_ca(new_key, subject, spec.ca_duration, now=now)
+        )
+        return CertificateAuthority(certificate=certificate, key=key)
+    if key is None:
+        raise IssuerNotReady(
+            "KeyMissing",
+            f"the token holds a CA certificate labelled {label} but no private "
+            f"key; the certificate is kept for inspection: {ROTATION_HINT}",
+        )
+    if certificate is None:
+        raise IssuerNotReady(
+            "CertificateMissing",
+            f"the token holds a CA key labelled {label} but no "
+            f"certificate; the key is never replaced silently: {ROTATION_HINT}",
+        )
+    if not certificate_matches_key(certificate, key.public_key()):
+        raise IssuerNotReady(
+            "KeyMismatch",
+            f"the CA certificate labelled {label} does not match the CA key in the token: {ROTATION_HINT}",
+        )
+    try:
+        actual = KeySpec.of_public_key(key.public_key())
+    except ValueError as exc:
+        raise IssuerNotReady("UnsupportedKey", f"the CA key in the token: {exc}") from None
+    if actual != spec.key:
+        raise IssuerNotReady(
+            "KeyChangeRefused",
+            f"spec.privateKey asks for {spec.key} but the CA key in the "
+            f"token is {actual}; the CA key is never replaced: {ROTATION_HINT}",
+        )
+    if certificate.not_valid_after_utc <= (now or datetime.now(UTC)):
+        raise IssuerNotReady(
+            "CAExpired", f"the CA certificate expired at {certificate.not_valid_after_utc}: {ROTATION_HINT}"
+        )
+    return CertificateAuthority(certificate=certificate, key=key)
+
+
+def sign(ca: CertificateAuthority, request: SigningRequest, policy: IssuerPolicy) -> IssuedCertificate:
+    """Issue the certificate for a checked request with the CA key (in the token). Blocking.
+
+    A ``SigningRequest`` holds a CSR whose signature was verified when it was decoded (``load_csr``, or
+    the EST server's proof-of-possession check), so it is not verified a second time here."""
+    return issue_certificate(request.csr, request.profile, ca, policy, signature_checked=True)
+
+
+def decode_and_sign(
+    decode: Callable[[Mapping[str, Any]], SigningRequest],
+    obj: Mapping[str, Any],
+    ca: CertificateAuthority,
+    policy: IssuerPolicy,
+) -> IssuedCertificate:
+    """Decode a request object with ``decode`` (``from_certificate_request``, ``from_csr``) and sign it:
+    one job for a signing process, so that parsing and the proof-of-possession check run there too."""
+    return sign(ca, decode(obj), policy)

@@ -1,0 +1,1 @@
+"""keyward.operator: the Kubernetes operator (kopf handlers over the issuers domain)."""

@@ -1,0 +1,86 @@
+"""Secrets keyward writes for issuers: the CA certificate, never a private key."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from keyward.kube.client import ApiError, Kube
+from keyward.kube.resources import SECRETS
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "keyward"
+SIGNER_ANNOTATION = "keyward.io/signer-name"
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def ca_secret(
+    name: str,
+    namespace: str,
+    ca_pem: bytes,
+    *,
+    signer_name: str,
+    labels: Mapping[str, str],
+    owner: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A kubernetes.io/tls Secret with the CA certificate and an empty tls.key (the key is in the token)."""
+    encoded = base64.b64encode(ca_pem).decode()
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {**labels, MANAGED_BY_LABEL: MANAGED_BY},
+            "annotations": {SIGNER_ANNOTATION: signer_name},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": encoded, "tls.key": "", "ca.crt": encoded},
+    }
+
+
+def same_content(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    cur_labels = (current.get("metadata") or {}).get("labels") or {}
+    want_labels = wanted["metadata"]["labels"]
+    return (
+        current.get("type") == wanted["type"]
+        and (current.get("data") or {}) == wanted["data"]
+        and all(cur_labels.get(k) == v for k, v in want_labels.items())
+    )
+
+
+async def put_secret(kube: Kube, wanted: dict[str, Any]) -> bool:
+    """Create the Secret, or bring an existing one back to ``wanted``. True when something was written."""
+    meta = wanted["metadata"]
+    try:
+        await kube.create(SECRETS, wanted, meta["namespace"])
+        return True
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+    current = await kube.get(SECRETS, meta["name"], meta["namespace"])
+    if same_content(current, wanted):
+        return False
+    replacement = {
+        **wanted,
+        "metadata": {
+            **current["metadata"],
+            **meta,
+            "labels": {**(current["metadata"].get("labels") or {}), **meta["labels"]},
+        },
+    }
+    await kube.replace(SECRETS, replacement)
+    return True
