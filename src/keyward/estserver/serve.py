@@ -39,7 +39,8 @@ from keyward.errors import UserError
 from keyward.est.server import EstServer, ServerTls
 from keyward.estserver.workers import ServingProcesses, ServingSetup, hold_port
 from keyward.host import ListenAddress
-from keyward.issuers.tcs.ca import IssuerNotReady, TcsIssuerSpec, ensure_ca
+from keyward.issuers.errors import IssuerNotReady
+from keyward.issuers.tcs.ca import TcsIssuerSpec, ensure_ca
 from keyward.issuers.tcs.est_ca import (
     BasicCredential,
     ServerCertificate,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from keyward.kube.resources import decode_bytes
+from keyward.kube.objects import decode_bytes
 from keyward.sandbox.apiserver.errors import FieldError
 from keyward.sandbox.apiserver.objects import Obj, clone, is_dns_subdomain, now_rfc3339
 from keyward.sandbox.apiserver.strategies import Strategy

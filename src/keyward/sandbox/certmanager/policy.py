@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography import x509
 
-from keyward.kube.resources import decode_bytes
+from keyward.kube.objects import decode_bytes
 from keyward.pki.durations import parse_duration
 from keyward.pki.issue import certificate_matches_key
 from keyward.pki.pem import load_pem_chain
