@@ -32,7 +32,7 @@ from cryptography.x509.oid import NameOID
 
 from keyward.errors import UserError
 from keyward.issuers.errors import IssuerNotReady
-from keyward.issuers.tcs.ca import TcsIssuerSpec, ensure_ca
+from keyward.issuers.tcs.ca import KnownCa, TcsIssuerSpec, ensure_ca
 from keyward.issuers.tcs.est_ca import (
     BasicCredential,
     ServerCertificate,
@@ -122,6 +122,14 @@ def _writable_directory(state_dir: Path) -> Path:
     return directory
 
 
+def _known_ca(path: Path) -> list[KnownCa]:
+    """The CA an earlier start wrote to ``ca.pem``: a token without its key never gets a new one."""
+    try:
+        return [KnownCa.of(x509.load_pem_x509_certificate(path.read_bytes()), str(path))]
+    except (OSError, ValueError):
+        return []
+
+
 def _ensure_ca(store: TokenKeyStore, directory: Path, key_spec: KeySpec | None) -> CertificateAuthority:
     existing = store.find_key(CA_LABEL)
     if existing is not None:
@@ -134,8 +142,9 @@ def _ensure_ca(store: TokenKeyStore, directory: Path, key_spec: KeySpec | None) 
         key_spec = actual
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME)])
     spec = TcsIssuerSpec(name=CA_COMMON_NAME, key=key_spec or KeySpec.default(), subject=subject)
+    known = _known_ca(directory / "ca.pem")
     try:
-        return ensure_ca(store, CA_LABEL, spec)
+        return ensure_ca(store, CA_LABEL, spec, known=known, recorded=known[0] if known else None)
     except IssuerNotReady as exc:
         raise UserError(
             f"the CA in {directory} cannot be used ({exc.reason}: {exc.message})",
