@@ -159,7 +159,7 @@ def _request_problem(request: Any) -> str | None:
         return "PEM block type must be CERTIFICATE REQUEST"
     try:
         csr = x509.load_pem_x509_csr(match.group(0))
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         return f"x509: malformed certificate request ({exc})"
     if not csr.is_signature_valid:
         return "x509: ECDSA/RSA verification failure"
