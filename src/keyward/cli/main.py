@@ -63,6 +63,13 @@ def version() -> None:
     "between replicas). Default: peering, when the KopfPeering CRD is installed.",
 )
 @click.option(
+    "--leader-elect",
+    is_flag=True,
+    default=None,
+    help="Run as one of several replicas: one leads (a coordination.k8s.io Lease in the operator "
+    "namespace), the others stand by [env KEYWARD_LEADER_ELECT].",
+)
+@click.option(
     "--csr-full-cert-chain",
     is_flag=True,
     default=None,

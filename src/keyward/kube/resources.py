@@ -55,6 +55,7 @@ SECRETS = Resource("", "v1", "secrets", "Secret", True)
 EVENTS = Resource("", "v1", "events", "Event", True)
 CSRS = Resource(CSR_GROUP, "v1", "certificatesigningrequests", "CertificateSigningRequest", False)
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", True)
 
 TCS_ISSUERS = Resource(TCS_GROUP, "v1alpha1", "tcsissuers", "TCSIssuer", True)
 TCS_CLUSTER_ISSUERS = Resource(TCS_GROUP, "v1alpha1", "tcsclusterissuers", "TCSClusterIssuer", False)

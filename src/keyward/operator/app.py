@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import kopf
 
 from keyward.errors import UserError
 from keyward.kube.client import Kube
+from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, EST_ORDERS
 
 # Importing the handler modules registers their handlers on the registry.
 from keyward.operator.est import issuers as est_issuers  # noqa: F401
@@ -20,6 +22,7 @@ from keyward.operator.est import requests as est_requests  # noqa: F401
 from keyward.operator.est.services import EstControllers
 from keyward.operator.est_server.service import EstService
 from keyward.operator.est_server.tls_sources import tls_source
+from keyward.operator.leader import LeaderElector, LeasePolicy
 from keyward.operator.registry import registry
 from keyward.operator.secrets import OwnedSecrets, SecretStore
 from keyward.operator.services import Services
@@ -56,6 +59,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Services, **_: Any) -
     if memo.kube_client is None:
         memo.kube_client = await Kube.connect()
     build(memo)
+    elect(memo)
 
 
 def build(services: Services) -> None:
@@ -71,6 +75,7 @@ def build(services: Services) -> None:
         tokens=services.tokens,
         cas=services.cas,
         operator_namespace=settings.operator_namespace,
+        leadership=services.leadership,
     )
     services.tcs_requests = TcsRequests(
         cas=services.cas,
@@ -87,6 +92,7 @@ def build(services: Services) -> None:
         operator_namespace=settings.operator_namespace,
         cluster_namespace=settings.est_cluster_namespace,
         csr_full_chain=settings.csr_full_cert_chain,
+        leadership=services.leadership,
     )
     services.est_service = EstService(
         cas=services.cas,
@@ -104,8 +110,61 @@ def build(services: Services) -> None:
     owned.start()
 
 
+def elect(services: Services) -> None:
+    """Lead at once, or (``--leader-elect``) once the Lease is ours; a new leader replays what waits."""
+    services.leadership.listen(lambda: _spawn(replay(services), "replay"))
+    if not services.settings.leader_elect:
+        services.leadership.lead()
+        return
+    services.elector = LeaderElector(
+        services.kube,
+        services.settings.operator_namespace,
+        services.leadership,
+        lost=services.stop_requested.set,
+        policy=LeasePolicy.lasting(services.settings.lease_duration),
+    )
+    services.elector.start()
+
+
+async def replay(services: Services) -> None:
+    """Taking over from another replica: every request and order it may have left is seen again (the
+    watch events that reached this replica while it stood by were not acted on)."""
+    if not services.settings.leader_elect:
+        return  # the only replica: the watches deliver everything
+    namespaces: list[str | None] = list(services.settings.namespaces) or [None]
+    tcs, est = services.tcs, services.est
+    families = (
+        (CERTIFICATE_REQUESTS, tcs.certificate_requests, est.requests.kinds.certificate_requests),
+        (CSRS, tcs.csrs, est.requests.kinds.csrs),
+    )
+    for resource, pipeline, est_kind in families:
+        for namespace in namespaces if resource.namespaced else [None]:
+            for body in await services.kube.list(resource, namespace):
+                body.setdefault("apiVersion", resource.api_version)
+                body.setdefault("kind", resource.kind)
+                spec = body.get("spec") or {}
+                if pipeline.kind.wants(spec):
+                    await pipeline.on_event("ADDED", body)
+                elif est_kind.wants(spec):
+                    await est.requests.on_event(est_kind, "ADDED", body)
+    for namespace in namespaces:
+        for body in await services.kube.list(EST_ORDERS, namespace):
+            await est.orders.on_event("ADDED", body)
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _spawn(work: Coroutine[Any, Any, None], name: str) -> None:
+    task = asyncio.get_running_loop().create_task(work, name=name)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
 @kopf.on.cleanup(registry=registry)
 async def stop(memo: Services, **_: Any) -> None:
+    if memo.elector is not None:
+        await memo.elector.stop()
     if memo.est_service is not None:
         await memo.est_service.stop()
     for closable in (memo.tcs_issuer_checks, memo.tcs_requests, memo.est_controllers):
@@ -176,8 +235,11 @@ def run(settings: Settings) -> None:
             standalone=settings.standalone,
             clusterwide=not settings.namespaces,
             namespaces=list(settings.namespaces),
+            stop_flag=memo.stop_requested,
             liveness_endpoint=(
                 f"http://{settings.health_listen}/healthz" if settings.health_listen.port else None
             ),
         )
     )
+    if settings.leader_elect and memo.stop_requested.is_set():
+        raise SystemExit(1)  # leadership lost: restarted as a standby (the pod's restart policy)

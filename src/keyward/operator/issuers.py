@@ -5,7 +5,9 @@ woken (a Secret the issuer uses changed), and periodically: ``recheck_ready`` wh
 for a reason a user must fix, with capped backoff while it fails for a passing reason (a token that
 cannot be opened, a server that does not answer). The family's *check* (``issuers.tcs``,
 ``issuers.est``) decides; the checker writes the Ready condition through the status writer when it
-changes and tells the family's controllers when an issuer turns ready or stops being ready.
+changes and tells the family's controllers when an issuer turns ready or stops being ready. A standby
+replica (``operator.leader``) checks too, without writing: its own token's CAs serve EST clients, and it
+is ready to take over.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Generic, TypeVar
 from keyward.issuers import conditions
 from keyward.issuers.signer_names import IssuerRef, issuer_ref_of
 from keyward.kube.resources import Resource
+from keyward.operator.leader import Leadership
 from keyward.operator.status import StatusWriter
 
 log = logging.getLogger("keyward.issuers")
@@ -38,7 +41,9 @@ class Verdict(Generic[R]):
     status: Mapping[str, Any] = field(default_factory=dict)
 
 
-Check = Callable[[IssuerRef, Mapping[str, Any]], Awaitable[Verdict[R]]]
+#: A family's check: (the issuer, its object, whether this replica leads) → verdict. A standby checks
+#: without writing or creating anything.
+Check = Callable[[IssuerRef, Mapping[str, Any], bool], Awaitable[Verdict[R]]]
 
 
 @dataclass
@@ -64,10 +69,13 @@ class IssuerChecks(Generic[R]):
         recheck_ready: float,
         recheck_failed: float,
         backoff_limit: float = 60.0,
+        leadership: Leadership,
         on_ready: Callable[[IssuerRef, R], None] | None = None,
         on_unready: Callable[[IssuerRef], None] | None = None,
     ) -> None:
         self._check = check
+        self._leadership = leadership
+        leadership.listen(lambda: self.wake(lambda ref, body: True))  # the new leader writes what it finds
         self._writer = writer
         self._resources = {resource.kind: resource for resource in resources}
         self._recheck_ready = recheck_ready
@@ -160,7 +168,8 @@ class IssuerChecks(Generic[R]):
     async def _check_once(self, tracked: _Tracked) -> Verdict[R]:
         ref, body = tracked.ref, tracked.body
         tracked.checked_generation = body["metadata"].get("generation")
-        verdict = await self._check(ref, body)
+        leading = self._leadership.leading
+        verdict = await self._check(ref, body, leading)
         if self._tracked.get(ref.signer_name) is not tracked:
             return verdict  # deleted or replaced while we checked
         if verdict.ready is None:
@@ -168,7 +177,9 @@ class IssuerChecks(Generic[R]):
                 log.warning("%s is not ready: %s", ref, verdict.message)
         elif tracked.state[0] != "True":
             log.info("%s is ready", ref)
-        await self._write(tracked, verdict)
+        tracked.state = ("True" if verdict.ready is not None else "False", verdict.message)
+        if leading:
+            await self._write(tracked, verdict)
         if verdict.ready is not None:
             self._ready[ref.signer_name] = verdict.ready
             if self._on_ready is not None:
@@ -183,7 +194,6 @@ class IssuerChecks(Generic[R]):
 
     async def _write(self, tracked: _Tracked, verdict: Verdict[R]) -> None:
         ok = verdict.ready is not None
-        tracked.state = ("True" if ok else "False", verdict.message)
         body = tracked.body
         meta = body["metadata"]
         generation = meta.get("generation")

@@ -7,10 +7,12 @@ the API and builds the controllers (``operator.app``).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from keyward.kube.client import Kube
+from keyward.operator.leader import LeaderElector, Leadership
 from keyward.operator.settings import Settings
 from keyward.operator.status import StatusWriter
 from keyward.operator.tcs.cas import ReadyCas
@@ -37,6 +39,11 @@ class Services:
     tokens: TokenProvider = field(init=False)
     #: Ready token-backed CAs by signer name, filled by the issuer reconciler.
     cas: ReadyCas = field(default_factory=ReadyCas)
+    #: Whether this replica leads (always, without --leader-elect).
+    leadership: Leadership = field(default_factory=Leadership)
+    elector: LeaderElector | None = None
+    #: Set to stop the operator (kopf's stop flag): when a leader lost its Lease.
+    stop_requested: threading.Event = field(default_factory=threading.Event)
     kube_client: Kube | None = None
     writer: StatusWriter | None = None
     tcs_issuer_checks: TcsIssuers | None = None

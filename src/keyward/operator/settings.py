@@ -29,6 +29,8 @@ ENV_EST_ISSUER = "KEYWARD_EST_ISSUER"
 ENV_EST_HOSTNAMES = "KEYWARD_EST_HOSTNAMES"  # comma-separated
 ENV_CSR_FULL_CHAIN = "KEYWARD_CSR_FULL_CERT_CHAIN"
 ENV_SIGNING_PROCESSES = "KEYWARD_SIGNING_PROCESSES"
+ENV_LEADER_ELECT = "KEYWARD_LEADER_ELECT"
+ENV_LEASE_DURATION = "KEYWARD_LEASE_DURATION"
 # EST issuers: seconds, or Go durations such as 10m (see EstClientSettings)
 ENV_EST_RECHECK_INTERVAL = "KEYWARD_EST_RECHECK_INTERVAL"
 ENV_EST_AUTH_RETRY_DELAY = "KEYWARD_EST_AUTH_RETRY_DELAY"
@@ -83,6 +85,10 @@ class Settings:
     hsm_config_file: Path | None = None
     hsm: HsmConfig = field(default_factory=HsmConfig)
     standalone: bool = False
+    #: Several replicas, one leading through a coordination.k8s.io Lease (the others stand by).
+    leader_elect: bool = False
+    #: Seconds a leader's Lease lasts without renewal (client-go's default 15; renewed every 2/15 of it).
+    lease_duration: float = 15.0
     health_listen: ListenAddress = ListenAddress("0.0.0.0", 8083)  # noqa: S104
     metrics_listen: ListenAddress = ListenAddress("0.0.0.0", 8082)  # noqa: S104
     est_listen: ListenAddress = ListenAddress("0.0.0.0", 8443)  # noqa: S104
@@ -114,6 +120,20 @@ def _signing_processes(text: str | None) -> int:
             "the default is one per usable core, at most 8",
         )
     return int(value)
+
+
+def _seconds(variable: str, text: str | None, default: float, *, minimum: float) -> float:
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < minimum:
+        raise UserError(
+            f"{variable}={text[:40]!r} is not a number of seconds ≥ {minimum:g}", "write it like 15"
+        )
+    return value
 
 
 def _truthy(value: str | None) -> bool:
@@ -152,6 +172,8 @@ def load_settings(
         hsm_config_file=hsm_path,
         hsm=load_hsm_config(hsm_path, env),
         standalone=bool(flags.get("standalone", False)),
+        leader_elect=bool(flags.get("leader_elect")) or _truthy(env.get(ENV_LEADER_ELECT)),
+        lease_duration=_seconds(ENV_LEASE_DURATION, env.get(ENV_LEASE_DURATION), 15.0, minimum=1.0),
         health_listen=ListenAddress.parse(
             pick("health_listen", ENV_HEALTH_LISTEN, "0.0.0.0:8083") or "", what="health"
         ),

@@ -124,6 +124,7 @@ def ensure_ca(
     *,
     known: Sequence[KnownCa] = (),
     recorded: KnownCa | None = None,
+    create: bool = True,
     now: datetime | None = None,
 ) -> CertificateAuthority:
     """The issuer's CA from the token, created there first for a new self-signed issuer. Blocking.
@@ -133,7 +134,8 @@ def ensure_ca(
     creates a CA for an issuer that already had one (``known``: its Secret holds a CA certificate, or
     its status recorded one) — a token that lost the key (a pod rescheduled onto an empty volume, a
     second replica with a token of its own) stops the issuer instead of silently replacing its CA. A
-    token whose CA is not the one the issuer's status ``recorded`` stops it too.
+    token whose CA is not the one the issuer's status ``recorded`` stops it too. Without ``create`` (a
+    standby replica) a missing CA is reported, never made.
     """
     store.recover_pending(label)  # a crash while this CA was being created: finish it or discard it
     key = store.find_key(label)
@@ -145,6 +147,11 @@ def ensure_ca(
             f"(label {label}); nothing is signed and no new CA is made: restore the token, or give it the "
             "key (key provisioning: spec.selfSign false with a QuoteAttestation, or keyward provision-key); "
             f"to start over with a new CA, delete the issuer and create it again ({ROTATION_HINT})",
+        )
+    if key is None and certificate is None and not create:
+        raise IssuerNotReady(
+            "NotCreatedYet",
+            f"the token holds no CA key labelled {label} yet; the leading replica creates the CA",
         )
     if key is None and certificate is None:
         if not spec.self_sign:

@@ -22,6 +22,7 @@ from keyward.issuers.signer_names import IssuerRef
 from keyward.kube.objects import plain
 from keyward.kube.resources import EST_CLUSTER_ISSUERS, EST_ISSUERS
 from keyward.operator.issuers import IssuerChecks, Verdict
+from keyward.operator.leader import Leadership
 from keyward.operator.registry import registry
 from keyward.operator.services import Services
 from keyward.operator.settings import EstClientSettings
@@ -55,6 +56,7 @@ class EstIssuers(IssuerChecks[ReadyEstIssuer]):
         client: ClientFactory,
         secrets: Callable[[str], SecretLookup],
         secret_namespace: Callable[[str | None], str],
+        leadership: Leadership,
         on_ready: Callable[[IssuerRef, ReadyEstIssuer], None],
     ) -> None:
         self._client = client
@@ -66,6 +68,7 @@ class EstIssuers(IssuerChecks[ReadyEstIssuer]):
             resources=(EST_ISSUERS, EST_CLUSTER_ISSUERS),
             recheck_ready=settings.recheck_interval,
             recheck_failed=settings.recheck_interval,
+            leadership=leadership,
             on_ready=on_ready,
         )
 
@@ -75,7 +78,9 @@ class EstIssuers(IssuerChecks[ReadyEstIssuer]):
             lambda ref, body: self.secret_namespace(ref.namespace) == namespace and name in secret_names(body)
         )
 
-    async def _check_issuer(self, ref: IssuerRef, body: Mapping[str, Any]) -> Verdict[ReadyEstIssuer]:
+    async def _check_issuer(
+        self, ref: IssuerRef, body: Mapping[str, Any], leading: bool
+    ) -> Verdict[ReadyEstIssuer]:
         namespace = self.secret_namespace(ref.namespace)
         try:
             spec = EstIssuerSpec.parse(body.get("spec") or {})

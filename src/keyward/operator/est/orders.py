@@ -337,4 +337,5 @@ class EstOrders:
 
 @kopf.on.event(*EST_ORDERS.handler_args, registry=registry)
 async def est_order_event(type: str, body: Any, memo: Services, **_: Any) -> None:
-    await memo.est.orders.on_event(type or "ADDED", plain(body))
+    if memo.leadership.leading:
+        await memo.est.orders.on_event(type or "ADDED", plain(body))

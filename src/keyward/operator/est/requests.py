@@ -227,11 +227,15 @@ def _is_est_signer(spec: Any, memo: Services, **_: Any) -> bool:
 
 @kopf.on.event(*CERTIFICATE_REQUESTS.handler_args, when=_is_est_request, registry=registry)
 async def est_certificate_request_event(type: str, body: Any, memo: Services, **_: Any) -> None:
+    if not memo.leadership.leading:
+        return  # a standby: the leader enrolls (and replays every request when this replica takes over)
     requests = memo.est.requests
     await requests.on_event(requests.kinds.certificate_requests, type or "ADDED", plain(body))
 
 
 @kopf.on.event(*CSRS.handler_args, when=_is_est_signer, registry=registry)
 async def est_csr_event(type: str, body: Any, memo: Services, **_: Any) -> None:
+    if not memo.leadership.leading:
+        return
     requests = memo.est.requests
     await requests.on_event(requests.kinds.csrs, type or "ADDED", plain(body))

@@ -14,6 +14,7 @@ from keyward.kube.client import Kube
 from keyward.operator.est.issuers import EstIssuers, ReadyEstIssuer
 from keyward.operator.est.orders import EstOrders
 from keyward.operator.est.requests import EstRequests
+from keyward.operator.leader import Leadership
 from keyward.operator.secrets import SecretStore
 from keyward.operator.settings import EstClientSettings
 from keyward.operator.status import StatusWriter
@@ -30,8 +31,10 @@ class EstControllers:
         operator_namespace: str,
         cluster_namespace: str,
         csr_full_chain: bool,
+        leadership: Leadership,
     ) -> None:
         self.settings = settings
+        self.leadership = leadership
         self.secrets = secrets
         self._cluster_namespace = cluster_namespace
         self.connect_timeout = min(10.0, settings.timeout)
@@ -49,6 +52,7 @@ class EstControllers:
             client=self.client,
             secrets=self.secret_lookup,
             secret_namespace=self.secret_namespace,
+            leadership=leadership,
             on_ready=self._issuer_ready,
         )
         self.requests = EstRequests(

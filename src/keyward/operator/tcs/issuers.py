@@ -30,6 +30,7 @@ from keyward.kube.client import ApiError, Kube
 from keyward.kube.objects import identity
 from keyward.kube.resources import SECRETS, SIGNER_ANNOTATION, TCS_CLUSTER_ISSUERS, TCS_ISSUERS
 from keyward.operator.issuers import IssuerChecks, Verdict
+from keyward.operator.leader import Leadership
 from keyward.operator.registry import registry
 from keyward.operator.services import Services
 from keyward.operator.status import StatusWriter
@@ -79,6 +80,7 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         tokens: TokenProvider,
         cas: ReadyCas,
         operator_namespace: str,
+        leadership: Leadership,
     ) -> None:
         self._kube = kube
         self._tokens = tokens
@@ -93,6 +95,7 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
             resources=ISSUERS,
             recheck_ready=RECHECK_READY,
             recheck_failed=RECHECK_FAILED,
+            leadership=leadership,
             on_ready=self._became_ready,
             on_unready=lambda ref: cas.discard(ref.signer_name),
         )
@@ -121,7 +124,7 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         with self._token_locks.setdefault(label, threading.Lock()):
             return work()
 
-    async def _check_issuer(self, ref: IssuerRef, body: Mapping[str, Any]) -> Verdict[ReadyCa]:
+    async def _check_issuer(self, ref: IssuerRef, body: Mapping[str, Any], leading: bool) -> Verdict[ReadyCa]:
         label = ref.signer_name
         recorded_status = {"signerName": label}
 
@@ -158,7 +161,9 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         try:
             store = await self._tokens.get()
             ca = await store.run(
-                self._locked, label, lambda: ensure_ca(store, label, spec, known=known, recorded=recorded)
+                self._locked,
+                label,
+                lambda: ensure_ca(store, label, spec, known=known, recorded=recorded, create=leading),
             )
         except IssuerNotReady as exc:
             return not_ready(exc.reason, exc.message, transient=not exc.permanent)
@@ -167,7 +172,7 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
             return not_ready("TokenUnavailable", str(exc), transient=True)
         ca_pem = pem_chain([ca.certificate])
         recorded_status["caFingerprint"] = ca_fingerprint(ca.certificate)
-        if spec.secret_name:
+        if spec.secret_name and leading:
             wanted = ca_secret(
                 spec.secret_name, namespace, ca_pem, signer_name=label, labels=spec.labels, owner=body
             )

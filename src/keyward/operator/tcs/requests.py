@@ -62,9 +62,11 @@ def _is_tcs_signer(spec: Any, **_: Any) -> bool:
 
 @kopf.on.event(*CERTIFICATE_REQUESTS.handler_args, when=_is_tcs_request, registry=registry)
 async def certificate_request_event(type: str, body: Any, memo: Services, **_: Any) -> None:
-    await memo.tcs.certificate_requests.on_event(type or "ADDED", body)
+    if memo.leadership.leading:  # a standby signs nothing; the leader replays every request on taking over
+        await memo.tcs.certificate_requests.on_event(type or "ADDED", body)
 
 
 @kopf.on.event(*CSRS.handler_args, when=_is_tcs_signer, registry=registry)
 async def csr_event(type: str, body: Any, memo: Services, **_: Any) -> None:
-    await memo.tcs.csrs.on_event(type or "ADDED", body)
+    if memo.leadership.leading:
+        await memo.tcs.csrs.on_event(type or "ADDED", body)
