@@ -78,7 +78,7 @@ def test_a_crash_after_the_commit_is_finished(
 def test_a_certificate_without_its_key_is_never_replaced(store: TokenKeyStore, label: str) -> None:
     orphan = self_signed_ca(store.generate_key(label + "-elsewhere", SPEC), "orphan")
     store.store_certificate(label, orphan)
-    with pytest.raises(KeyExists, match="already in token"):
+    with pytest.raises(KeyExists, match=f"a certificate labelled '{label}' is already in token"):
         store.create_ca(label, SPEC, lambda k: self_signed_ca(k, "test CA"))
     assert store.find_certificate(label) == orphan and store.find_key(label) is None
 

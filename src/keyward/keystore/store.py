@@ -112,7 +112,10 @@ class TokenKeyStore:
         """
         self.recover_pending(label)
         if self.find_certificate(label) is not None:
-            raise self._exists(label)  # a certificate without its key: never replaced
+            raise KeyExists(
+                f"a certificate labelled '{label}' is already in token {self._sessions.description}",
+                "a CA is never replaced silently: delete the objects labelled with it first",
+            )
         pending = label + PENDING_SUFFIX
         key = self._generate_key(label, spec, public_label=pending)
         certificate = certify(key)
