@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import ipaddress
 import re
 import string
 from collections.abc import Iterator
@@ -212,6 +213,12 @@ FORMATS = jsonschema.FormatChecker(formats=())
 @FORMATS.checks("date-time")
 def _is_date_time(value: object) -> bool:
     return not isinstance(value, str) or _RFC3339.fullmatch(value) is not None
+
+
+@FORMATS.checks("cidr", raises=ValueError)
+def _is_cidr(value: object) -> bool:
+    """Go's net.ParseCIDR, as kube-apiserver checks format: cidr (host bits may be set)."""
+    return not isinstance(value, str) or ("/" in value and bool(ipaddress.ip_network(value, strict=False)))
 
 
 @FORMATS.checks("byte", raises=(binascii.Error, ValueError))
@@ -705,6 +712,7 @@ def test_tcs_issuer_without_spec_gets_the_seed_defaults() -> None:
         "caDuration": "87600h",
         "maxDuration": "8760h",
         "allowCA": False,
+        "policy": {"forbiddenSubjectOrganizations": ["system:masters"]},
     }
 
 

@@ -51,6 +51,14 @@ def test_unknown_flag_is_one_line() -> None:
     assert "--no-such-flag" in line and "--help" in line
 
 
+def test_est_server_hostname_that_is_no_host_name_is_one_line(tmp_path: Path) -> None:
+    line = one_error_line(
+        keyward("est-server", "--state-dir", str(tmp_path / "state"), "--hostname", "bad_host")
+    )
+    assert "--hostname" in line and '"bad_host" is neither an IP address nor a DNS name' in line
+    assert not (tmp_path / "state").exists(), "refused before any token is made"
+
+
 def test_operator_without_kubeconfig(tmp_path: Path) -> None:
     env = {"KUBECONFIG": "", "HOME": str(tmp_path), "KUBERNETES_SERVICE_HOST": ""}
     line = one_error_line(keyward("operator", env=env))

@@ -67,7 +67,8 @@ async def test_enroll_signs_through_the_token_pool_as_a_client_certificate() -> 
     assert leaf.subject == name("device")
     assert list(leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value) == sans
     usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
-    assert usage.digital_signature and usage.key_encipherment and not usage.key_cert_sign
+    assert usage.digital_signature and not usage.key_cert_sign
+    assert not usage.key_encipherment, "an ECDSA key cannot encipher: the policy drops it"
     extended = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(extended) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -226,6 +227,8 @@ def test_the_est_servers_tls_certificate_from_a_ca() -> None:
     ]
     extended = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(extended) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.digital_signature and not usage.key_encipherment, "its key is ECDSA P-256"
     key = serialization.load_pem_private_key(issued.key_pem, password=None)
     assert key.public_key() == leaf.public_key()
     assert "PRIVATE" not in repr(issued)

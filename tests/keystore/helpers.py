@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import datetime
 import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, keywrap, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import NameOID
+
+from keyward.keystore import HsmConfig
 
 CAPrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -50,3 +55,36 @@ def wrap_for_token(
         return wswk + keywrap.aes_key_wrap_with_padding(transport_key, pkcs8)
     iv = os.urandom(12)
     return wswk + iv + AESGCM(transport_key).encrypt(iv, pkcs8, None)
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    """What a pkcs11-tool run printed and how it ended; never its command line, which holds the PIN."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def pkcs11_tool(config: HsmConfig, *args: str | Path) -> ToolRun:
+    """``pkcs11-tool`` logged in with the user PIN, as a user (or an attacker who has the PIN) runs it."""
+    assert config.softhsm2_conf is not None
+    done = subprocess.run(
+        [
+            "pkcs11-tool",
+            "--module",
+            config.module,
+            "--token-label",
+            config.token_label,
+            "--login",
+            "--pin",
+            config.user_pin,
+            *map(str, args),
+        ],
+        env={**os.environ, "SOFTHSM2_CONF": config.softhsm2_conf},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    return ToolRun(done.returncode, done.stdout, done.stderr)

@@ -68,27 +68,6 @@ def test_certificates_with_each_sha2_hash_verify(
         cert.verify_directly_issued_by(cert)
 
 
-def test_rsa_pss_certificate_verifies(rsa_key: TokenRSAPrivateKey, tmp_path: Path) -> None:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pss")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(rsa_key.public_key())
-        .serial_number(1)
-        .not_valid_before(self_signed_ca(rsa_key).not_valid_before_utc)
-        .not_valid_after(self_signed_ca(rsa_key).not_valid_after_utc)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(
-            rsa_key,
-            hashes.SHA256(),
-            rsa_padding=padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.DIGEST_LENGTH),
-        )
-    )
-    cert.verify_directly_issued_by(cert)
-    assert openssl_verifies_self_signed(cert, tmp_path)
-
-
 def test_token_key_signs_a_csr(ec_key: TokenECPrivateKey) -> None:
     csr = (
         x509.CertificateSigningRequestBuilder()
@@ -105,16 +84,16 @@ def test_raw_signatures_verify_with_the_public_key(
     digest = hashes.Hash(hashes.SHA384())
     digest.update(data)
     prehashed = digest.finalize()
-    pss_max = padding.PSS(padding.MGF1(hashes.SHA384()), padding.PSS.MAX_LENGTH)
 
     signature = rsa_key.sign(data, padding.PKCS1v15(), hashes.SHA384())
     rsa_key.public_key().verify(signature, data, padding.PKCS1v15(), hashes.SHA384())
     signature = rsa_key.sign(prehashed, padding.PKCS1v15(), utils.Prehashed(hashes.SHA384()))
     rsa_key.public_key().verify(signature, data, padding.PKCS1v15(), hashes.SHA384())
-    signature = rsa_key.sign(data, pss_max, hashes.SHA384())
-    rsa_key.public_key().verify(signature, data, pss_max, hashes.SHA384())
-    signature = rsa_key.sign(prehashed, pss_max, utils.Prehashed(hashes.SHA384()))
-    rsa_key.public_key().verify(signature, data, pss_max, hashes.SHA384())
+    signature = rsa_key.sign(b"raw payload", padding.PKCS1v15(), utils.NoDigestInfo())
+    assert (
+        rsa_key.public_key().recover_data_from_signature(signature, padding.PKCS1v15(), None)
+        == b"raw payload"
+    )
 
     signature = ec_key.sign(data, ec.ECDSA(hashes.SHA384()))
     ec_key.public_key().verify(signature, data, ec.ECDSA(hashes.SHA384()))
@@ -131,6 +110,11 @@ def test_unsupported_signature_requests_are_refused_clearly(
         rsa_key.sign(b"x", padding.PKCS1v15(), hashes.SHA3_256())
     with pytest.raises(ValueError, match="digest is 32 bytes"):
         rsa_key.sign(b"short", padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+    pss = padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.DIGEST_LENGTH)
+    with pytest.raises(
+        UnsupportedOperation, match=r"PSS padding are not supported.*sign with padding.PKCS1v15"
+    ):
+        rsa_key.sign(b"x", pss, hashes.SHA256())
 
 
 def test_private_key_material_cannot_be_read(

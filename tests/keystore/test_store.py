@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -20,33 +17,14 @@ from keyward.keystore import (
     TokenRSAPrivateKey,
 )
 
-from .helpers import self_signed_ca
+from .helpers import pkcs11_tool, self_signed_ca
 
 
 def pkcs11_tool_objects(config: HsmConfig) -> str:
-    """``pkcs11-tool -O`` as a user would run it; the PIN goes on its command line, never into a message."""
-    assert config.softhsm2_conf is not None
-    done = subprocess.run(
-        [
-            "pkcs11-tool",
-            "--module",
-            config.module,
-            "--token-label",
-            config.token_label,
-            "--login",
-            "--pin",
-            config.user_pin,
-            "-O",
-        ],
-        env={**os.environ, "SOFTHSM2_CONF": config.softhsm2_conf},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
-    exit_status = done.returncode  # `done` holds the command line, PIN included: keep it out of reports
-    assert exit_status == 0, "pkcs11-tool -O failed"
-    return done.stdout
+    """``pkcs11-tool -O`` as a user would run it."""
+    listing = pkcs11_tool(config, "-O")
+    assert listing.returncode == 0, "pkcs11-tool -O failed"
+    return listing.stdout
 
 
 def object_block(listing: str, kind: str, label: str) -> str:

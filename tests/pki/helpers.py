@@ -18,6 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from keyward.pki.issue import CertificateAuthority, issue_certificate
+from keyward.pki.profile import IssuerPolicy, RequestProfile
+
 ExtensionT = TypeVar("ExtensionT", bound=x509.ExtensionType)
 
 NOW = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC)
@@ -32,8 +35,10 @@ def make_csr(
     common_name: str | None = "app.example",
     sans: Sequence[x509.GeneralName] = (),
     extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+    subject: x509.Name | None = None,
 ) -> x509.CertificateSigningRequest:
-    builder = x509.CertificateSigningRequestBuilder().subject_name(name(common_name))
+    """A CSR for ``key``; ``subject`` (any, bounds ignored) replaces the default of ``common_name``."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject or name(common_name))
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
     for extension, critical in extensions:
@@ -97,3 +102,15 @@ def openssl(*args: str | Path, stdin: bytes | None = None) -> subprocess.Complet
         timeout=30,
         check=False,
     )
+
+
+def issue(
+    csr: x509.CertificateSigningRequest,
+    ca: CertificateAuthority,
+    profile: RequestProfile | None = None,
+    policy: IssuerPolicy | None = None,
+) -> x509.Certificate:
+    """The certificate ``ca`` issues for ``csr`` at NOW."""
+    return issue_certificate(
+        csr, profile or RequestProfile(), ca, policy or IssuerPolicy(), now=NOW
+    ).certificate

@@ -28,7 +28,7 @@ from keyward.pki.issue import (
 )
 from keyward.pki.profile import IssuerPolicy, RequestProfile
 
-from .helpers import NOW, extension, make_csr, name, plain_ca, validity
+from .helpers import NOW, extension, issue, make_csr, name, plain_ca, validity
 
 SANS: list[x509.GeneralName] = [
     x509.DNSName("app.example"),
@@ -38,17 +38,6 @@ SANS: list[x509.GeneralName] = [
     x509.UniformResourceIdentifier("spiffe://cluster.local/ns/default/sa/app"),
     x509.RFC822Name("ops@app.example"),
 ]
-
-
-def issue(
-    csr: x509.CertificateSigningRequest,
-    ca: CertificateAuthority,
-    profile: RequestProfile | None = None,
-    policy: IssuerPolicy | None = None,
-) -> x509.Certificate:
-    return issue_certificate(
-        csr, profile or RequestProfile(), ca, policy or IssuerPolicy(), now=NOW
-    ).certificate
 
 
 class OpaqueRSAKey(rsa.RSAPrivateKey):
@@ -168,8 +157,8 @@ def test_aki_falls_back_to_the_ca_key_when_the_ca_has_no_ski(
 # ---- usages and basic constraints ----
 
 
-def test_default_usages_and_not_a_ca(ca: CertificateAuthority, leaf_key: ec.EllipticCurvePrivateKey) -> None:
-    certificate = issue(make_csr(leaf_key), ca)
+def test_default_usages_and_not_a_ca(ca: CertificateAuthority, rsa_key: rsa.RSAPrivateKey) -> None:
+    certificate = issue(make_csr(rsa_key), ca)
     key_usage = extension(certificate, x509.KeyUsage)
     assert key_usage.critical
     assert key_usage.value.digital_signature and key_usage.value.key_encipherment

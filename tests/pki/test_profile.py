@@ -1,15 +1,18 @@
-"""Issuer policy applied to what a request asks for: duration bounds and isCA."""
+"""Issuer policy applied to what a request asks for: duration bounds, isCA and usages."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyward.pki.errors import RequestError
 from keyward.pki.profile import IssuerPolicy, RequestProfile, check_profile, effective_duration
+from keyward.pki.usages import EXTENDED_KEY_USAGES
 
 POLICY = IssuerPolicy()
+KEY = ec.generate_private_key(ec.SECP256R1()).public_key()
 
 
 def test_defaults_match_the_documented_values() -> None:
@@ -18,6 +21,12 @@ def test_defaults_match_the_documented_values() -> None:
         default_duration=timedelta(days=90),
         min_duration=timedelta(minutes=10),
         allow_ca=False,
+        allowed_extended_usages=frozenset(EXTENDED_KEY_USAGES) - {"any", "code signing", "ocsp signing"},
+        allowed_dns_names=None,
+        allowed_ip_ranges=None,
+        allowed_uris=None,
+        allowed_email_addresses=None,
+        forbidden_subject_organizations=("system:masters",),
     )
     assert IssuerPolicy() == documented
     assert RequestProfile() == RequestProfile(duration=None, usages=(), is_ca=False)
@@ -49,17 +58,17 @@ def test_duration_below_minimum_is_refused(duration: timedelta) -> None:
 
 def test_is_ca_without_allow_ca_is_refused_with_the_fix() -> None:
     with pytest.raises(RequestError, match=r"set spec.allowCA: true on the issuer"):
-        check_profile(RequestProfile(is_ca=True), POLICY)
+        check_profile(RequestProfile(is_ca=True), POLICY, KEY)
 
 
 def test_is_ca_with_allow_ca_adds_cert_sign() -> None:
-    duration, usages = check_profile(RequestProfile(is_ca=True), IssuerPolicy(allow_ca=True))
+    duration, usages = check_profile(RequestProfile(is_ca=True), IssuerPolicy(allow_ca=True), KEY)
     assert duration == timedelta(days=90)
     assert usages.key_usage is not None and usages.key_usage.key_cert_sign
 
 
 def test_profile_check_resolves_usages() -> None:
-    _, usages = check_profile(RequestProfile(usages=("server auth", "client auth")), POLICY)
+    _, usages = check_profile(RequestProfile(usages=("server auth", "client auth")), POLICY, KEY)
     assert [oid.dotted_string for oid in usages.extended] == ["1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"]
     with pytest.raises(RequestError, match='unknown usage "nonsense"'):
-        check_profile(RequestProfile(usages=("nonsense",)), POLICY)
+        check_profile(RequestProfile(usages=("nonsense",)), POLICY, KEY)

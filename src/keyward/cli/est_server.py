@@ -13,6 +13,22 @@ from keyward.host import MAX_SIGNING_PROCESSES, run_until_signalled
 KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-256", "ECDSA-384")
 
 
+def _checked_hostnames(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """--hostname values the TLS certificate can carry: IP addresses, or DNS names the policy accepts."""
+    from cryptography import x509
+
+    from keyward.issuers.tcs.est_ca import host_names
+    from keyward.pki.policy import dns_name_problem
+
+    for name in host_names(values):
+        problem = dns_name_problem(name.value) if isinstance(name, x509.DNSName) else None
+        if problem:
+            raise click.BadParameter(f'"{name.value}" is neither an IP address nor a DNS name: {problem}')
+    return values
+
+
 @click.command("est-server")
 @click.option(
     "--state-dir",
@@ -36,6 +52,7 @@ KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-256", "ECDSA-384")
     "--hostname",
     "hostnames",
     multiple=True,
+    callback=_checked_hostnames,
     metavar="NAME",
     help="Another DNS name or IP for the TLS certificate (repeatable); localhost and 127.0.0.1 always.",
 )

@@ -98,7 +98,7 @@ class _TokenKey:
 
 
 class TokenRSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
-    """An RSA key in the token: PKCS#1 v1.5 and PSS signatures by C_Sign."""
+    """An RSA key in the token: PKCS#1 v1.5 signatures by C_Sign with CKM_RSA_PKCS."""
 
     def __init__(
         self, sessions: TokenSessions, label: str, key_id: bytes, public_key: rsa.RSAPublicKey
@@ -114,7 +114,7 @@ class TokenRSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
         return self._public_key.key_size
 
     def sign(self, data: bytes, padding: AsymmetricPadding, algorithm: RSAHashChoice) -> bytes:
-        return self._sign_in_token(rsa_signature(bytes(data), padding, algorithm, self.key_size))
+        return self._sign_in_token(rsa_signature(bytes(data), padding, algorithm))
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
         raise KeyNotExtractable(

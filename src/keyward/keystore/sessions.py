@@ -36,6 +36,7 @@ from keyward.keystore.module import (
     open_token,
     release_module,
 )
+from keyward.keystore.objects import ATTRIBUTES
 
 T = TypeVar("T")
 
@@ -193,7 +194,7 @@ class TokenSessions:
         return state
 
     def _open_thread_session(self) -> ThreadSession:
-        session = self._token.open(rw=True)
+        session = self._token.open(rw=True, attribute_mapper=ATTRIBUTES)
         state = ThreadSession(session, self._generation)
         with self._lock:
             if self._closed:

@@ -21,7 +21,7 @@ from pkcs11 import Attribute, KeyType, ObjectClass
 
 from keyward.keystore import unwrap
 from keyward.keystore.config import HsmConfig
-from keyward.keystore.errors import KeyExists, KeyNotFound, KeystoreError
+from keyward.keystore.errors import KeyExists, KeystoreError
 from keyward.keystore.keys import TokenECPrivateKey, TokenPrivateKey, TokenRSAPrivateKey, key_matches
 from keyward.keystore.objects import (
     certificate_template,
@@ -35,6 +35,7 @@ from keyward.keystore.objects import (
 )
 from keyward.keystore.processes import SigningProcesses
 from keyward.keystore.sessions import ThreadSession, TokenSessions
+from keyward.keystore.signing import SIGNATURE_MECHANISMS
 from keyward.keystore.spec import KeySpec
 
 T = TypeVar("T")
@@ -70,15 +71,19 @@ class TokenKeyStore:
     # -- keys ----------------------------------------------------------------------------------
 
     def generate_key(self, label: str, spec: KeySpec) -> TokenPrivateKey:
-        """Generate a non-extractable signing key pair labelled ``label`` in the token."""
+        """Generate a signing key pair labelled ``label`` in the token. The private key is non-extractable,
+        unchangeable and allowed only the signature mechanism of its type (see ``objects``)."""
+        return self._generate_key(label, spec, public_label=label)
 
+    def _generate_key(self, label: str, spec: KeySpec, *, public_label: str) -> TokenPrivateKey:
         def generate(session: ThreadSession) -> TokenPrivateKey:
             if _signing_keys(session, label):
                 raise self._exists(label)
             key_id = new_key_id()
-            private = private_key_template(label, key_id)
-            public = public_key_template(label, key_id)
-            if spec.algorithm == "RSA":
+            key_type = KeyType.RSA if spec.algorithm == "RSA" else KeyType.EC
+            private = private_key_template(label, key_id, SIGNATURE_MECHANISMS[key_type])
+            public = public_key_template(public_label, key_id)
+            if key_type == KeyType.RSA:
                 public_object, _ = session.session.generate_keypair(
                     KeyType.RSA, spec.size, store=True, public_template=public, private_template=private
                 )
@@ -97,21 +102,35 @@ class TokenKeyStore:
         self, label: str, spec: KeySpec, certify: Callable[[TokenPrivateKey], x509.Certificate]
     ) -> tuple[TokenPrivateKey, x509.Certificate]:
         """Generate a CA key and its certificate (``certify`` signs it with the new key) such that a crash
-        at any point never leaves one of them under ``label`` without the other: both are made under
-        ``label#pending`` and then relabelled; ``recover_pending`` finishes or undoes an interrupted run."""
-        pending = label + PENDING_SUFFIX
+        at any point never leaves a committed CA key without its certificate, nor a certificate without
+        its key.
+
+        The private key cannot be relabelled (it is unchangeable, CKA_MODIFIABLE false), so it is made
+        under ``label`` with its public half under ``label#pending``. Storing the certificate under
+        ``label`` commits the CA; then the public half is relabelled. ``recover_pending`` finishes a
+        committed creation and undoes one interrupted before the commit, private key included.
+        """
         self.recover_pending(label)
-        key = self.generate_key(pending, spec)
+        if self.find_certificate(label) is not None:
+            raise KeyExists(
+                f"a certificate labelled '{label}' is already in token {self._sessions.description}",
+                "a CA is never replaced silently: delete the objects labelled with it first",
+            )
+        pending = label + PENDING_SUFFIX
+        key = self._generate_key(label, spec, public_label=pending)
         certificate = certify(key)
-        self.store_certificate(pending, certificate)
-        self._relabel(pending, label, _CA_OBJECT_CLASSES)
-        final = self.find_key(label)
-        if final is None:  # pragma: no cover - the token lost the key it just relabelled
-            raise KeyNotFound(f"the CA key labelled '{label}' vanished right after it was created")
-        return final, certificate
+        self.store_certificate(label, certificate)
+        self._relabel(pending, label, (ObjectClass.PUBLIC_KEY,))
+        return key, certificate
 
     def recover_pending(self, label: str) -> None:
-        """Finish a ``create_ca`` interrupted while relabelling, or discard one interrupted before it."""
+        """Finish a ``create_ca`` interrupted after its commit, or undo one interrupted before it.
+
+        A creation is committed once an object other than the private key (the certificate; with
+        keyward versions that made the whole CA under the pending label, the public key too) carries
+        ``label`` and the CA's CKA_ID. Until this runs, the private key of an uncommitted creation is
+        visible under ``label``; every issuer check runs it first.
+        """
 
         def recover(session: ThreadSession) -> bool:
             pending = label + PENDING_SUFFIX
@@ -124,14 +143,22 @@ class TokenKeyStore:
                 return False
             committed = {
                 bytes(found[Attribute.ID])
-                for object_class in _CA_OBJECT_CLASSES
+                for object_class in (ObjectClass.PUBLIC_KEY, ObjectClass.CERTIFICATE)
                 for found in session.find({Attribute.CLASS: object_class, Attribute.LABEL: label})
             }
             for found in leftovers:
-                if bytes(found[Attribute.ID]) in committed:
-                    found[Attribute.LABEL] = label  # the relabelling had begun: finish it
-                else:
-                    found.destroy()  # nothing was committed: undo
+                key_id = bytes(found[Attribute.ID])
+                if key_id in committed:
+                    found[Attribute.LABEL] = label  # committed: finish the relabelling
+                    continue
+                uncommitted = {
+                    Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                    Attribute.LABEL: label,
+                    Attribute.ID: key_id,
+                }
+                for private in session.find(uncommitted):
+                    private.destroy()  # never committed: undo, the key made under the final label too
+                found.destroy()
             return True
 
         if self._sessions.call(f"recover an interrupted creation of '{label}'", recover):

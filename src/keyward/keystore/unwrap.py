@@ -25,6 +25,7 @@ from keyward.keystore.objects import (
     rsa_public_key,
 )
 from keyward.keystore.sessions import ThreadSession
+from keyward.keystore.signing import SIGNATURE_MECHANISMS
 from keyward.keystore.spec import KeySpec
 
 WRAPPING_KEY_BITS = 3072
@@ -65,7 +66,7 @@ def _wrapping_private_keys(session: ThreadSession, label: str) -> list[Any]:
 def generate_wrapping_key(
     session: ThreadSession, label: str, exists: Callable[[str], KeystoreError]
 ) -> rsa.RSAPublicKey:
-    """An RSA-3072 key pair whose private half can only unwrap and never leaves the token."""
+    """An RSA-3072 key pair whose private half can only unwrap, with RSA-OAEP, and never leaves the token."""
     if _wrapping_private_keys(session, label):
         raise exists(wrapping_label(label))
     key_id = new_key_id()
@@ -74,7 +75,9 @@ def generate_wrapping_key(
         WRAPPING_KEY_BITS,
         store=True,
         public_template=public_key_template(wrapping_label(label), key_id, verify=False, wrap=True),
-        private_template=private_key_template(wrapping_label(label), key_id, sign=False, unwrap=True),
+        private_template=private_key_template(
+            wrapping_label(label), key_id, Mechanism.RSA_PKCS_OAEP, sign=False, unwrap=True
+        ),
     )
     return rsa_public_key(public)
 
@@ -180,7 +183,7 @@ def _unwrap_ca_key(
             mechanism=wrap_mechanism,
             mechanism_param=parameter,
             store=True,
-            template=private_key_template(label, key_id),
+            template=private_key_template(label, key_id, SIGNATURE_MECHANISMS[key_type]),
         )
     except (p11.MechanismInvalid, p11.MechanismParamInvalid):
         raise UnsupportedOperation(

@@ -1,5 +1,7 @@
 """Errors of certificate issuance, split by who can fix them."""
 
+from __future__ import annotations
+
 
 class RequestError(ValueError):
     """The request itself is unusable: retrying cannot help, so the request fails permanently.
@@ -14,3 +16,17 @@ class IssuerError(Exception):
 
     Callers turn this into an issuer that is not Ready rather than a failed request.
     """
+
+
+class PolicyViolation(RequestError):
+    """The request asks for something the issuance policy refuses; ``rule`` names the rule (see
+    docs/POLICY.md), and the message starts with it."""
+
+    def __init__(self, rule: str, problem: str) -> None:
+        super().__init__(f"policy {rule}: {problem}")
+        self.rule = rule
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type[PolicyViolation], tuple[str, str]]:
+        # Raised in signing processes and pickled back: rebuild from both arguments, not from args.
+        return type(self), (self.rule, self.problem)

@@ -28,6 +28,7 @@ from keyward.pki.errors import IssuerError, RequestError
 from keyward.pki.keys import check_request_key, signature_hash
 from keyward.pki.names import subject_from_spec
 from keyward.pki.pem import load_pem_chain, pem_chain
+from keyward.pki.policy import check_subject, comparable_name, requested_names
 from keyward.pki.profile import IssuerPolicy, RequestProfile, check_profile
 
 __all__ = [
@@ -53,9 +54,6 @@ _ISSUER_PUBLIC_KEYS = (
     ed25519.Ed25519PublicKey,
     ed448.Ed448PublicKey,
 )
-
-#: The subjectAltName kinds copied from a request; others (otherName, directoryName, ...) are dropped.
-_COPIED_NAMES = (x509.DNSName, x509.IPAddress, x509.UniformResourceIdentifier, x509.RFC822Name)
 
 
 @dataclass(frozen=True)
@@ -109,6 +107,14 @@ class CertificateAuthority:
         except x509.ExtensionNotFound:
             return None
         return constraints.value.path_length
+
+    @cached_property
+    def subjects(self) -> frozenset[tuple[tuple[tuple[str, str], ...], ...]]:
+        """The subjects of the CA certificate and of those above it, as names compare
+        (``policy.comparable_name``): no certificate it issues may carry one of them."""
+        return frozenset(
+            comparable_name(certificate.subject) for certificate in (self.certificate, *self.chain)
+        )
 
     @cached_property
     def validity(self) -> tuple[datetime, datetime]:
@@ -181,14 +187,6 @@ def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
 def certificate_matches_key(certificate: x509.Certificate, public_key: CertificatePublicKeyTypes) -> bool:
     """Whether ``certificate`` certifies ``public_key`` (compared as SubjectPublicKeyInfo)."""
     return _spki(certificate.public_key()) == _spki(public_key)
-
-
-def _requested_names(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
-    try:
-        requested = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return [name for name in requested if isinstance(name, _COPIED_NAMES)]
 
 
 def _basic_constraints(is_ca: bool, ca: CertificateAuthority) -> x509.Extension[x509.BasicConstraints]:
@@ -264,29 +262,32 @@ def issue_certificate(
     The CSR's signature (proof of possession) is verified here unless ``signature_checked`` says the
     caller did so already (``load_csr`` does; verifying twice costs a public-key operation per issuance).
 
-    Only the subject and the subjectAltNames of kinds DNS, IP, URI and email are taken from the CSR; every
-    other extension it requests (basicConstraints, keyUsage, ...) is ignored, because what the certificate
-    may do is decided by the profile and the issuer, not by whoever wrote the CSR. The subjectAltName is
-    critical when the subject is empty (RFC 5280 §4.2.1.6).
+    Every issuance passes the issuance policy (``keyward.pki.policy``): the usages granted, the names
+    and the subject. Only the subject and the subjectAltNames of kinds DNS, IP, URI and email are taken
+    from the CSR; every other extension it requests (basicConstraints, keyUsage, ...) is ignored, because
+    what the certificate may do is decided by the profile and the issuer, not by whoever wrote the CSR.
+    The subjectAltName is critical when the subject is empty (RFC 5280 §4.2.1.6).
 
-    ``RequestError``: the request cannot be honoured. ``IssuerError``: the CA cannot issue (expiring,
-    or the key produced a signature that does not verify).
+    ``RequestError`` (a ``PolicyViolation`` for a policy rule): the request cannot be honoured.
+    ``IssuerError``: the CA cannot issue (expiring, or the key produced a signature that does not
+    verify).
     """
     moment = _utc_now(now)
-    duration, usages = check_profile(profile, policy)
     public_key = csr.public_key()
+    duration, usages = check_profile(profile, policy, public_key)
     check_request_key(public_key)
     if not signature_checked and not csr.is_signature_valid:
         raise RequestError(
             "the request's signature does not verify (no proof of possession of the private key)"
         )
-    names = _requested_names(csr)
+    names = requested_names(csr, policy)
     subject = csr.subject
     if len(subject) == 0 and not names:
         raise RequestError(
             "the request has neither a subject nor subject alternative names (DNS, IP, URI or "
             "email); add a commonName or dnsNames to the request"
         )
+    check_subject(subject, ca.subjects, policy)
     not_before, not_after = _validity(moment, duration, ca, policy)
     extensions = [_basic_constraints(profile.is_ca, ca), *usages.extensions]
     if names:

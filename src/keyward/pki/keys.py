@@ -12,11 +12,16 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificatePublicKeyTypes,
 )
 
-from keyward.pki.errors import RequestError
+from keyward.pki.errors import PolicyViolation, RequestError
 
 SigningKey: TypeAlias = CertificateIssuerPrivateKeyTypes | CertificateIssuerPublicKeyTypes
 
 MIN_RSA_BITS = 2048
+#: NIST SP 800-56B (section 6.2.1) and FIPS 186-5: an odd public exponent with 2**16 < e < 2**256. Keys
+#: made by openssl, cryptography, Go and cert-manager use 65537.
+MIN_RSA_EXPONENT = 65537
+MAX_RSA_EXPONENT = 2**256
+RSA_EXPONENT = "rsa-exponent"  # the policy rule (see keyward.pki.policy)
 ALLOWED_CURVES: tuple[type[ec.EllipticCurve], ...] = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 _ALLOWED = "RSA of at least 2048 bits, ECDSA P-256/P-384/P-521 or Ed25519"
 
@@ -39,6 +44,15 @@ def describe_key(public_key: CertificatePublicKeyTypes) -> str:
 def check_request_key(public_key: CertificatePublicKeyTypes) -> None:
     """Refuse keys too weak or too exotic to certify, with a ``RequestError`` naming the key."""
     if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size >= MIN_RSA_BITS:
+        exponent = public_key.public_numbers().e
+        if exponent % 2 == 0 or not MIN_RSA_EXPONENT <= exponent < MAX_RSA_EXPONENT:
+            shown = exponent if exponent < 2**64 else "over 2**64"
+            raise PolicyViolation(
+                RSA_EXPONENT,
+                f"the request's RSA key has the public exponent {shown}; this issuer certifies RSA keys "
+                "with an odd exponent of at least 65537 (NIST SP 800-56B): generate the key again with "
+                "the usual exponent 65537",
+            )
         return
     if isinstance(public_key, ec.EllipticCurvePublicKey) and isinstance(public_key.curve, ALLOWED_CURVES):
         return

@@ -1,23 +1,19 @@
-"""What a request asks for (duration, usages, isCA) and what an issuer allows."""
+"""What a request asks for (duration, usages, isCA), checked against what an issuer allows."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+
 from keyward.pki.durations import format_duration
 from keyward.pki.errors import RequestError
+from keyward.pki.policy import IssuerPolicy, granted_usages
 from keyward.pki.usages import Usages, resolve_usages
 
-
-@dataclass(frozen=True)
-class IssuerPolicy:
-    """An issuer's limits on what it signs."""
-
-    max_duration: timedelta = timedelta(hours=8760)
-    default_duration: timedelta = timedelta(days=90)
-    min_duration: timedelta = timedelta(minutes=10)
-    allow_ca: bool = False
+__all__ = ["IssuerPolicy", "RequestProfile", "check_ca_allowed", "check_profile", "effective_duration"]
 
 
 @dataclass(frozen=True)
@@ -55,8 +51,14 @@ def check_ca_allowed(profile: RequestProfile, policy: IssuerPolicy) -> None:
         )
 
 
-def check_profile(profile: RequestProfile, policy: IssuerPolicy) -> tuple[timedelta, Usages]:
-    """All profile checks at once: the duration to issue and the usages; ``RequestError`` otherwise."""
+def check_profile(
+    profile: RequestProfile, policy: IssuerPolicy, public_key: CertificatePublicKeyTypes
+) -> tuple[timedelta, Usages]:
+    """All profile checks at once: the duration to issue and the usages to grant the request's
+    ``public_key`` (see ``policy.granted_usages``); ``RequestError`` otherwise."""
     check_ca_allowed(profile, policy)
-    usages = resolve_usages(profile.usages)
+    names = granted_usages(
+        profile.usages, is_ca=profile.is_ca, rsa_key=isinstance(public_key, rsa.RSAPublicKey), policy=policy
+    )
+    usages = resolve_usages(names)
     return effective_duration(profile, policy), usages.with_cert_sign() if profile.is_ca else usages

@@ -9,6 +9,7 @@ token key. Both are blocking (PKCS#11): the check runs in the key store's worker
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,7 +30,13 @@ from keyward.pki.issue import (
     self_signed_ca,
     subject_from_spec,
 )
-from keyward.pki.profile import IssuerPolicy
+from keyward.pki.policy import (
+    DEFAULT_EXTENDED_USAGES,
+    DEFAULT_FORBIDDEN_ORGANIZATIONS,
+    IssuerPolicy,
+    check_extended_usages,
+    check_pattern,
+)
 
 DEFAULT_CA_DURATION = timedelta(hours=87600)
 DEFAULT_MAX_DURATION = timedelta(hours=8760)
@@ -64,6 +71,10 @@ class TcsIssuerSpec:
         except ValueError as exc:
             raise IssuerNotReady("InvalidSpec", f"spec.subject: {exc}") from None
         max_duration = _duration(spec, "maxDuration", DEFAULT_MAX_DURATION)
+        try:
+            policy = _issuer_policy(spec, max_duration)
+        except ValueError as exc:
+            raise IssuerNotReady("InvalidSpec", f"spec.policy{exc}") from None
         return cls(
             name=name,
             secret_name=str(spec.get("secretName") or ""),
@@ -72,13 +83,61 @@ class TcsIssuerSpec:
             key=key,
             subject=subject,
             ca_duration=_duration(spec, "caDuration", DEFAULT_CA_DURATION),
-            policy=IssuerPolicy(
-                max_duration=max_duration,
-                allow_ca=bool(spec.get("allowCA", False)),
-                default_duration=min(IssuerPolicy().default_duration, max_duration),
-            ),
+            policy=policy,
             est=spec.get("est") or None,
         )
+
+
+def _issuer_policy(spec: Mapping[str, Any], max_duration: timedelta) -> IssuerPolicy:
+    """The issuer's limits: maxDuration and allowCA, and ``spec.policy`` (docs/POLICY.md), whose absent
+    fields keep the defaults. A ``ValueError`` message starts with the field's path below spec.policy."""
+    rules = spec.get("policy") or {}
+    if not isinstance(rules, Mapping):
+        raise ValueError(f" must be an object, not {type(rules).__name__}")
+    usages = _strings(rules, "allowedExtendedKeyUsages", lambda name: check_extended_usages((name,)))
+    organizations = _strings(rules, "forbiddenSubjectOrganizations")
+    ranges = _strings(rules, "allowedIPRanges")
+    return IssuerPolicy(
+        max_duration=max_duration,
+        default_duration=min(IssuerPolicy().default_duration, max_duration),
+        allow_ca=bool(spec.get("allowCA", False)),
+        allowed_extended_usages=DEFAULT_EXTENDED_USAGES if usages is None else frozenset(usages),
+        allowed_dns_names=_strings(rules, "allowedDNSNames", check_pattern),
+        allowed_ip_ranges=None if ranges is None else tuple(map(_network, ranges)),
+        allowed_uris=_strings(rules, "allowedURIs", check_pattern),
+        allowed_email_addresses=_strings(rules, "allowedEmailAddresses", check_pattern),
+        forbidden_subject_organizations=DEFAULT_FORBIDDEN_ORGANIZATIONS
+        if organizations is None
+        else organizations,
+    )
+
+
+def _strings(
+    rules: Mapping[str, Any], field_name: str, check: Callable[[str], None] | None = None
+) -> tuple[str, ...] | None:
+    """A list of strings under spec.policy, each passing ``check``; None when absent (or null)."""
+    value = rules.get(field_name)
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f".{field_name} must be a list of strings")
+    for index, item in enumerate(value):
+        try:
+            if check is not None:
+                check(item)
+        except ValueError as exc:
+            raise ValueError(f".{field_name}[{index}]: {exc}") from None
+    return tuple(value)
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR range as Go's net.ParseCIDR reads it (the CRD's format: cidr): host bits are cleared."""
+    try:
+        if "/" in text:
+            return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        pass
+    raise ValueError(f'.allowedIPRanges: "{text}" is not a CIDR range such as 10.0.0.0/8')
 
 
 def _duration(spec: Mapping[str, Any], field_name: str, default: timedelta) -> timedelta:
