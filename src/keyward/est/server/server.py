@@ -18,6 +18,7 @@ from keyward.est.server.audit import AuditRecord
 from keyward.est.server.ca import CaUnavailable, ClientIdentity, EnrollPending, EnrollRejected, EstCa
 from keyward.est.server.connections import Connections, LimitedTcpSite, TlsTimeouts
 from keyward.est.server.handlers import EstRequestHandler, HandlerSettings
+from keyward.est.server.logs import HttpErrorLog
 from keyward.est.server.tls import ServerTls, TlsSetupError, server_ssl_context
 from keyward.est.wire import WELL_KNOWN
 from keyward.pki.pem import unique_certificates
@@ -109,6 +110,7 @@ class EstServer:
             handler_cancellation=True,
             shutdown_timeout=self._timeouts.shutdown,
             access_log=None,  # every enrollment has its audit line; refusals are logged by the handlers
+            logger=HttpErrorLog(logging.getLogger("keyward.est.server.http")),
         )
         await runner.setup()
         site = LimitedTcpSite(
