@@ -90,11 +90,13 @@ def test_every_benchmark_runs_and_writes_the_json_report(tmp_path: Path) -> None
     password = (tmp_path / "state" / "est" / "est-password").read_text().strip()
     assert password not in result.stdout + result.stderr
     # (f): during each flood the legitimate client enrolls, and not one enrollment fails.
-    floods = results["f_est_under_flood"]["floods"]
+    baseline, *floods = results["f_est_under_flood"]["floods"]
+    assert (baseline["flood_source_addresses"], baseline["flood_connections"]) == (0, 0)
     assert [flood["flood_source_addresses"] for flood in floods] == [1, 20]
+    for run in (baseline, *floods):
+        assert run["enrollments"] > 0 and run["failures"] == 0, run["first_failures"]
+        assert 0 < run["latency_p50_seconds"] <= run["latency_p99_seconds"]
     for flood in floods:
-        assert flood["enrollments"] > 0 and flood["failures"] == 0, flood["first_failures"]
-        assert 0 < flood["latency_p50_seconds"] <= flood["latency_p99_seconds"]
         assert flood["flood_connection_attempts"] >= flood["flood_connections"] == 600
     assert floods[0]["flood_connections_held_at_end"] < 600, "one address cannot hold 600 connections"
     names = [target["name"] for target in report["targets"]]

@@ -115,6 +115,8 @@ class BenchReport:
                 )
             )
         for run in self.flood.runs if self.flood is not None else []:
+            if not run.sources:
+                continue  # the baseline, without a flood
             found.append(
                 Target(
                     f"(f) flood from {run.sources} address(es): p99 s of {run.enrollments} enrollments, "
@@ -191,12 +193,21 @@ class BenchReport:
                 )
         for run in self.flood.runs if self.flood is not None else []:
             row = run.as_dict()
+            flood = (
+                f"flood of {row['flood_connections']} idle TLS connections from {run.sources:2} address(es)"
+                if run.sources
+                else "no flood (baseline)"
+            )
+            flooded = (
+                f"; flood: {run.attempts} attempts, {run.admitted} let through, {run.held_at_end} held "
+                "at the end"
+                if run.sources
+                else ""
+            )
             lines.append(
-                f"(f) flood of {row['flood_connections']} idle TLS connections from {run.sources:2} "
-                f"address(es): {run.enrollments} enrollments ({row['enrollments_per_second']}/s), "
+                f"(f) {flood}: {run.enrollments} enrollments ({row['enrollments_per_second']}/s), "
                 f"{len(run.failures)} failed, p50 {row['latency_p50_seconds']} s p99 "
-                f"{row['latency_p99_seconds']} s; flood: {run.attempts} attempts, {run.admitted} let "
-                f"through, {run.held_at_end} held at the end{_other(run.other_cpu_cores)}"
+                f"{row['latency_p99_seconds']} s{flooded}{_other(run.other_cpu_cores)}"
             )
         targets = self.targets()
         if targets:
