@@ -66,7 +66,7 @@ def test_every_benchmark_runs_and_writes_the_json_report(tmp_path: Path) -> None
     assert report["command"].startswith("keyward bench --requests 6")
     assert report["machine"]["cpus"] == os.cpu_count()
     assert report["settings"] == {
-        "only": "a,b,c,d,e",
+        "only": "a,b,c,d,e,f",
         "requests": 6,
         "duration": 0.1,
         "csr_key": "RSA-2048 (cert-manager's default private key)",
@@ -89,9 +89,20 @@ def test_every_benchmark_runs_and_writes_the_json_report(tmp_path: Path) -> None
     assert script.stat().st_mode & 0o777 == 0o600
     password = (tmp_path / "state" / "est" / "est-password").read_text().strip()
     assert password not in result.stdout + result.stderr
+    # (f): during each flood the legitimate client enrolls, and not one enrollment fails.
+    baseline, *floods = results["f_est_under_flood"]["floods"]
+    assert (baseline["flood_source_addresses"], baseline["flood_connections"]) == (0, 0)
+    assert [flood["flood_source_addresses"] for flood in floods] == [1, 20]
+    for run in (baseline, *floods):
+        assert run["enrollments"] > 0 and run["failures"] == 0, run["first_failures"]
+        assert 0 < run["latency_p50_seconds"] <= run["latency_p99_seconds"]
+    for flood in floods:
+        assert flood["flood_connection_attempts"] >= flood["flood_connections"] == 600
+    assert floods[0]["flood_connections_held_at_end"] < 600, "one address cannot hold 600 connections"
     names = [target["name"] for target in report["targets"]]
     assert any(name.startswith("(b)/(a) RSA-3072") for name in names)
     assert any(name.startswith("(e) 16 EST clients") for name in names)
+    assert sum(name.startswith("(f) flood from") for name in names) == 2
     assert all(isinstance(target["met"], bool) for target in report["targets"])
     # The table on stdout carries the same numbers for people.
     assert "(a) token signatures/s" in result.stdout

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import socket
+import ssl
 import subprocess
 import threading
-from collections.abc import Coroutine, Sequence
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -329,3 +332,49 @@ def openssl_csr_in(
     b64_file = directory / f"{stem}.b64"
     run(["openssl", "base64", "-in", der_file, "-out", b64_file])
     return b64_file, key_file
+
+
+# --- raw connections, for timeouts and connection limits ----------------------------------------------
+
+
+def tcp_connection(port: int, source: str = "127.0.0.1") -> socket.socket:
+    """A TCP connection to the server on 127.0.0.1 from the loopback address ``source``."""
+    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+
+
+def tls_connection(pki: Pki, port: int, source: str = "127.0.0.1") -> ssl.SSLSocket:
+    """A TLS connection (handshake done) trusting the test TLS root, from the loopback address ``source``."""
+    context = ssl.create_default_context(cafile=str(pki.files["tls-root"]))
+    return context.wrap_socket(tcp_connection(port, source), server_hostname="localhost")
+
+
+def closed_by_server(connection: socket.socket, within: float = 5.0) -> bool:
+    """Whether the peer closes the connection before ``within`` seconds pass (reads, discarding, to EOF)."""
+    deadline = time.monotonic() + within
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            connection.settimeout(left)
+            if connection.recv(65536) == b"":
+                return True
+    except (ssl.SSLError, ConnectionError):
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def get_cacerts(connection: ssl.SSLSocket) -> bytes:
+    connection.sendall(b"GET /.well-known/est/cacerts HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    return connection.recv(65536)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """``wait_for`` for async tests: the test's own event loop keeps running meanwhile."""
+    await asyncio.to_thread(wait_for, condition, timeout)

@@ -173,9 +173,14 @@ async def test_long_error_pages_are_trimmed_to_their_text(pki: Pki, peer: PeerFa
     assert len(str(error)) < 700
 
 
-@pytest.mark.parametrize("status", [204, 404])
-async def test_csrattrs_absent_is_none(pki: Pki, peer: PeerFactory, status: int) -> None:
-    async with await answered(pki, peer, answer(status)) as client:
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(204, b""), (404, b""), (200, b""), (200, b"\r\n\x00")],
+    ids=["204", "404", "200-empty", "200-only-a-line-break-and-nul"],
+)
+async def test_csrattrs_absent_is_none(pki: Pki, peer: PeerFactory, status: int, body: bytes) -> None:
+    response = answer(status, body, Content_Type="application/csrattrs") if body else answer(status)
+    async with await answered(pki, peer, response) as client:
         assert await client.csrattrs() is None
 
 

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
-import secrets
-import urllib.request
 
 import pytest
 from aiohttp import web
@@ -22,43 +18,25 @@ from .client_fixtures import (
     peer_fixture,  # noqa: F401 - provides the fixture 'peer'
     pkcs7_response,
 )
+from .closing_server import DigestCheck
 from .helpers import PASSWORD, USER, Issuer, Pki, ec_key, name
 
-REALM = "est-digest"
 BASIC_HEADER = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
 
-def md5(text: str) -> str:
-    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
-
-
 class DigestServer:
-    """RFC 7616 Digest (MD5, qop=auth) written out, so that the client is checked against the RFC."""
+    """Answers 401 with a Digest challenge until the request carries a valid Digest response."""
 
     def __init__(self, issuer: Issuer) -> None:
         self.issuer = issuer
-        self.nonces: set[str] = set()
+        self.digest = DigestCheck()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if not self.valid(request):
-            nonce = secrets.token_hex(16)
-            self.nonces.add(nonce)
-            challenge = f'Digest realm="{REALM}", qop="auth", algorithm=MD5, nonce="{nonce}"'
+        authorization = request.headers.get("Authorization")
+        if not self.digest.valid(request.method, request.path_qs, authorization):
+            challenge = self.digest.challenge()
             return web.Response(status=401, text="digest required", headers={"WWW-Authenticate": challenge})
         return pkcs7_response(await issue_from_body(self.issuer, request))
-
-    def valid(self, request: web.Request) -> bool:
-        scheme, _, rest = request.headers.get("Authorization", "").partition(" ")
-        if scheme != "Digest":
-            return False
-        fields = urllib.request.parse_keqv_list(urllib.request.parse_http_list(rest))
-        if fields.get("nonce") not in self.nonces or fields.get("uri") != request.path_qs:
-            return False
-        ha1 = md5(f"{USER}:{REALM}:{PASSWORD}")
-        ha2 = md5(f"{request.method}:{request.path_qs}")
-        parts = [fields.get(k, "") for k in ("nonce", "nc", "cnonce", "qop")]
-        expected = md5(":".join([ha1, *parts, ha2]))
-        return fields.get("username") == USER and hmac.compare_digest(expected, fields.get("response", ""))
 
 
 async def test_simpleenroll_with_digest_auth(pki: Pki, peer: PeerFactory) -> None:

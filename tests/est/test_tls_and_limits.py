@@ -6,8 +6,7 @@ import base64
 import socket
 import ssl
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from cryptography import x509
@@ -17,7 +16,20 @@ from keyward.est.server import EstTimeouts, TlsSetupError
 from keyward.est.server.tls import server_ssl_context
 
 from .conftest import start_server
-from .helpers import PASSWORD, USER, LoopThread, Pki, RunningServer, curl, ec_key, key_pem, name, pem
+from .helpers import (
+    PASSWORD,
+    USER,
+    LoopThread,
+    Pki,
+    RunningServer,
+    closed_by_server,
+    curl,
+    ec_key,
+    key_pem,
+    name,
+    pem,
+    tls_connection,
+)
 
 
 def s_client(pki: Pki, port: int, *options: str) -> subprocess.CompletedProcess[bytes]:
@@ -111,7 +123,7 @@ def test_client_trust_can_change_while_serving(pki: Pki, est: RunningServer) -> 
     assert curl(pki, est.url("cacerts"), *bootstrap).status == 200
 
 
-# --- timeouts and the connection cap, on servers of their own -----------------------------------------
+# --- timeouts, on a server of its own (connection limits: test_connection_abuse.py) ------------------
 
 
 @pytest.fixture(scope="module")
@@ -120,42 +132,6 @@ def strict(pki: Pki, loop_thread: LoopThread) -> Iterator[RunningServer]:
     running = start_server(pki, loop_thread, timeouts=timeouts)
     yield running
     loop_thread.run(running.server.stop())
-
-
-@pytest.fixture(scope="module")
-def capped(pki: Pki, loop_thread: LoopThread) -> Iterator[RunningServer]:
-    running = start_server(pki, loop_thread, max_connections=2)
-    yield running
-    loop_thread.run(running.server.stop())
-
-
-def tls_connection(pki: Pki, port: int) -> ssl.SSLSocket:
-    context = ssl.create_default_context(cafile=str(pki.files["tls-root"]))
-    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-    return context.wrap_socket(raw, server_hostname="localhost")
-
-
-def closed_by_server(connection: socket.socket, within: float = 5.0) -> bool:
-    """Whether the peer closes the connection before ``within`` seconds pass (reads until EOF)."""
-    connection.settimeout(within)
-    try:
-        return connection.recv(4096) == b""
-    except (ssl.SSLError, ConnectionError):
-        return True
-    except TimeoutError:
-        return False
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
-def get_cacerts(connection: ssl.SSLSocket) -> bytes:
-    connection.sendall(b"GET /.well-known/est/cacerts HTTP/1.1\r\nHost: localhost\r\n\r\n")
-    return connection.recv(65536)
 
 
 def test_idle_connection_is_closed(pki: Pki, strict: RunningServer) -> None:
@@ -185,19 +161,3 @@ def test_slow_body_gets_408(pki: Pki, strict: RunningServer) -> None:
         connection.sendall(head.encode() + b"MIIB")
         connection.settimeout(5)
         assert connection.recv(4096).startswith(b"HTTP/1.1 408")
-
-
-def test_connections_beyond_the_cap_are_refused(pki: Pki, capped: RunningServer) -> None:
-    first, second = tls_connection(pki, capped.port), tls_connection(pki, capped.port)
-    try:
-        assert get_cacerts(first).startswith(b"HTTP/1.1 200")
-        assert get_cacerts(second).startswith(b"HTTP/1.1 200")
-        with tls_connection(pki, capped.port) as third:
-            assert closed_by_server(third)
-        first.close()
-        wait_for(lambda: capped.server.active_connections < 2)
-        with tls_connection(pki, capped.port) as fourth:
-            assert get_cacerts(fourth).startswith(b"HTTP/1.1 200")
-    finally:
-        first.close()
-        second.close()

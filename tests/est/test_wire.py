@@ -100,6 +100,19 @@ def test_rfc7030_csrattrs_example() -> None:
     assert base64.b64decode(wire.encode_csrattrs(attrs)) == base64.b64decode(RFC7030_CSRATTRS)
 
 
+@pytest.mark.parametrize("tail", [b"\x00", b"\n\x00", b"\x00\x00\r\n", b" \t\n", b"\r\n\x00 \x00"])
+def test_csrattrs_with_trailing_nul_bytes_and_whitespace(tail: bytes) -> None:
+    # RFC 8951 asks receivers to ignore whitespace; libest ends its /csrattrs answer with a NUL byte.
+    body = RFC7030_CSRATTRS.encode()
+    assert wire.decode_csrattrs(body + tail) == wire.decode_csrattrs(body)
+
+
+def test_nul_bytes_inside_base64_are_still_an_error() -> None:
+    body = RFC7030_CSRATTRS.encode()
+    with pytest.raises(WireError, match="not valid base64"):
+        wire.decode_csrattrs(body[:20] + b"\x00" + body[20:])
+
+
 OIDS = st.builds(
     lambda first, second, rest: x509.ObjectIdentifier(".".join(map(str, [first, second, *rest]))),
     st.integers(0, 2),

@@ -14,6 +14,7 @@ from keyward.issuers.errors import IssuerNotReady
 from keyward.issuers.est.issuer import (
     EstIssuerSpec,
     anchors_outside_bundle,
+    bundle_outside_anchors,
     check_est_issuer,
     load_credentials,
 )
@@ -32,6 +33,7 @@ def stranger() -> Issuer:
 
 
 def intermediate_of(root: Issuer, common_name: str = "EST Intermediate") -> Issuer:
+    """A CA certified by ``root``."""
     sub = Issuer.self_signed(common_name)  # for its key; re-certify it under root
     certificate = (
         x509.CertificateBuilder()
@@ -186,7 +188,54 @@ def test_same_name_different_key_does_not_pass(root: Issuer) -> None:
     assert anchors_outside_bundle([forged], [root.certificate]) == [forged], "signature, not just the name"
 
 
+def test_bundle_certified_by_the_anchors_passes_the_seed_rule(root: Issuer, stranger: Issuer) -> None:
+    sub = intermediate_of(root)
+    deeper = intermediate_of(sub, "EST Issuing CA")
+    assert bundle_outside_anchors([root.certificate], [sub.certificate]) == [], "the root's intermediate"
+    assert bundle_outside_anchors([root.certificate], [deeper.certificate, sub.certificate]) == []
+    assert bundle_outside_anchors([root.certificate], [root.certificate, sub.certificate]) == []
+    assert bundle_outside_anchors([root.certificate], [sub.certificate, stranger.certificate]) == [
+        stranger.certificate
+    ], "every certificate of the bundle must be certified"
+    impostor = Issuer.self_signed("EST Root")
+    assert bundle_outside_anchors([impostor.certificate], [sub.certificate]) == [sub.certificate]
+
+
 # ---- the whole check ----------------------------------------------------------------------------------
+
+
+async def check_with_bundle(anchor: x509.Certificate, bundle: list[x509.Certificate]) -> None:
+    await check_est_issuer(
+        EstIssuerSpec.parse(spec(anchor)), lookup({"creds": basic_secret()}), "ns", FakeServer(bundle)
+    )
+
+
+async def test_ready_when_the_anchor_is_in_or_chains_to_the_bundle(root: Issuer) -> None:
+    sub = intermediate_of(root)
+    server = sub.issue(name("est.example.com"), sub.key.public_key())
+    await check_with_bundle(root.certificate, [root.certificate])
+    await check_with_bundle(sub.certificate, [root.certificate])  # an intermediate configured
+    await check_with_bundle(server, [sub.certificate, root.certificate])  # the server's own certificate
+
+
+async def test_ready_when_every_bundle_certificate_is_certified_by_the_anchor(root: Issuer) -> None:
+    # The seed's rule: spec.cacert holds the root, /cacerts distributes only its intermediates.
+    sub = intermediate_of(root)
+    deeper = intermediate_of(sub, "EST Issuing CA")
+    await check_with_bundle(root.certificate, [sub.certificate])
+    await check_with_bundle(root.certificate, [deeper.certificate, sub.certificate])
+
+
+async def test_bundle_with_a_foreign_ca_beside_the_anchors_intermediate_is_refused(
+    root: Issuer, stranger: Issuer
+) -> None:
+    sub = intermediate_of(root)
+    with pytest.raises(IssuerNotReady) as excinfo:
+        await check_with_bundle(root.certificate, [sub.certificate, stranger.certificate])
+    reason, message = not_ready(excinfo)
+    assert reason == "TrustAnchorMismatch" and excinfo.value.permanent
+    assert "'CN=EST Root'" in message and "'CN=Stranger CA'" in message
+    assert "nor is certified by spec.cacert" in message
 
 
 async def test_check_reads_secrets_then_cacerts(root: Issuer) -> None:

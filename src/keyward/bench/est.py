@@ -316,7 +316,7 @@ async def check_enrollment(endpoint: EstEndpoint, body: bytes) -> x509.Certifica
     return wire.decode_certs_only(response.content)[0]
 
 
-def _request_bodies(count: int) -> list[bytes]:
+def request_bodies(count: int) -> list[bytes]:
     return [wire.encode_csr(x509.load_pem_x509_csr(pem)) for pem in leaf_csr_pems(count, "est.keyward.test")]
 
 
@@ -346,7 +346,7 @@ async def est_enrollment(
     raw token signing rate (``raw_signature`` from ``workers`` loops) in ``rounds`` slices each."""
     find_wrk()
     script = endpoint.log_file.parent / "wrk-enroll.lua"
-    bodies = _request_bodies(CSR_POOL)
+    bodies = request_bodies(CSR_POOL)
     script.touch(mode=0o600)
     script.chmod(0o600)  # a reused --state-dir may hold the file with a looser mode
     script.write_text(wrk_script(bodies, endpoint.username, endpoint.password))

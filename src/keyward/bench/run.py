@@ -14,6 +14,7 @@ from pathlib import Path
 from keyward.bench.csrs import CSR_KEY
 from keyward.bench.e2e import issue_all, request_driver
 from keyward.bench.est import est_enrollment, est_server_process, find_wrk
+from keyward.bench.flood import FLOOD_CONNECTIONS, enrollments_under_flood
 from keyward.bench.pki import issuance_job
 from keyward.bench.rates import Job, SplitRate, interleaved_split_rates
 from keyward.bench.report import RSA, BenchReport
@@ -59,6 +60,10 @@ async def run_benchmarks(
             async with est_server_process(state_dir / "est") as endpoint:
                 raw = signature_job(token, token.keys[RSA])
                 report.est = await est_enrollment(endpoint, duration, raw, token.workers)
+        if "f" in selected:
+            progress(f"(f) EST enrollments during floods of {FLOOD_CONNECTIONS} idle TLS connections ...")
+            async with est_server_process(state_dir / "est-flood") as endpoint:
+                report.flood = await enrollments_under_flood(endpoint, duration)
     return report
 
 

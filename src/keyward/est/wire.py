@@ -39,6 +39,8 @@ MULTIPART_MIXED = "multipart/mixed"
 
 _LINE_LENGTH = 64
 _WHITESPACE = re.compile(rb"[ \t\r\n\v\f]+")
+#: What some servers leave after a body: whitespace, and the NUL ending a C string (libest's /csrattrs).
+_TRAILING = b"\x00 \t\r\n\v\f"
 _DELTA_SECONDS = re.compile(r"[0-9]+")
 DEFAULT_MAX_RETRY_AFTER = 24 * 3600.0
 
@@ -57,8 +59,14 @@ def encode_base64(der: bytes) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
+def without_trailing_padding(body: bytes) -> bytes:
+    """``body`` without the whitespace and NUL bytes some servers append to it."""
+    return body.rstrip(_TRAILING)
+
+
 def decode_base64(body: bytes | str, what: str) -> bytes:
-    """Decode a base64 body; whitespace and line breaks anywhere are ignored, missing padding is tolerated.
+    """Decode a base64 body; whitespace and line breaks anywhere and NUL bytes at the end are ignored,
+    missing padding is tolerated.
 
     ``what`` names the expected content for the error message (for example "a PKCS#10 request").
     """
@@ -67,7 +75,7 @@ def decode_base64(body: bytes | str, what: str) -> bytes:
             body = body.encode("ascii")
         except UnicodeEncodeError:
             raise WireError(f"the body must be base64 of {what}, but it holds non-ASCII characters") from None
-    compact = _WHITESPACE.sub(b"", body)
+    compact = _WHITESPACE.sub(b"", without_trailing_padding(body))
     if not compact:
         raise WireError(f"the body is empty; it must be base64 of {what}")
     if compact.startswith(b"-----BEGIN"):

@@ -26,7 +26,7 @@ import keyward
 from keyward.est import wire
 from keyward.est.client.answers import certificates_of, chain_for_key, wrong_type
 from keyward.est.client.errors import ErrorKind, EstError, server_text, status_error
-from keyward.est.client.http import Limits, Reply, Request, exchange
+from keyward.est.client.http import FreshConnectionRetry, Limits, Reply, Request, exchange
 from keyward.est.client.tls import ClientCertificate, client_ssl_context
 from keyward.est.wire import WELL_KNOWN, CsrAttrs
 
@@ -163,7 +163,8 @@ class EstClient:
     async def csrattrs(self) -> CsrAttrs | None:
         """What the CA wants in requests (RFC 7030 §4.5); ``None`` when it has no such wishes (204/404)."""
         reply = await self._get("csrattrs", authenticated=True)
-        if reply.status in (204, 404) or (reply.status == 200 and not reply.body.strip()):
+        empty = not wire.without_trailing_padding(reply.body)
+        if reply.status in (204, 404) or (reply.status == 200 and empty):
             return None
         if reply.status != 200:
             raise self._unexpected(reply, "csrattrs")
@@ -230,8 +231,9 @@ class EstClient:
 
     def _new_http(self, identity: ClientCertificate | None) -> httpx.AsyncClient:
         limits = self._limits
+        context = client_ssl_context(self._endpoint.trust_anchors, identity)
         return httpx.AsyncClient(
-            verify=client_ssl_context(self._endpoint.trust_anchors, identity),
+            transport=FreshConnectionRetry(httpx.AsyncHTTPTransport(verify=context, trust_env=False)),
             timeout=httpx.Timeout(limits.timeout, connect=limits.connect_timeout),
             follow_redirects=False,
             trust_env=False,

@@ -144,7 +144,7 @@ def transport_error(exc: BaseException, where: str, *, presented_certificate: bo
     tls = _find(exc, ssl.SSLError)
     if tls is not None and not isinstance(tls, ssl.SSLEOFError):
         return _tls_error(tls, where, presented_certificate=presented_certificate)
-    if presented_certificate and _closed_without_answer(exc):
+    if presented_certificate and closed_without_answer(exc):
         # Servers on Python's asyncio (ours among them) drop the connection instead of sending an alert.
         return EstError(
             "tls",
@@ -200,7 +200,8 @@ def _tls_error(error: ssl.SSLError, where: str, *, presented_certificate: bool) 
     )
 
 
-def _closed_without_answer(exc: BaseException) -> bool:
+def closed_without_answer(exc: BaseException) -> bool:
+    """Whether the server closed the connection (or reset it) before a response arrived."""
     if _find(exc, ssl.SSLEOFError) is not None or isinstance(exc, httpx.ReadError | ConnectionError):
         return True
     return isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in str(exc)

@@ -9,16 +9,26 @@ client certificate stays with every hop: presenting it discloses no secret.
 
 EST requests cannot be turned into GETs, so every redirect repeats the request with its method and body
 (the meaning of 307/308, and what an EST server means by 301/302); a 303 is followed for GETs only.
+
+Some EST servers (Cisco's libest among them) answer one request per connection and then close it without
+a ``Connection: close`` header, so HTTP/1.1 keeps the connection for the next request, which then meets
+the close. ``FreshConnectionRetry`` sends such a request again on a new connection; it sits below httpx's
+authentication, so the second leg of HTTP Digest (the answer to the 401 challenge) is covered as well.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
-from keyward.est.client.errors import EstError, transport_error
+from keyward.est.client.errors import EstError, closed_without_answer, transport_error
+
+logger = logging.getLogger(__name__)
 
 REPEATING_REDIRECTS = frozenset({301, 302, 307, 308})
 _ERROR_BODY_LIMIT = 8 * 1024
@@ -182,6 +192,60 @@ def _redirect_target(current: httpx.URL, location: str, where: str) -> httpx.URL
             f"{where}: the server redirected to a URL with credentials in it; such redirects are refused",
         )
     return target
+
+
+class FreshConnectionRetry(httpx.AsyncBaseTransport):
+    """Sends a request again on a new connection when a kept-alive one turns out closed by the server.
+
+    Only a request that went out on a reused connection and got no response header at all is sent again:
+    the server closed that connection after its previous answer and never read this request, so sending
+    it again cannot do anything twice. A failure on a fresh connection is final. httpx drops a connection
+    that failed, so each new attempt reuses another kept-alive connection or opens a new one; after
+    ``attempts`` the error is the caller's.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, attempts: int = 3) -> None:
+        self._inner = inner
+        self._attempts = attempts
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        outer_trace = request.extensions.get("trace")
+        attempt = 1
+        while True:
+            watch = _ConnectionWatch(outer_trace)
+            request.extensions = {**request.extensions, "trace": watch}
+            try:
+                return await self._inner.handle_async_request(request)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                stale = not watch.opened and not watch.answered and closed_without_answer(exc)
+                if not stale or attempt >= self._attempts:
+                    raise
+            logger.debug(
+                "%s %s: the server had closed the kept-alive connection; sending again on another one",
+                request.method,
+                request.url,
+            )
+            attempt += 1
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _ConnectionWatch:
+    """httpcore's ``trace`` extension: did this attempt open a connection, did response headers arrive?"""
+
+    def __init__(self, outer: Callable[[str, dict[str, Any]], Awaitable[None]] | None) -> None:
+        self._outer = outer
+        self.opened = False
+        self.answered = False
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event.startswith("connection.connect_tcp."):
+            self.opened = True
+        elif event == "http11.receive_response_headers.complete":
+            self.answered = True
+        if self._outer is not None:
+            await self._outer(event, info)
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int]:

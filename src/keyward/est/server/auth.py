@@ -38,13 +38,33 @@ class MalformedAuthorization(ValueError):
     """The Authorization header is not ``Basic <base64 of user:password>``."""
 
 
+#: Registered HTTP authentication schemes (IANA), named back to a client that uses one; anything else
+#: in front of the credentials is never quoted: it may be a password sent without a scheme.
+_KNOWN_SCHEMES = {
+    name.lower(): name
+    for name in (
+        "Bearer", "Concealed", "Digest", "DPoP", "GNAP", "HOBA", "Mutual", "Negotiate", "NTLM", "OAuth",
+        "PrivateToken", "SCRAM-SHA-1", "SCRAM-SHA-256", "vapid",
+    )
+}  # fmt: skip
+
+
 def parse_basic(header: str | None) -> BasicCredentials | None:
-    """Credentials from an Authorization header; ``None`` when there is no header at all."""
+    """Credentials from an Authorization header; ``None`` when there is no header at all.
+
+    Error messages (sent to the client and logged) never quote any part of the header.
+    """
     if header is None:
         return None
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "basic":
-        raise MalformedAuthorization(f"authorization scheme {scheme[:20]!r} is not supported; use Basic")
+        known = _KNOWN_SCHEMES.get(scheme.lower())
+        used = (
+            f"the {known} authorization scheme"
+            if known
+            else "an Authorization header without the Basic scheme"
+        )
+        raise MalformedAuthorization(f"{used} is not supported; send 'Basic' and base64 of user:password")
     try:
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):

@@ -30,6 +30,7 @@ from keyward.est.server.auth import (
     same_subject_and_sans,
 )
 from keyward.est.server.ca import CaUnavailable, ClientIdentity, EnrollPending, EnrollRejected, EstCa
+from keyward.est.server.logs import printable
 from keyward.est.server.routes import Operation, parse_est_path
 
 logger = logging.getLogger(__name__)
@@ -74,18 +75,24 @@ class EstRequestHandler:
         try:
             return await self._handle(request)
         except Refusal as refusal:
-            # One line per refused request (the access log is off): who, what, and why — never credentials.
+            # One line per refused request (the access log is off): who, what, and why — never credentials;
+            # every client-chosen value escaped (a path with %0D%0A must not start a line of its own).
             logger.info(
-                "EST refused %s %s from %s: %d %s",
-                request.method,
-                request.path,
-                request.remote,
+                "EST refused %s %s from %s (%s): %d %s",
+                printable(request.method, 20),
+                printable(request.path),
+                printable(request.remote, 64),
+                printable(request.headers.get("User-Agent", "no user agent"), 100),
                 refusal.status,
-                refusal.message,
+                printable(refusal.message, 500),
             )
             return _text(refusal.status, refusal.message, refusal.headers, close=refusal.close)
         except Exception:
-            logger.exception("EST server: unexpected error answering %s %r", request.method, request.path)
+            logger.exception(
+                "EST server: unexpected error answering %s %s",
+                printable(request.method, 20),
+                printable(request.path),
+            )
             return _text(500, "internal error of the EST server; the server log has the details")
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

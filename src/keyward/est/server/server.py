@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -16,8 +16,9 @@ from cryptography import x509
 
 from keyward.est.server.audit import AuditRecord
 from keyward.est.server.ca import CaUnavailable, ClientIdentity, EnrollPending, EnrollRejected, EstCa
-from keyward.est.server.connections import ConnectionLimit, LimitedTcpSite
+from keyward.est.server.connections import Connections, LimitedTcpSite, TlsTimeouts
 from keyward.est.server.handlers import EstRequestHandler, HandlerSettings
+from keyward.est.server.logs import HttpErrorLog
 from keyward.est.server.tls import ServerTls, TlsSetupError, server_ssl_context
 from keyward.est.wire import WELL_KNOWN
 from keyward.pki.pem import unique_certificates
@@ -38,15 +39,20 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 @dataclass(frozen=True)
 class EstTimeouts:
-    """Seconds. ``idle`` bounds the wait for a complete request (headers included) on a connection,
-    before the first request and between keep-alive requests; ``body`` bounds reading a request body."""
+    """Seconds. ``tls_handshake`` bounds the TLS handshake from the TCP accept on; ``idle`` bounds the wait
+    for a complete request (headers included) on a connection, before the first request and between
+    keep-alive requests; ``body`` bounds reading a request body; ``tls_shutdown`` bounds the wait for the
+    client's TLS close_notify when a connection closes; ``shutdown`` bounds a graceful stop."""
 
-    tls_handshake: float = 10.0
+    tls_handshake: float = 3.0
     idle: float = 30.0
     body: float = 15.0
+    tls_shutdown: float = 2.0
     shutdown: float = 5.0
 
 
@@ -59,8 +65,11 @@ class EstServer:
         audit: Callable[[AuditRecord], None] | None = None,
         max_body: int = 64 * 1024,
         max_connections: int = 256,
+        max_connections_per_client: int = 32,
         timeouts: EstTimeouts = EstTimeouts(),
     ) -> None:
+        """``max_connections`` caps this process's connections, ``max_connections_per_client`` those of
+        one client address (see ``keyward.est.server.connections``)."""
         if callable(cas):
             self._cas: Callable[[], Mapping[str, EstCa]] = cas
         else:
@@ -72,7 +81,7 @@ class EstServer:
             audit,
         )
         self._max_body = max_body
-        self._limit = ConnectionLimit(max_connections)
+        self._connections = Connections(max_connections, max_connections_per_client)
         self._timeouts = timeouts
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
@@ -81,7 +90,7 @@ class EstServer:
     def app(self) -> web.Application:
         """The aiohttp application (built once); ``start`` serves it, tests may mount it elsewhere."""
         if self._app is None:
-            app = web.Application(client_max_size=self._max_body)
+            app = web.Application(client_max_size=self._max_body, middlewares=[self._busy])
             app.router.add_route("*", WELL_KNOWN + "/{tail:.+}", self._handler.handle)
             self._app = app
         return self._app
@@ -101,6 +110,7 @@ class EstServer:
             handler_cancellation=True,
             shutdown_timeout=self._timeouts.shutdown,
             access_log=None,  # every enrollment has its audit line; refusals are logged by the handlers
+            logger=HttpErrorLog(logging.getLogger("keyward.est.server.http")),
         )
         await runner.setup()
         site = LimitedTcpSite(
@@ -108,8 +118,8 @@ class EstServer:
             host,
             port,
             ssl_context=ssl_context,
-            limit=self._limit,
-            handshake_timeout=self._timeouts.tls_handshake,
+            connections=self._connections,
+            timeouts=TlsTimeouts(self._timeouts.tls_handshake, self._timeouts.tls_shutdown),
             reuse_port=reuse_port,
         )
         try:
@@ -128,7 +138,26 @@ class EstServer:
 
     @property
     def active_connections(self) -> int:
-        return self._limit.active
+        """Connections open now, TLS handshakes and closing ones included."""
+        return self._connections.active
+
+    @property
+    def busy_connections(self) -> int:
+        """Connections answering a request now (the others are idle or in their TLS handshake)."""
+        return self._connections.answering
+
+    @web.middleware
+    async def _busy(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Marks the connection busy while a request is answered, its response sent included (so that a
+        connection is never closed as idle between the handler's return and the response's last byte)."""
+        with self._connections.busy(request.transport):
+            response = await handler(request)
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionError:
+                pass  # the client went away; aiohttp notices the lost connection on its own
+            return response
 
     def client_trust_anchors(self) -> list[x509.Certificate]:
         """Everything a TLS client certificate may chain to, over all CAs: their client trust anchors and
@@ -143,3 +172,4 @@ class EstServer:
         runner, self._runner, self._site = self._runner, None, None
         if runner is not None:
             await runner.cleanup()
+            self._connections.close_all()

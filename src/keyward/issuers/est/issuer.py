@@ -2,9 +2,11 @@
 
 An EST issuer is usable when its spec is sound, its credential Secrets exist with the right type and
 content, and the EST server — authenticated through the issuer's explicit trust anchors (``spec.cacert``,
-RFC 7030 §3.6.1) — answers /cacerts with a bundle that contains, or certifies, every one of those anchors.
-That last rule ties the TLS identity of the server to the CA the user meant: a server that authenticates
-with our anchors but distributes another CA is taken out of service instead of being trusted silently.
+RFC 7030 §3.6.1) — answers /cacerts with a bundle that contains, or certifies, every one of those anchors,
+or whose every certificate those anchors certify (the seed's rule: a root CA as ``cacert`` and a server
+distributing its intermediates). That rule ties the TLS identity of the server to the CA the user meant: a
+server that authenticates with our anchors but distributes another CA is taken out of service instead of
+being trusted silently.
 
 Nothing here knows Kubernetes beyond the shape of a Secret: Secrets arrive through a lookup function and
 the EST server through an object with ``cacerts()``, so the rules are unit-tested without either.
@@ -241,12 +243,32 @@ def anchors_outside_bundle(
     re-issued CA), or when a chain of signatures leads from it to one (through other anchors or bundle
     certificates): an intermediate or the server's own certificate configured as the anchor is fine.
     """
-    pool = [*bundle, *anchors]
-    in_bundle = {_identity(c) for c in bundle}
+    return _unlinked(anchors, bundle)
+
+
+def bundle_outside_anchors(
+    anchors: Sequence[x509.Certificate], bundle: Sequence[x509.Certificate]
+) -> list[x509.Certificate]:
+    """The /cacerts certificates that are neither trust anchors nor certified by one (the seed's rule).
+
+    A bundle certificate passes when it is an anchor or a chain of signatures leads from it to one
+    (through other bundle certificates or anchors): a server that distributes intermediates of the
+    configured root CA, without the root itself, passes.
+    """
+    return _unlinked(bundle, anchors)
+
+
+def _unlinked(
+    certificates: Sequence[x509.Certificate], targets: Sequence[x509.Certificate]
+) -> list[x509.Certificate]:
+    """Those of ``certificates`` that neither are one of ``targets`` (same subject and key) nor lead to one
+    by a chain of signatures through ``certificates`` and ``targets``."""
+    pool = [*targets, *certificates]
+    wanted = {_identity(c) for c in targets}
     verdicts: dict[bytes, bool] = {}
 
     def reaches(certificate: x509.Certificate, depth: int) -> bool:
-        if _identity(certificate) in in_bundle:
+        if _identity(certificate) in wanted:
             return True
         key = certificate.fingerprint(hashes.SHA256())
         if key in verdicts or depth > 8:
@@ -263,7 +285,7 @@ def anchors_outside_bundle(
                 break
         return verdicts[key]
 
-    return [anchor for anchor in anchors if not reaches(anchor, 0)]
+    return [certificate for certificate in certificates if not reaches(certificate, 0)]
 
 
 def _identity(certificate: x509.Certificate) -> bytes:
@@ -312,12 +334,12 @@ async def check_est_issuer(
         reason = _ERROR_REASONS.get(exc.kind, "ServerError")
         raise IssuerNotReady(reason, exc.message, permanent=exc.kind == "config") from None
     outside = anchors_outside_bundle(spec.trust_anchors, bundle)
-    if outside:
+    if outside and bundle_outside_anchors(spec.trust_anchors, bundle):
         raise IssuerNotReady(
             "TrustAnchorMismatch",
             f"the EST server at {spec.endpoint.url('cacerts')} distributes {_names(bundle)}, which neither "
-            f"contains nor certifies the trust anchor {_names(outside)} of spec.cacert; the issuer is out of "
-            "service until spec.cacert holds the CA of this EST server",
+            f"contains nor certifies the trust anchor {_names(outside)} of spec.cacert, nor is certified by "
+            "spec.cacert; the issuer is out of service until spec.cacert holds the CA of this EST server",
         )
     return EstIssuerCheck(credentials, tuple(bundle))
 
