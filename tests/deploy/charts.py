@@ -53,11 +53,13 @@ def render(
     return documents(text)
 
 
-def render_error(values: Mapping[str, Any], tmp_path: Path, *, kube_version: str | None = None) -> str:
+def render_error(
+    values: Mapping[str, Any], tmp_path: Path, *, kube_version: str | None = None, extra: Iterable[str] = ()
+) -> str:
     """What helm says when it refuses ``values`` (fails the test when it renders them)."""
     path = tmp_path / "values.yaml"
     path.write_text(yaml.safe_dump(dict(values)))
-    args = ["template", "x", str(CHART), "--values", str(path)]
+    args = ["template", "x", str(CHART), "--values", str(path), *extra]
     if kube_version:
         args += ["--kube-version", kube_version]
     done = helm.helm(*args, check=False)

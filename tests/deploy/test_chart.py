@@ -186,7 +186,9 @@ def test_the_operator_accepts_the_containers_arguments_and_environment(name: str
     assert params["namespaces"] == tuple(values.get("operator", {}).get("watchNamespaces", ()))
 
 
-def test_the_hsm_secret_holds_a_tcs_config_with_random_pins_unless_given(tmp_path: Path) -> None:
+def test_the_hsm_secret_holds_a_tcs_config_with_random_pins_unless_given_and_keeps_them(
+    tmp_path: Path,
+) -> None:
     def config(docs: list[Obj]) -> dict[str, Any]:
         data = one(docs, "Secret", "keyward-hsm")["data"]["config.json"]
         return dict(json.loads(base64.b64decode(data)))
@@ -199,6 +201,9 @@ def test_the_hsm_secret_holds_a_tcs_config_with_random_pins_unless_given(tmp_pat
     assert (given["userPin"], given["soPin"]) == ("user-pin-from-values", "so-pin-from-values")
     secret = one(render(), "Secret", "keyward-hsm")
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # an upgrade that cannot read the installed Secret back stops: new PINs would lock the token
+    assert "hsm.existingSecret" in render_error({}, tmp_path, extra=["--is-upgrade"])
+    assert one(render(settings=["hsm.config.userPin=u", "hsm.config.soPin=s"]), "Secret", "keyward-hsm")
     assert [d["kind"] for d in render(OPTION_SETS["bring-your-own"][0], tmp_path=tmp_path)].count(
         "Secret"
     ) == 0
