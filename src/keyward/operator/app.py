@@ -12,8 +12,9 @@ from typing import Any
 import kopf
 
 from keyward.errors import UserError
-from keyward.kube.client import Kube
-from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, EST_ORDERS
+from keyward.kube.client import ApiError, Kube
+from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, EST_ORDERS, Resource
+from keyward.operator import metrics
 
 # Importing the handler modules registers their handlers on the registry.
 from keyward.operator.est import issuers as est_issuers  # noqa: F401
@@ -22,6 +23,7 @@ from keyward.operator.est import requests as est_requests  # noqa: F401
 from keyward.operator.est.services import EstControllers
 from keyward.operator.est_server.service import EstService
 from keyward.operator.est_server.tls_sources import tls_source
+from keyward.operator.health import ProbeServer
 from keyward.operator.leader import LeaderElector, LeasePolicy
 from keyward.operator.registry import registry
 from keyward.operator.secrets import OwnedSecrets, SecretStore
@@ -60,6 +62,11 @@ async def configure(settings: kopf.OperatorSettings, memo: Services, **_: Any) -
         memo.kube_client = await Kube.connect()
     build(memo)
     elect(memo)
+    memo.probes = ProbeServer(
+        memo.settings.health_listen, memo.settings.metrics_listen, lambda: missing(memo)
+    )
+    await memo.probes.start()
+    _spawn(open_token(memo), "open the token")
 
 
 def build(services: Services) -> None:
@@ -67,7 +74,7 @@ def build(services: Services) -> None:
     settings = services.settings
     kube = services.kube
     events = Events(kube)
-    writer = services.writer = StatusWriter(kube, events)
+    writer = services.writer = StatusWriter(kube, events, on_failure=_count_write_failure)
     secrets = services.secret_store = SecretStore(kube)
     issuers = services.tcs_issuer_checks = TcsIssuers(
         kube=kube,
@@ -108,6 +115,55 @@ def build(services: Services) -> None:
         namespaces = (*namespaces, settings.operator_namespace)  # cluster issuers' Secrets live there
     owned = services.owned_secrets = OwnedSecrets(kube, namespaces, issuers.secret_changed)
     owned.start()
+    metrics.PRESENT.sources = metrics.Sources(
+        parked=lambda: _parked(services),
+        issuers=lambda: _issuer_states(services),
+        token_up=lambda: [(ref.signer_name, services.tokens.is_open) for ref, _ in issuers.states()],
+    )
+
+
+def _count_write_failure(_resource: Resource, error: ApiError) -> None:
+    metrics.API_WRITE_FAILURES.labels(str(error.status)).inc()
+
+
+def _parked(services: Services) -> list[tuple[str, int]]:
+    tcs, est = services.tcs, services.est
+    counts = [
+        tcs.certificate_requests.waiting.reasons(),
+        tcs.csrs.waiting.reasons(),
+        est.requests.waiting.reasons(),
+        est.orders.waiting.reasons(),
+    ]
+    return [item for count in counts for item in count.items()]
+
+
+def _issuer_states(services: Services) -> list[metrics.IssuerState]:
+    states = [*services.tcs_issuers.states(), *services.est.issuers.states()]
+    return [metrics.IssuerState(ref.kind, ref.namespace or "", ref.name, ready) for ref, ready in states]
+
+
+def missing(services: Services) -> list[str]:
+    """What readiness still waits for (empty: ready)."""
+    waits = []
+    if services.owned_secrets is None or not services.owned_secrets.synced:
+        waits.append("the watches are not established yet")
+    if not services.tokens.is_open:
+        reason = services.tokens.last_error or "not opened yet"
+        waits.append(f"the PKCS#11 token is not open ({reason})")
+    if services.elector is not None and not services.elector.decided:
+        waits.append("leader election has not decided yet")
+    return waits
+
+
+async def open_token(services: Services) -> None:
+    """Open the token at start (the first issuer would anyway), and keep trying while it fails, so
+    readiness tells the truth before the first request."""
+    while not services.tokens.is_open:
+        try:
+            await services.tokens.get()
+        except UserError as exc:
+            log.warning("the PKCS#11 token cannot be opened yet: %s; retrying in 10s", exc)
+            await asyncio.sleep(10)
 
 
 def elect(services: Services) -> None:
@@ -163,6 +219,8 @@ def _spawn(work: Coroutine[Any, Any, None], name: str) -> None:
 
 @kopf.on.cleanup(registry=registry)
 async def stop(memo: Services, **_: Any) -> None:
+    if memo.probes is not None:
+        await memo.probes.stop()
     if memo.elector is not None:
         await memo.elector.stop()
     if memo.est_service is not None:
@@ -236,9 +294,6 @@ def run(settings: Settings) -> None:
             clusterwide=not settings.namespaces,
             namespaces=list(settings.namespaces),
             stop_flag=memo.stop_requested,
-            liveness_endpoint=(
-                f"http://{settings.health_listen}/healthz" if settings.health_listen.port else None
-            ),
         )
     )
     if settings.leader_elect and memo.stop_requested.is_set():

@@ -97,8 +97,9 @@ class IssuerChecks(Generic[R]):
             return f"{ref} not found; waiting for it to exist"
         return f"{ref} is not ready: {tracked.state[1]}"
 
-    def bodies(self) -> list[tuple[IssuerRef, Mapping[str, Any]]]:
-        return [(tracked.ref, tracked.body) for tracked in self._tracked.values()]
+    def states(self) -> list[tuple[IssuerRef, bool]]:
+        """Every issuer of the family and whether it is ready now (for metrics)."""
+        return [(tracked.ref, tracked.state[0] == "True") for tracked in self._tracked.values()]
 
     # ---- events -------------------------------------------------------------------------------------
     def observe(self, event_type: str, body: Mapping[str, Any]) -> None:

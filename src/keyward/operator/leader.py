@@ -103,6 +103,8 @@ class LeaderElector:
         self._name = name
         self.holder = holder or identity()
         self._policy = policy or LeasePolicy()
+        #: Whether the first attempt is over: this replica knows whether it leads or stands by.
+        self.decided = False
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -125,7 +127,9 @@ class LeaderElector:
     async def _run(self) -> None:
         log.info("%s: waiting to lead (Lease %s/%s)", self.holder, self._namespace, self._name)
         while not self._leadership.leading:
-            if await self._try():
+            acquired = await self._try()
+            self.decided = True
+            if acquired:
                 log.info("%s: leading (Lease %s/%s)", self.holder, self._namespace, self._name)
                 self._leadership.lead()
                 break

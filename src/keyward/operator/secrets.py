@@ -161,6 +161,12 @@ class OwnedSecrets:
         self._namespaces = namespaces or (None,)
         self._on_change = on_change
         self._tasks: list[asyncio.Task[None]] = []
+        self._synced: set[str | None] = set()
+
+    @property
+    def synced(self) -> bool:
+        """Every namespace's first list is in."""
+        return len(self._synced) == len(self._namespaces)
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -182,5 +188,10 @@ class OwnedSecrets:
             self._on_change(str(meta.get("namespace") or ""), str(meta.get("name") or ""), secret)
 
         await list_and_watch(
-            self._kube, SECRETS, namespace, on_event, label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+            self._kube,
+            SECRETS,
+            namespace,
+            on_event,
+            label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}",
+            synced=lambda: self._synced.add(namespace),
         )

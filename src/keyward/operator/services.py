@@ -21,6 +21,7 @@ from keyward.operator.tcs.token import TokenProvider
 if TYPE_CHECKING:  # built at startup by operator.app; the handler modules import this one
     from keyward.operator.est.services import EstControllers
     from keyward.operator.est_server.service import EstService
+    from keyward.operator.health import ProbeServer
     from keyward.operator.secrets import OwnedSecrets, SecretStore
     from keyward.operator.tcs.issuers import TcsIssuers
     from keyward.operator.tcs.requests import TcsRequests
@@ -50,6 +51,7 @@ class Services:
     tcs_requests: TcsRequests | None = None
     est_controllers: EstControllers | None = None
     est_service: EstService | None = None
+    probes: ProbeServer | None = None
     secret_store: SecretStore | None = None
     owned_secrets: OwnedSecrets | None = None
 

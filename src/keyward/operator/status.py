@@ -167,6 +167,8 @@ class StatusWriter:
         except ApiError as exc:
             if exc.conflict or exc.not_found:
                 log.debug("%s %s changed before our write (%s)", resource.kind, name_of(body), exc)
+                if self._on_failure is not None:
+                    self._on_failure(resource, exc)
                 return None
             raise
         if event is not None:

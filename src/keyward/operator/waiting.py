@@ -25,6 +25,7 @@ T = TypeVar("T")
 class _Parked(Generic[T]):
     item: T
     label: str | None
+    reason: str = "waiting"
     attempts: int = 0
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -53,21 +54,30 @@ class Waiting(Generic[K, T]):
     def __len__(self) -> int:
         return len(self._parked)
 
-    def labels(self) -> dict[str | None, int]:
-        """How many items wait per label (for metrics)."""
-        counts: dict[str | None, int] = {}
+    def reasons(self) -> dict[str, int]:
+        """How many items wait, by the reason they were parked with (for metrics)."""
+        counts: dict[str, int] = {}
         for parked in self._parked.values():
-            counts[parked.label] = counts.get(parked.label, 0) + 1
+            counts[parked.reason] = counts.get(parked.reason, 0) + 1
         return counts
 
-    def park(self, key: K, item: T, label: str | None = None, *, delay: float | None = None) -> float:
+    def park(
+        self,
+        key: K,
+        item: T,
+        label: str | None = None,
+        *,
+        delay: float | None = None,
+        reason: str = "waiting",
+    ) -> float:
         """Retry ``item`` later: after ``delay`` seconds, or after the key's next backoff step (2 s, 4 s,
-        … up to ``limit``); at once when ``label`` is woken. Returns the delay chosen."""
+        … up to ``limit``); at once when ``label`` is woken. ``reason`` says what it waits for (metrics).
+        Returns the delay chosen."""
         parked = self._parked.get(key)
         if parked is None:
-            parked = self._parked[key] = _Parked(item, label)
+            parked = self._parked[key] = _Parked(item, label, reason)
         else:
-            parked.item, parked.label = item, label
+            parked.item, parked.label, parked.reason = item, label, reason
             self._cancel(parked)
         parked.attempts += 1
         if delay is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from keyward.est.server.ca import CaUnavailable, ClientIdentity, EnrollPending, 
 from keyward.est.server.connections import Connections, LimitedTcpSite, TlsTimeouts
 from keyward.est.server.handlers import EstRequestHandler, HandlerSettings
 from keyward.est.server.logs import HttpErrorLog
+from keyward.est.server.routes import parse_est_path
 from keyward.est.server.tls import ServerTls, TlsSetupError, server_ssl_context
 from keyward.est.wire import WELL_KNOWN
 from keyward.pki.pem import unique_certificates
@@ -67,9 +69,12 @@ class EstServer:
         max_connections: int = 256,
         max_connections_per_client: int = 32,
         timeouts: EstTimeouts = EstTimeouts(),
+        observe: Callable[[str, int, float], None] | None = None,
     ) -> None:
         """``max_connections`` caps this process's connections, ``max_connections_per_client`` those of
-        one client address (see ``keyward.est.server.connections``)."""
+        one client address (see ``keyward.est.server.connections``). ``observe(operation, status,
+        seconds)`` hears of every answered request (metrics)."""
+        self._observe = observe
         if callable(cas):
             self._cas: Callable[[], Mapping[str, EstCa]] = cas
         else:
@@ -150,6 +155,7 @@ class EstServer:
     async def _busy(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Marks the connection busy while a request is answered, its response sent included (so that a
         connection is never closed as idle between the handler's return and the response's last byte)."""
+        started = time.monotonic()
         with self._connections.busy(request.transport):
             response = await handler(request)
             try:
@@ -157,7 +163,11 @@ class EstServer:
                 await response.write_eof()
             except ConnectionError:
                 pass  # the client went away; aiohttp notices the lost connection on its own
-            return response
+        if self._observe is not None:
+            path = parse_est_path(request.match_info.get("tail", ""))
+            operation = path.operation.value if path is not None else "unknown"
+            self._observe(operation, response.status, time.monotonic() - started)
+        return response
 
     def client_trust_anchors(self) -> list[x509.Certificate]:
         """Everything a TLS client certificate may chain to, over all CAs: their client trust anchors and

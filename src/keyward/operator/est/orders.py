@@ -46,6 +46,7 @@ from keyward.issuers.est.orders import (
     issued_parts,
     order_issuer,
     order_owner,
+    parse_time,
     record,
     renewal_identity,
     start_attempt,
@@ -55,6 +56,7 @@ from keyward.issuers.signer_names import IssuerRef
 from keyward.kube.client import Kube
 from keyward.kube.objects import plain
 from keyward.kube.resources import EST_ORDERS, SECRETS
+from keyward.operator import metrics
 from keyward.operator.est.issuers import ClientFactory, EstIssuers, ReadyEstIssuer
 from keyward.operator.est.requests import EstRequestKinds
 from keyward.operator.registry import registry
@@ -151,9 +153,14 @@ class EstOrders:
             if ref is not None and self._issuers.ready(ref) is not None:
                 self.waiting.park(key, key, label, delay=0.0)  # the issuer turned ready before we saw it
             else:
-                self.waiting.park(key, key, label, delay=self._policy.backoff_limit)
+                self.waiting.park(
+                    key, key, label, delay=self._policy.backoff_limit, reason="issuer_not_ready"
+                )
             return
-        self.waiting.park(key, key, label, delay=max(0.0, (due - _now()).total_seconds()))
+        delay = max(0.0, (due - _now()).total_seconds())
+        self.waiting.park(
+            key, key, label, delay=delay, reason="est_retry" if progress.attempts else "waiting"
+        )
 
     # ---- one attempt --------------------------------------------------------------------------------
     async def _attempt(self, key: Key) -> None:
@@ -262,20 +269,26 @@ class EstOrders:
         else:
             log.info("%s %s issued by %s", kind.noun, request["metadata"]["name"], ref)
             result = after_attempt(progress, Enrolled(tuple(enrolled)), _now(), self._policy)
+            metrics.ISSUED.labels(ref.kind, kind.resource.kind).inc()
+            created = parse_time(order["metadata"].get("creationTimestamp"))
+            if created is not None:
+                metrics.EST_ENROLLMENT.labels(ref.kind).observe(max(0.0, (_now() - created).total_seconds()))
         return await self._write(order, result)
 
     async def _report(self, kind: RequestKind, request: Mapping[str, Any], result: OrderProgress) -> None:
         """Tell the request its failure, or why it still waits."""
         if result.state is OrderState.FAILED:
             message = f"EST enrollment failed: {result.message}"
-            await self._writer.finish(
+            if await self._writer.finish(
                 kind.resource,
                 request,
                 lambda current: kind.failed_status(current, "Failed", message),
                 wanted=lambda current: kind.phase(current) is Phase.APPROVED,
                 event=("Failed", message),
                 warning=True,
-            )
+            ):
+                ref = kind.issuer(request)
+                metrics.FAILED.labels(ref.kind if ref else "", kind.resource.kind).inc()
             log.warning("%s %s failed: %s", kind.noun, request["metadata"]["name"], result.message)
             return
         status = kind.pending_status(request, result.message)

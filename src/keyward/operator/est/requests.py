@@ -21,6 +21,7 @@ from keyward.issuers.est.orders import order_manifest, order_name, order_owner, 
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.objects import name_of, plain
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CERTIFICATES, CSRS, EST_GROUP, EST_ORDERS, SECRETS
+from keyward.operator import metrics
 from keyward.operator.est.issuers import EstIssuers, ReadyEstIssuer
 from keyward.operator.registry import registry
 from keyward.operator.requests import CertificateRequests, Csrs, RequestKind
@@ -131,10 +132,11 @@ class EstRequests:
             return
         if phase is Phase.DENIED:
             status = kind.denied_status(body)
-            if status is not None:
-                await self._writer.write(
-                    kind.resource, body, status, event=("Denied", "the request was denied; not enrolled")
-                )
+            ref = kind.issuer(body)
+            if status is not None and await self._writer.write(
+                kind.resource, body, status, event=("Denied", "the request was denied; not enrolled")
+            ):
+                metrics.DENIED.labels(ref.kind if ref else "", kind.resource.kind).inc()
             return
         ref = kind.issuer(body)
         if ref is None:
@@ -150,19 +152,22 @@ class EstRequests:
         except RequestError as exc:
             problem = str(exc)
             self.waiting.release(uid)
-            await self._writer.finish(
+            if await self._writer.finish(
                 kind.resource,
                 body,
                 lambda current: kind.failed_status(current, "Failed", problem),
                 wanted=_wants(kind),
                 event=("Failed", f"request rejected: {problem}"),
                 warning=True,
-            )
+            ):
+                metrics.FAILED.labels(ref.kind, kind.resource.kind).inc()
             return
         issuer = self._issuers.ready(ref)
         if issuer is None:
-            self.waiting.park(uid, (kind, body), ref.signer_name)
-            status = kind.pending_status(body, self._issuers.describe(ref))
+            message = self._issuers.describe(ref)
+            reason = "issuer_missing" if "not found" in message else "issuer_not_ready"
+            self.waiting.park(uid, (kind, body), ref.signer_name, reason=reason)
+            status = kind.pending_status(body, message)
             written = await self._writer.write(kind.resource, body, status) if status else None
             if written is not None:
                 self.waiting.update(uid, (kind, written))

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from keyward.errors import UserError
 from keyward.est.server import AuditRecord, EstServer, ServerTls, TlsSetupError
 from keyward.host import ListenAddress
+from keyward.operator import metrics
 from keyward.operator.est_server.catalog import DEFAULT_KEY, EstCatalog
 from keyward.operator.est_server.tls_sources import TlsMaterial, TlsSource
 from keyward.operator.secrets import SecretStore
@@ -141,7 +142,7 @@ class EstService:
         return self._source.seconds_until_due()
 
     async def _start(self, material: TlsMaterial) -> None:
-        server = EstServer(self.catalog.cas, default_label=DEFAULT_KEY, audit=self._audit)
+        server = EstServer(self.catalog.cas, default_label=DEFAULT_KEY, audit=self._audit, observe=_observe)
         tls = ServerTls(material.chain_pem, material.key_pem, server.client_trust_anchors())
         listen = self._listen
         try:
@@ -188,6 +189,10 @@ class EstService:
 
     def _post(self, body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
         self._events.post(body, reason, message, warning=warning)
+
+
+def _observe(operation: str, status: int, _seconds: float) -> None:
+    metrics.EST_REQUESTS.labels(operation, str(status)).inc()
 
 
 def event_message(record: AuditRecord) -> str:

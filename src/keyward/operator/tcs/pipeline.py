@@ -15,6 +15,7 @@ restart, so users only ever see one certificate.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,6 +25,7 @@ from keyward.issuers.signer_names import IssuerRef
 from keyward.issuers.tcs.ca import decode_and_sign
 from keyward.keystore import KeystoreError, SigningProcessDied
 from keyward.kube.objects import name_of
+from keyward.operator import metrics
 from keyward.operator.requests import RequestKind
 from keyward.operator.status import StatusWriter
 from keyward.operator.tcs.cas import ReadyCa, ReadyCas
@@ -97,16 +99,21 @@ class SigningPipeline:
         if phase is Phase.DENIED:
             status = kind.denied_status(body)
             if status is not None:
-                await self.writer.write(
+                written = await self.writer.write(
                     kind.resource, body, status, event=("Denied", "the request was denied; not signed")
                 )
+                ref = kind.issuer(body)
+                if written is not None and ref is not None:
+                    metrics.DENIED.labels(ref.kind, kind.resource.kind).inc()
             return
         ref = kind.issuer(body)
         if ref is None:
             return
         ready = self.cas.get(ref.signer_name)
         if ready is None:
-            await self._wait_for_issuer(body, ref)
+            message = self.describe(ref)
+            reason = "issuer_missing" if "not found" in message else "issuer_not_ready"
+            await self._park(body, ref.signer_name, message, reason)
             return
         self._inflight[key] = None
         try:
@@ -119,6 +126,8 @@ class SigningPipeline:
     async def _sign_and_write(self, body: Mapping[str, Any], ready: ReadyCa) -> None:
         kind = self.kind
         key = _key(body)
+        started = time.monotonic()
+        labels = (ready.ref.kind, kind.resource.kind)
         try:
             store = await self.tokens.get()
             issued = await store.run_signing(
@@ -127,26 +136,31 @@ class SigningPipeline:
         except RequestError as exc:
             self.waiting.release(key)
             problem = str(exc)
-            await self.writer.finish(
+            if await self.writer.finish(
                 kind.resource,
                 body,
                 lambda current: kind.failed_status(current, "Failed", problem),
                 wanted=self._wants_result,
                 event=("Failed", f"request rejected: {problem}"),
                 warning=True,
-            )
+            ):
+                metrics.FAILED.labels(*labels).inc()
             return
         except SigningProcessDied as exc:
             # The process is replaced on the next job; the token and the issuer are fine.
             log.warning("signing %s: %s", name_of(body), exc)
-            await self._park(body, ready.ref.signer_name, f"signing was interrupted: {exc}")
+            await self._park(
+                body, ready.ref.signer_name, f"signing was interrupted: {exc}", "token_unavailable"
+            )
             return
         except (KeystoreError, IssuerError, OSError, RuntimeError) as exc:
             # Belongs to the issuer (token gone, key vanished): take it out of service and retry later.
             log.warning("signing %s failed in the token: %s", name_of(body), exc)
             self.cas.discard(ready.ref.signer_name, only=ready)
             self.tokens.reset()
-            await self._park(body, ready.ref.signer_name, f"the token failed while signing: {exc}")
+            await self._park(
+                body, ready.ref.signer_name, f"the token failed while signing: {exc}", "token_unavailable"
+            )
             return
         written = await self.writer.finish(
             kind.resource,
@@ -161,6 +175,8 @@ class SigningPipeline:
         )
         if written is not None:
             self._remember_issued(key)
+            metrics.ISSUED.labels(*labels).inc()
+            metrics.SIGNING_LATENCY.labels(ready.ref.kind).observe(time.monotonic() - started)
         self.waiting.release(key)
 
     def _issued_status(self, body: Mapping[str, Any], issued: IssuedCertificate) -> dict[str, Any]:
@@ -172,16 +188,13 @@ class SigningPipeline:
         """Still approved and unfinished: the result signed for an earlier version still belongs."""
         return self.kind.phase(body) is Phase.APPROVED
 
-    async def _wait_for_issuer(self, body: Mapping[str, Any], ref: IssuerRef) -> None:
-        await self._park(body, ref.signer_name, self.describe(ref))
-
-    async def _park(self, body: Mapping[str, Any], label: str, message: str) -> None:
+    async def _park(self, body: Mapping[str, Any], label: str, message: str, reason: str) -> None:
         """Park the request as Pending until its issuer can sign. Waiting for an issuer is never a
         permanent failure (cert-manager's contract): a token fault takes the issuer out of service until
         its re-check, so every wait here is a wait for the issuer — retried with backoff capped at five
         minutes, and at once when the issuer turns ready (``wake``)."""
         key = _key(body)
-        self.waiting.park(key, body, label)
+        self.waiting.park(key, body, label, reason=reason)
         status = self.kind.pending_status(body, message)
         if status is not None:
             written = await self.writer.write(self.kind.resource, body, status)
