@@ -25,10 +25,18 @@ from cryptography.x509.oid import NameOID
 
 from keyward.errors import UserError
 from keyward.kube.client import Kube
-from keyward.kube.crds import cert_manager_crds_path
+from keyward.kube.crds import cert_manager_crds_path, crd_dir
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CERTIFICATES, NAMESPACES, SECRETS
 from keyward.sandbox.apiserver import ApiServer
-from keyward.sandbox.certmanager import CertManagerStandIn, approve, deny, renew
+from keyward.sandbox.certmanager import (
+    NAMESPACE,
+    RBAC_PATH,
+    SERVICE_ACCOUNT,
+    CertManagerStandIn,
+    approve,
+    deny,
+    renew,
+)
 
 T = TypeVar("T")
 Body = dict[str, Any]
@@ -41,15 +49,30 @@ REQUESTOR = "system:serviceaccount:cert-manager:cert-manager"
 
 
 @pytest.fixture(scope="session")
-async def api_kube(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Kube]:
-    server = ApiServer(host="127.0.0.1", port=0, crd_paths=[cert_manager_crds_path()])
+async def certmanager_api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ApiServer]:
+    crds = [*sorted(crd_dir().glob("tcs.intel.com_tcs*issuers.yaml")), cert_manager_crds_path()]
+    server = ApiServer(host="127.0.0.1", port=0, crd_paths=crds)
     await server.start()
     try:
-        kubeconfig = tmp_path_factory.mktemp("certmanager-api") / "kubeconfig"
-        server.write_kubeconfig(kubeconfig)
-        yield Kube(await kr8s.asyncio.api(kubeconfig=str(kubeconfig)))
+        yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def api_kube(certmanager_api: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Kube:
+    """The test's own client: cluster-admin, like a person with the admin kubeconfig."""
+    kubeconfig = tmp_path_factory.mktemp("certmanager-api") / "kubeconfig"
+    certmanager_api.write_kubeconfig(kubeconfig)
+    return Kube(await kr8s.asyncio.api(kubeconfig=str(kubeconfig)))
+
+
+@pytest.fixture(scope="session")
+async def standin_kube(certmanager_api: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Kube:
+    """The stand-in's client: cert-manager's ServiceAccount with cert-manager's RBAC only."""
+    path = tmp_path_factory.mktemp("certmanager-sa") / "kubeconfig"
+    certmanager_api.service_account_kubeconfig(path, NAMESPACE, SERVICE_ACCOUNT, roles=RBAC_PATH)
+    return Kube(await kr8s.asyncio.api(kubeconfig=str(path)))
 
 
 @pytest.fixture
@@ -80,8 +103,8 @@ class StandIns:
 
 
 @pytest.fixture
-async def standins(api_kube: Kube, namespace: str) -> AsyncIterator[StandIns]:
-    started = StandIns(api_kube, namespace)
+async def standins(standin_kube: Kube, namespace: str) -> AsyncIterator[StandIns]:
+    started = StandIns(standin_kube, namespace)
     yield started
     for task in started.tasks:
         if not task.done():

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from keyward.sandbox.apiserver import bootstrap
+from keyward.sandbox.apiserver import accounts, bootstrap
 from keyward.sandbox.apiserver.admission import Admission, SignerCheck
 from keyward.sandbox.apiserver.app import ServerState, build_app
 from keyward.sandbox.apiserver.auth import DEFAULT_AUDIENCES, DEFAULT_TOKEN_SECONDS, Tokens
@@ -205,6 +205,29 @@ class ApiServer:
             raise ValueError(f'ServiceAccount "{namespace}/{name}" does not exist; create it first')
         token, _ = self.tokens.issue(account, seconds, DEFAULT_AUDIENCES)
         return token
+
+    def service_account_kubeconfig(
+        self,
+        path: Path,
+        namespace: str,
+        name: str,
+        *,
+        rules: Sequence[dict[str, Any]] = (),
+        cluster_rules: Sequence[dict[str, Any]] = (),
+        roles: str | Path | dict[str, Any] | Sequence[dict[str, Any]] = (),
+        seconds: int = 24 * 3600,
+    ) -> Path:
+        """Create ServiceAccount ``namespace/name`` (and its namespace), bind RBAC to it, and write a
+        kubeconfig authenticating as it (a TokenRequest token valid ``seconds``).
+
+        ``rules`` become a Role named ``name`` in ``namespace``, ``cluster_rules`` a ClusterRole named
+        ``namespace:name``; ``roles`` are Role/ClusterRole manifests (dicts, YAML text or a YAML file,
+        such as a shipped ClusterRole), each stored and bound to the account.
+        """
+        accounts.grant(self.cluster, namespace, name, rules=rules, cluster_rules=cluster_rules, roles=roles)
+        token = self.issue_token(namespace, name, seconds)
+        self.write_kubeconfig(path, namespace=namespace, token=token, user=f"{namespace}:{name}")
+        return Path(path)
 
     def write_kubeconfig(
         self, path: Path, *, namespace: str = "default", token: str | None = None, user: str = CONTEXT

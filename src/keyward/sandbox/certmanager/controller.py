@@ -52,8 +52,6 @@ from keyward.sandbox.certmanager.names import (
     NEXT_PRIVATE_KEY_LABEL,
     PRIVATE_KEY_SECRET,
     READY_MESSAGE,
-    REQUESTOR,
-    REQUESTOR_GROUPS,
     annotations_of,
     is_owned_by,
     metadata,
@@ -451,8 +449,6 @@ class CertManagerStandIn:
             "request": _b64(csr_pem(csr)),
             "issuerRef": dict(spec.get("issuerRef") or {}),
             "usages": request_usages(spec),
-            "username": REQUESTOR,
-            "groups": list(REQUESTOR_GROUPS),
         }
         if spec.get("duration"):
             request_spec["duration"] = spec["duration"]
