@@ -15,13 +15,23 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import yaml
 from aiohttp import web
 
 from keyward.sandbox.apiserver import discovery, reviews
 from keyward.sandbox.apiserver import errors as err
-from keyward.sandbox.apiserver.auth import ANONYMOUS, SERVICE_ACCOUNTS_KEY, Tokens, UserInfo
+from keyward.sandbox.apiserver.auth import (
+    ANONYMOUS,
+    AUTHENTICATED,
+    SERVICE_ACCOUNTS,
+    SERVICE_ACCOUNTS_KEY,
+    UNAUTHENTICATED,
+    Tokens,
+    UserInfo,
+    split_service_account_username,
+)
 from keyward.sandbox.apiserver.faults import FaultPlan, failure
 from keyward.sandbox.apiserver.operations import Cluster, WriteResult
 from keyward.sandbox.apiserver.patch import APPLY, PATCH_TYPES
@@ -77,6 +87,57 @@ class ServerState:
         if user is None:
             raise err.ApiError(401, "Unauthorized", "Unauthorized")
         return user
+
+    def impersonate(self, request: web.Request, requestor: UserInfo) -> UserInfo:
+        """The user ``Impersonate-*`` headers ask to act as, once ``impersonate`` is allowed for each
+        (staging/src/k8s.io/apiserver/pkg/endpoints/filters/impersonation.go)."""
+        headers = request.headers
+        name = headers.get("Impersonate-User", "")
+        groups_asked = headers.getall("Impersonate-Group", [])
+        extras = {
+            unquote(key[len("Impersonate-Extra-") :]).lower(): headers.getall(key)
+            for key in {k for k in headers if k.lower().startswith("impersonate-extra-")}
+        }
+        uid = headers.get("Impersonate-Uid", "")
+        if not name:
+            if groups_asked or extras or uid:
+                raise err.bad_request(
+                    "requested impersonation of groups, extras or a uid without impersonating a user"
+                )
+            return requestor
+        checks: list[Attributes] = []
+        groups: list[str] = []
+        account = split_service_account_username(name)
+        if account is not None:
+            checks.append(
+                Attributes(requestor, "impersonate", True, "", "serviceaccounts", "", account[0], account[1])
+            )
+            if not groups_asked:
+                groups = [SERVICE_ACCOUNTS, f"{SERVICE_ACCOUNTS}:{account[0]}"]
+        else:
+            checks.append(Attributes(requestor, "impersonate", True, "", "users", name=name))
+        for group in groups_asked:
+            checks.append(Attributes(requestor, "impersonate", True, "", "groups", name=group))
+            groups.append(group)
+        for key, values in extras.items():
+            for value in values:
+                checks.append(
+                    Attributes(
+                        requestor, "impersonate", True, "authentication.k8s.io", "userextras", key, name=value
+                    )
+                )
+        if uid:
+            checks.append(
+                Attributes(requestor, "impersonate", True, "authentication.k8s.io", "uids", name=uid)
+            )
+        for attributes in checks:
+            decision = self.authorizer.authorize(attributes)
+            self.permissions.record(attributes, decision.allowed)
+            if not decision.allowed:
+                raise denied(attributes, decision.reason)
+        if name != ANONYMOUS.name and not {AUTHENTICATED, UNAUTHENTICATED} & set(groups):
+            groups.append(AUTHENTICATED)
+        return UserInfo.of(name, groups, uid, extras)
 
     def authorize(self, request: web.Request, user: UserInfo) -> Attributes:
         """The request's attributes once the authorizer allows them; 403 (logged) otherwise."""
@@ -145,7 +206,7 @@ def build_app(state: ServerState) -> web.Application:
         if request.method in WRITE_METHODS:
             state.writes += 1
         try:
-            user = state.authenticate(request)
+            user = state.impersonate(request, state.authenticate(request))
             attributes = state.authorize(request, user)
             request[USER] = user
             if state.faults.rules:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -198,6 +199,19 @@ class ApiServer:
         assert admission is not None
         admission.certmanager_webhook = installed
 
+    @contextlib.contextmanager
+    def without_certmanager_webhook(self) -> Iterator[None]:
+        """For the duration, as if cert-manager's webhook were not installed (restored after).
+
+        Tests use it to store CertificateRequests the webhook would refuse (not a CSR, a bad signature),
+        to prove an issuer's own checks; on a real cluster with cert-manager they cannot exist."""
+        before = self.certmanager_webhook
+        self.certmanager_webhook = False
+        try:
+            yield
+        finally:
+            self.certmanager_webhook = before
+
     def issue_token(self, namespace: str, name: str, seconds: int = DEFAULT_TOKEN_SECONDS) -> str:
         """A token for an existing ServiceAccount, as ``kubectl create token NAME -n NAMESPACE`` gets."""
         account = self.cluster.store.get(("", "serviceaccounts"), namespace, name)
@@ -224,10 +238,25 @@ class ApiServer:
         ``namespace:name``; ``roles`` are Role/ClusterRole manifests (dicts, YAML text or a YAML file,
         such as a shipped ClusterRole), each stored and bound to the account.
         """
-        accounts.grant(self.cluster, namespace, name, rules=rules, cluster_rules=cluster_rules, roles=roles)
-        token = self.issue_token(namespace, name, seconds)
+        token = self.service_account_token(
+            namespace, name, rules=rules, cluster_rules=cluster_rules, roles=roles, seconds=seconds
+        )
         self.write_kubeconfig(path, namespace=namespace, token=token, user=f"{namespace}:{name}")
         return Path(path)
+
+    def service_account_token(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        rules: Sequence[dict[str, Any]] = (),
+        cluster_rules: Sequence[dict[str, Any]] = (),
+        roles: str | Path | dict[str, Any] | Sequence[dict[str, Any]] = (),
+        seconds: int = 24 * 3600,
+    ) -> str:
+        """``service_account_kubeconfig`` without the file: the account, its RBAC, and a token for it."""
+        accounts.grant(self.cluster, namespace, name, rules=rules, cluster_rules=cluster_rules, roles=roles)
+        return self.issue_token(namespace, name, seconds)
 
     def write_kubeconfig(
         self, path: Path, *, namespace: str = "default", token: str | None = None, user: str = CONTEXT
