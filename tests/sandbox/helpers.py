@@ -38,6 +38,10 @@ def http_client(server: ApiServer, token: str | None = None, **options: Any) -> 
     )
 
 
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-
 import httpx
 import pytest
 
-from .helpers import CSRS, WIDGETS, Pki, unique, widget
+from .helpers import CSRS, WIDGETS, Pki, b64, unique, widget
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 async def test_object_writes_ignore_changes_to_status(client: httpx.AsyncClient, namespace: str) -> None:

@@ -38,6 +38,8 @@ from keyward.sandbox.certmanager import (
     renew,
 )
 
+from .helpers import b64
+
 T = TypeVar("T")
 Body = dict[str, Any]
 TIMEOUT = 15.0
@@ -175,10 +177,6 @@ def csr_of(request: Body) -> x509.CertificateSigningRequest:
 
 def spki(key: Any) -> bytes:
     return bytes(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 class TinyCA:

@@ -56,7 +56,7 @@ EXTENDED_KEY_USAGES: dict[str, str] = {
 }
 ALL_USAGES: tuple[str, ...] = (*KEY_USAGES, *EXTENDED_KEY_USAGES)
 DEFAULT_USAGES: tuple[str, ...] = ("digital signature", "key encipherment")
-_NAMES_BY_BIT = {bit: name for name, bit in reversed(KEY_USAGES.items())}
+_NAMES_BY_BIT = {bit: name for name, bit in KEY_USAGES.items() if name != "signing"}
 _NAMES_BY_OID = {oid: name for name, oid in reversed(EXTENDED_KEY_USAGES.items())}
 
 
