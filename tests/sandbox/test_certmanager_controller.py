@@ -13,10 +13,12 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import kr8s.asyncio
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -380,6 +382,42 @@ async def test_auto_approve_approves_like_cert_managers_approver(
     assert approval["status"] == "True"
     assert approval["reason"] == "cert-manager.io"
     assert approval["message"] == "Certificate request has been approved by cert-manager.io"
+
+
+async def test_auto_approve_needs_the_approval_rbac_of_the_issuer_kind(
+    certmanager_api: ApiServer, api_kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    controller_only = [
+        d for d in yaml.safe_load_all(RBAC_PATH.read_text()) if "approve" not in d["metadata"]["name"]
+    ]
+    account = f"no-approval-{namespace}"
+    config = certmanager_api.service_account_kubeconfig(
+        tmp_path / "kubeconfig", NAMESPACE, account, roles=controller_only
+    )
+    standin = CertManagerStandIn(
+        Kube(await kr8s.asyncio.api(kubeconfig=str(config))), auto_approve=True, namespaces=[namespace]
+    )
+    task = asyncio.create_task(standin.run())
+    try:
+        await create_certificate(api_kube, namespace, "unapproved", privateKey={"algorithm": "ECDSA"})
+        request = await request_for(api_kube, namespace, "unapproved", 1)
+        user = f"system:serviceaccount:{NAMESPACE}:{account}"
+        signer = f"tcsissuers.tcs.intel.com/{namespace}.my-ca"
+
+        async def refused() -> bool:
+            return any(
+                e.verb == "approve" and e.name == signer and not e.allowed
+                for e in certmanager_api.permissions.entries(user)
+            )
+
+        await eventually(refused, "the approval to be refused by RBAC")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    request = await api_kube.get(CERTIFICATE_REQUESTS, request["metadata"]["name"], namespace)
+    assert not condition(request, "Approved") and not condition(request, "Denied")
+    assert request["spec"]["username"] == user
 
 
 async def test_a_denied_request_fails_the_certificate_until_renewed(
