@@ -122,23 +122,14 @@ class Sandbox:
             await self.operator.start()
 
     def service_account_kubeconfig(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        rules: Sequence[dict[str, Any]] = (),
-        cluster_rules: Sequence[dict[str, Any]] = (),
-        roles: str | Path | dict[str, Any] | Sequence[dict[str, Any]] = (),
-        path: Path | None = None,
+        self, namespace: str, name: str, *, path: Path | None = None, **grant: Any
     ) -> Path:
-        """A kubeconfig acting as ServiceAccount ``namespace/name`` (created, with the RBAC given bound
-        to it; see ``ApiServer.service_account_kubeconfig``), by default STATE_DIR/NAMESPACE.NAME.kubeconfig.
-        Run the operator with it to prove its shipped RBAC suffices (``api.permissions`` then shows what
-        it used)."""
+        """A kubeconfig acting as ServiceAccount ``namespace/name``, created with the RBAC ``grant``
+        names bound to it (see ``ApiServer.service_account_kubeconfig``), by default
+        STATE_DIR/NAMESPACE.NAME.kubeconfig. Run the operator with it to prove its shipped RBAC
+        suffices (``api.permissions`` then shows what it used)."""
         target = path or self.state_dir / f"{namespace}.{name}.kubeconfig"
-        return self.api.service_account_kubeconfig(
-            target, namespace, name, rules=rules, cluster_rules=cluster_rules, roles=roles
-        )
+        return self.api.service_account_kubeconfig(target, namespace, name, **grant)
 
     async def ensure_namespace(self, name: str) -> None:
         assert self.kube is not None

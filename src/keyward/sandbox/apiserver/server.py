@@ -221,41 +221,25 @@ class ApiServer:
         return token
 
     def service_account_kubeconfig(
-        self,
-        path: Path,
-        namespace: str,
-        name: str,
-        *,
-        rules: Sequence[dict[str, Any]] = (),
-        cluster_rules: Sequence[dict[str, Any]] = (),
-        roles: str | Path | dict[str, Any] | Sequence[dict[str, Any]] = (),
-        seconds: int = 24 * 3600,
+        self, path: Path, namespace: str, name: str, *, seconds: int = 24 * 3600, **grant: Any
     ) -> Path:
         """Create ServiceAccount ``namespace/name`` (and its namespace), bind RBAC to it, and write a
         kubeconfig authenticating as it (a TokenRequest token valid ``seconds``).
 
-        ``rules`` become a Role named ``name`` in ``namespace``, ``cluster_rules`` a ClusterRole named
-        ``namespace:name``; ``roles`` are Role/ClusterRole manifests (dicts, YAML text or a YAML file,
-        such as a shipped ClusterRole), each stored and bound to the account.
+        ``grant`` is what ``accounts.grant`` takes: ``rules`` become a Role named ``name`` in
+        ``namespace``, ``cluster_rules`` a ClusterRole named ``namespace:name``; ``roles`` are
+        Role/ClusterRole manifests (dicts, YAML text or a YAML file, such as a shipped ClusterRole),
+        each stored and bound to the account.
         """
-        token = self.service_account_token(
-            namespace, name, rules=rules, cluster_rules=cluster_rules, roles=roles, seconds=seconds
-        )
+        token = self.service_account_token(namespace, name, seconds=seconds, **grant)
         self.write_kubeconfig(path, namespace=namespace, token=token, user=f"{namespace}:{name}")
         return Path(path)
 
     def service_account_token(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        rules: Sequence[dict[str, Any]] = (),
-        cluster_rules: Sequence[dict[str, Any]] = (),
-        roles: str | Path | dict[str, Any] | Sequence[dict[str, Any]] = (),
-        seconds: int = 24 * 3600,
+        self, namespace: str, name: str, *, seconds: int = 24 * 3600, **grant: Any
     ) -> str:
         """``service_account_kubeconfig`` without the file: the account, its RBAC, and a token for it."""
-        accounts.grant(self.cluster, namespace, name, rules=rules, cluster_rules=cluster_rules, roles=roles)
+        accounts.grant(self.cluster, namespace, name, **grant)
         return self.issue_token(namespace, name, seconds)
 
     def write_kubeconfig(
