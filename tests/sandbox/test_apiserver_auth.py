@@ -51,9 +51,11 @@ def sa(namespace: str, name: str = "bot") -> str:
 # -- authentication ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("header", [None, "Bearer not-a-token", "Basic YWRtaW46YWRtaW4=", "Bearer"])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer not-a-token", "Basic YWRtaW46YWRtaW4=", "Bearer", b"Bearer t\xf6k\xe9n"]
+)
 async def test_requests_without_a_valid_token_are_401_unauthorized(
-    api_server: ApiServer, header: str | None
+    api_server: ApiServer, header: str | bytes | None
 ) -> None:
     headers = {"Authorization": header} if header else {}
     async with httpx.AsyncClient(base_url=api_server.url, verify=api_server.client_ssl_context()) as client:

@@ -127,7 +127,7 @@ class Tokens:
 
     def authenticate(self, token: str, service_accounts: Any) -> UserInfo | None:
         """The user a bearer token stands for, or None; ``service_accounts(ns, name)`` reads the store."""
-        if secrets.compare_digest(token, self.admin_token):
+        if secrets.compare_digest(token.encode("utf-8", "surrogateescape"), self.admin_token.encode()):
             return ADMIN
         issued = self._issued.get(token)
         if issued is None:
