@@ -247,3 +247,10 @@ def test_retry_after_garbage_raises_only_wire_errors(value: str) -> None:
     except WireError:
         return
     assert 0.0 <= seconds <= wire.DEFAULT_MAX_RETRY_AFTER
+
+
+def test_a_request_of_an_unknown_version_is_a_wire_error_not_a_crash() -> None:
+    from tests.pki.test_csr import VERSION_4_CSR
+
+    with pytest.raises(WireError, match="not a usable DER PKCS#10 request"):
+        wire.decode_csr(base64.b64encode(VERSION_4_CSR))

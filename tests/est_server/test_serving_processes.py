@@ -25,8 +25,9 @@ from keyward.bench.observe import with_children
 from keyward.errors import UserError
 from keyward.est.server import EstServer
 from keyward.estserver import serve as est_standalone
-from keyward.estserver.serve import StandaloneState, prepare_state, standalone_server
-from keyward.estserver.workers import ServingProcesses, ServingSetup, hold_port
+from keyward.estserver.child import ServingSetup, standalone_server
+from keyward.estserver.state import StandaloneState, prepare_state
+from keyward.estserver.workers import ServingProcesses, hold_port
 from keyward.host import ListenAddress
 from keyward.issuers.tcs.est_ca import (
     BasicCredential,

@@ -7,6 +7,7 @@ import email.parser
 import email.policy
 import json
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -226,6 +227,28 @@ def test_a_second_start_reuses_the_ca_the_password_and_the_tls_certificate(
         f"keyward: error: the CA in {state} has a ECDSA-256 key but --key-algorithm asks for RSA-2048: "
         "drop --key-algorithm (the CA key is never replaced), or use a new --state-dir"
     ]
+
+
+def test_a_state_dir_whose_token_lost_the_ca_key_is_refused_not_given_a_new_ca(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    state = tmp_path_factory.mktemp("est-lost-token") / "state"
+    first = StandaloneServer(state, ("--workers", "0")).start()
+    ca_pem = first.ca_pem.read_bytes()
+    assert first.stop() == 0
+    shutil.rmtree(state / "tokens")  # the token's volume came back empty
+    (state / "tokens").mkdir()
+    refused = subprocess.run(
+        [sys.executable, "-m", "keyward", "est-server", "--state-dir", str(state), "--workers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert f"the CA in {state} cannot be used (CAKeyMissing: {state / 'ca.pem'} holds" in line
+    assert (state / "ca.pem").read_bytes() == ca_pem, "the trust anchor devices have is left alone"
 
 
 def test_a_port_in_use_is_one_clear_line(est: StandaloneServer) -> None:

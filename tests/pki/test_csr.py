@@ -150,3 +150,17 @@ def test_refused_key_types_are_named(key: object, named: str) -> None:
 def test_requested_extensions_are_parsed_up_front(leaf_key: ec.EllipticCurvePrivateKey) -> None:
     csr = make_csr(leaf_key, sans=[x509.DNSName("a.example")])
     assert load_csr(pem(csr)).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+
+
+#: A PKCS#10 request whose CertificationRequestInfo says version 4 (only 0 exists), found by the EST
+#: server's fuzzer: cryptography refuses it with InvalidVersion, which is not a ValueError.
+VERSION_4_CSR = base64.b64decode(
+    "MIHMMHMCAQQwETEPMA0GA1UEAwwGZnV6emVkMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE8SPROvdzKoYhnY4lqjJTeD89yFOvd4Qy"
+    "6aiOwa4hBh0PfgEGtuVycQKtPSpJ0C6AkK5nIzGsbz7ULWuWcnDSM6AAMAoGCCqGSM49BAMCA0kAMEYCIQD5rx3isj2G/960ScFZDA"
+    "N1d897PlE+hcJFxQKs9IEJMQIhAMvBk1nGOsRh+OqVEnrexqQ3ZMvA68O0cksykyYL621D"
+)
+
+
+def test_a_request_of_an_unknown_version_is_a_request_error() -> None:
+    with pytest.raises(RequestError, match=NOT_A_CSR):
+        load_csr(VERSION_4_CSR)

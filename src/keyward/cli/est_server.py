@@ -56,7 +56,8 @@ def est_server(
     verbose: bool,
 ) -> None:
     """Serve RFC 7030 EST from a CA whose key is in a local SoftHSM2 token (no cluster needed)."""
-    from keyward.estserver.serve import DEFAULT_HOSTNAMES, LOG_FORMAT, StandaloneOptions, serve
+    from keyward.estserver.serve import LOG_FORMAT, StandaloneOptions, serve
+    from keyward.estserver.state import DEFAULT_HOSTNAMES
     from keyward.host import ListenAddress, processes_per_core
     from keyward.keystore import KeySpec
 

@@ -103,7 +103,7 @@ def decode_csr(body: bytes | str) -> x509.CertificateSigningRequest:
         _ = csr.extensions
         _ = csr.public_key()
         _ = csr.signature_hash_algorithm
-    except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension, x509.InvalidVersion) as exc:
         raise WireError(f"the body is not a usable DER PKCS#10 request ({_reason(exc)})") from None
     return csr
 

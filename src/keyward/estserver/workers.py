@@ -11,13 +11,13 @@ processes).
   is its choice, then marks its socket SO_REUSEPORT and never listens on it: it only holds the port.
   Each serving process listens on its own socket bound to the same address with SO_REUSEPORT, and the
   kernel spreads new connections over them. A process that dies takes only its own connections along.
-- **A serving process** is a fresh interpreter (``python -c``: a PKCS#11 module must not be used across
-  a fork). Over a socket pair it gets the token's config, logs in (one process at a time: SoftHSM2 can
-  miss its token in a process that starts while another logs in), then gets a ``ServingSetup``: how to
-  build its server, the CA (its key as a token reference, see ``keystore.keys``), the TLS certificate
-  and key. It answers ready, or why it cannot serve. Later messages are renewed TLS certificates. When
-  the socket closes (the parent stops, or died) it stops accepting, finishes what it has, and exits: no
-  orphan keeps the port.
+- **A serving process** is a fresh interpreter (``keyward.children``) running
+  ``keyward.estserver.child.serve``. Over its channel it gets the token's config, logs in (one process
+  at a time: SoftHSM2 can miss its token in a process that starts while another logs in), then gets a
+  ``ServingSetup``: how to build its server, the CA (its key as a token reference, see
+  ``keystore.keys``), the TLS certificate and key. It answers ready, or why it cannot serve. Later
+  messages are renewed TLS certificates. When the channel closes (the parent stops, or died) it stops
+  accepting, finishes what it has, and exits: no orphan keeps the port.
 - **Limits** are each process's own: the connection cap (``EstServer``'s ``max_connections``) holds
   per process, so the server as a whole admits up to N times as many.
 - **Signing inline.** A serving process signs on its event loop. It has nothing else to do meanwhile
@@ -25,9 +25,6 @@ processes).
   slower). Serverkeygen's key generation, which takes long for RSA, still runs in a thread.
 - **Supervision.** The parent starts a new process for one that exits: at once, unless the last one
   also failed or died young, then after a pause that doubles up to ``MAX_RESTART_PAUSE``.
-
-Pickled messages are safe here as in ``keystore.processes``: they only travel on a socket pair between a
-parent and the child it started.
 """
 
 from __future__ import annotations
@@ -35,30 +32,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import pickle
-import signal
 import socket
-import struct
 import subprocess
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
 
+from keyward import children
+from keyward.children import AsyncChannel
 from keyward.errors import UserError
-from keyward.est.server import EstServer, ServerTls
+from keyward.estserver import child
+from keyward.estserver.child import ServingSetup
 from keyward.host import ListenAddress
-from keyward.issuers.tcs.est_ca import ServerCertificate, TokenWorkers
-from keyward.keystore import HsmConfig, keys
-from keyward.keystore.processes import how_it_ended, log_in_settled
+from keyward.issuers.tcs.est_ca import ServerCertificate
+from keyward.keystore import HsmConfig
+from keyward.keystore.child import load_answer
 
-T = TypeVar("T")
 log = logging.getLogger("keyward.est.workers")
 
-#: How a serving process starts: ``serve`` on the socket it inherits.
-_ENTRY = "import sys; from keyward.estserver.workers import serve; serve(int(sys.argv[1]))"
 #: Seconds a serving process gets to log in and start listening.
 START_TIMEOUT = 60.0
 #: Seconds stopping processes get to finish their requests (the server's shutdown timeout, and a margin).
@@ -69,21 +59,6 @@ EXIT_TIMEOUT = 1.0
 MAX_RESTART_PAUSE = 30.0
 #: A process that served this long died of something else than its start: replace it at once.
 YOUNG = 10.0
-_HEADER = struct.Struct("!I")
-_READY = ("ready", None)
-
-
-@dataclass(frozen=True)
-class ServingSetup:
-    """What a serving process needs besides its token login. ``make_server`` builds the ``EstServer``
-    around a ``TokenWorkers`` (must pickle: a module-level function, or a partial of one, whose
-    arguments pickle; token keys travel as references)."""
-
-    make_server: Callable[[TokenWorkers], EstServer]
-    tls: ServerCertificate
-    listen: ListenAddress  # the parent's port, never 0
-    log_level: int = logging.INFO
-    log_format: str = logging.BASIC_FORMAT
 
 
 class ServingProcesses:
@@ -122,14 +97,15 @@ class ServingProcesses:
         """Serve ``tls`` from now on: sent to every process (and given to those started later)."""
         self._setup = replace(self._setup, tls=tls)
         for slot in self._slots:
-            if slot.writer is not None and slot.ready:
-                _send(slot.writer, tls)
+            if slot.channel is not None and slot.ready:
+                slot.channel.send(tls)
 
     async def stop(self) -> None:
         """Close every process's socket (each finishes its requests and exits), kill what lingers."""
         self._stopping = True
         processes = [slot.detach() for slot in self._slots]  # all told at once
-        await asyncio.gather(*(_reap(process, STOP_TIMEOUT) for process in processes if process is not None))
+        deadline = time.monotonic() + STOP_TIMEOUT
+        await asyncio.gather(*(children.reap_async(process, deadline) for process in processes if process))
         for task in self._tasks:
             task.cancel()  # a process being started, or a pause before the next one
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -165,35 +141,25 @@ class ServingProcesses:
 
     async def _serve_once(self, slot: _Slot) -> None:
         """Start a process in ``slot`` and return when it has exited."""
-        ours, theirs = socket.socketpair()
-        with theirs:
-            slot.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                _ENTRY,
-                str(theirs.fileno()),
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-            )
-        reader, slot.writer = await asyncio.open_connection(sock=ours)
+        slot.process, sock = children.spawn(child.serve)
         try:
+            slot.channel = channel = await AsyncChannel.open(sock)
             async with asyncio.timeout(START_TIMEOUT):
                 async with self._login:
-                    _send(slot.writer, self._config)
-                    _expect_ready(await _receive(reader), "log in to the token")
+                    channel.send(self._config)
+                    _expect_ready(await channel.recv_bytes(), "log in to the token")
                 setup = self._setup
-                _send(slot.writer, setup)
-                _expect_ready(await _receive(reader), "serve")
+                channel.send(setup)
+                _expect_ready(await channel.recv_bytes(), "serve")
             slot.ready = True
             if self._setup.tls is not setup.tls:  # renewed while the process was starting
-                _send(slot.writer, self._setup.tls)
+                channel.send(self._setup.tls)
             if not slot.first_start.done():
                 slot.first_start.set_result(None)
             else:
                 log.info("serving process %s (pid %s) is serving again", slot.index, slot.process.pid)
             with contextlib.suppress(EOFError, OSError):
-                await _receive(reader)  # nothing more comes; the end of the stream is the process exiting
+                await channel.recv_bytes()  # nothing more comes; the end is the process exiting
         except TimeoutError:
             if not slot.first_start.done():
                 raise UserError(
@@ -205,9 +171,9 @@ class ServingProcesses:
         finally:
             process = slot.detach()
             if process is not None:
-                await _reap(process, EXIT_TIMEOUT)
+                await children.reap_async(process, time.monotonic() + EXIT_TIMEOUT)
         if process is not None and not self._stopping:
-            how = how_it_ended(process.returncode)
+            how = children.how_it_ended(process.returncode)
             if slot.first_start.done():
                 log.warning("serving process %s (pid %s) %s; starting another", slot.index, process.pid, how)
             else:
@@ -218,16 +184,16 @@ class ServingProcesses:
 class _Slot:
     index: int
     first_start: asyncio.Future[None]  # done when the slot's first process serves, or cannot
-    process: asyncio.subprocess.Process | None = None
-    writer: asyncio.StreamWriter | None = None
+    process: subprocess.Popen[bytes] | None = None
+    channel: AsyncChannel | None = None
     ready: bool = False
 
-    def detach(self) -> asyncio.subprocess.Process | None:
-        """Close the socket (the process sees its end and stops) and forget the process, to be reaped."""
-        writer, process = self.writer, self.process
-        self.writer, self.process, self.ready = None, None, False
-        if writer is not None:
-            writer.close()
+    def detach(self) -> subprocess.Popen[bytes] | None:
+        """Close the channel (the process sees its end and stops) and forget the process, to be reaped."""
+        channel, process = self.channel, self.process
+        self.channel, self.process, self.ready = None, None, False
+        if channel is not None:
+            channel.close()
         return process
 
 
@@ -239,35 +205,10 @@ class _NotStarted(UserError):
         self.doing, self.reason = doing, reason
 
 
-def _expect_ready(message: object, doing: str) -> None:
-    if message != _READY:
-        reason = message[1] if isinstance(message, tuple) and len(message) == 2 else repr(message)
-        raise _NotStarted(doing, str(reason))
-
-
-async def _reap(process: asyncio.subprocess.Process, timeout: float) -> None:
-    """Wait for ``process`` to exit, killing it after ``timeout`` seconds."""
-    try:
-        await asyncio.wait_for(process.wait(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-
-
-def _send(writer: asyncio.StreamWriter, message: object) -> None:
-    payload = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-    writer.write(_HEADER.pack(len(payload)) + payload)
-
-
-async def _receive(reader: asyncio.StreamReader) -> Any:
-    """The next message; ``EOFError`` when the other side has closed."""
-    try:
-        (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
-        payload = await reader.readexactly(size)
-    except asyncio.IncompleteReadError:
-        raise EOFError from None
-    return pickle.loads(payload)  # noqa: S301 (our own parent or child, on a private socket pair)
+def _expect_ready(answer: bytes, doing: str) -> None:
+    ok, why = load_answer(answer, "a serving process")
+    if not ok:
+        raise _NotStarted(doing, str(why))
 
 
 # -- the port -------------------------------------------------------------------------------------------
@@ -297,89 +238,3 @@ def hold_port(listen: ListenAddress) -> tuple[list[socket.socket], int]:
             sock.close()
         raise
     return held, port
-
-
-# -- in a serving process -------------------------------------------------------------------------------
-
-
-class InlineSigning:
-    """``TokenWorkers`` that run issuance jobs on the caller's thread: a serving process's event loop."""
-
-    async def run_signing(self, fn: Callable[..., T], *args: Any) -> T:
-        return fn(*args)
-
-
-def serve(fd: int) -> None:
-    """A serving process: log in, serve, and stop when the parent closes the socket ``fd``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
-    with contextlib.suppress(EOFError, ConnectionError):
-        asyncio.run(_serve(socket.socket(fileno=fd)))
-
-
-async def _serve(control: socket.socket) -> None:
-    reader, writer = await asyncio.open_connection(sock=control)
-    config: HsmConfig = await _receive(reader)
-    try:
-        sessions = log_in_settled(config)
-    except Exception as exc:
-        await _refuse(writer, str(exc))
-        return
-    keys.serve_token_in_this_process(sessions)
-    try:
-        _send(writer, _READY)
-        setup: ServingSetup = await _receive(reader)
-        logging.basicConfig(level=setup.log_level, format=setup.log_format)
-        try:
-            server, tls = await _start_serving(setup)
-        except Exception as exc:
-            await _refuse(writer, _why_not_serving(setup, exc))
-            return
-        try:
-            _send(writer, _READY)
-            log.debug("serving process %s listening", os.getpid())
-            await _follow(reader, tls)
-        finally:
-            await server.stop()
-    finally:
-        sessions.close()
-
-
-async def _start_serving(setup: ServingSetup) -> tuple[EstServer, ServerTls]:
-    server = setup.make_server(InlineSigning())
-    tls = ServerTls(setup.tls.chain_pem, setup.tls.key_pem, server.client_trust_anchors())
-    await server.start(setup.listen.host, setup.listen.port, tls.context, reuse_port=True)
-    return server, tls
-
-
-def _why_not_serving(setup: ServingSetup, exc: Exception) -> str:
-    if isinstance(exc, OSError):
-        return f"cannot listen on {setup.listen} ({exc.strerror or exc})"
-    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError) else str(exc)
-
-
-async def _refuse(writer: asyncio.StreamWriter, reason: str) -> None:
-    _send(writer, ("failed", reason))
-    await writer.drain()
-
-
-async def _follow(reader: asyncio.StreamReader, tls: ServerTls) -> None:
-    """Apply the parent's TLS renewals until it closes the socket or SIGTERM arrives."""
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        while True:
-            message = asyncio.ensure_future(_receive(reader))
-            await asyncio.wait((message, stopping), return_when=asyncio.FIRST_COMPLETED)
-            if not message.done():
-                message.cancel()
-                return
-            try:
-                renewed = message.result()
-            except (EOFError, ConnectionError):
-                return
-            if isinstance(renewed, ServerCertificate):
-                tls.reload_certificate(renewed.chain_pem, renewed.key_pem)
-                log.debug("serving process %s: serving the renewed TLS certificate", os.getpid())
-    finally:
-        stopping.cancel()

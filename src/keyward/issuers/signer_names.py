@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TCS_GROUP = "tcs.intel.com"
-EST_GROUP = "est.mitre.org"
+from keyward.kube.resources import EST_GROUP, TCS_GROUP
 
 # lower-case kind (singular and plural spelling) → (Kind, namespaced)
 _KINDS: dict[str, dict[str, tuple[str, bool]]] = {
@@ -55,6 +54,12 @@ class IssuerRef:
     def __str__(self) -> str:
         where = f"{self.namespace}/" if self.namespace else ""
         return f"{self.kind} {where}{self.name}"
+
+
+def issuer_ref_of(group: str, kind: str, name: str, namespace: str | None = None) -> IssuerRef:
+    """The issuer an object of ``kind`` in ``group`` is: namespaced kinds keep their namespace."""
+    canonical, namespaced = _KINDS[group][kind.lower()]
+    return IssuerRef(group, canonical, name, namespace if namespaced else None)
 
 
 def is_our_group(signer_name: str) -> bool:

@@ -83,8 +83,8 @@ class _TokenKey:
         raise NotImplementedError  # each kind of key knows its own
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickled as a reference (token, CKA_ID, public key), never as key material: the signing
-        processes of ``keyward.keystore.processes`` turn it back into a key of their own session."""
+        """Pickled as a reference (token, CKA_ID, public key), never as key material: a child process
+        that serves the token (``keyward.keystore.child``) turns it back into a key of its own session."""
         return _key_in_this_process, self._reference
 
     @functools.cached_property
@@ -193,7 +193,7 @@ _process_keys: dict[tuple[tuple[str, str], bytes, bytes], TokenPrivateKey] = {}
 
 
 def serve_token_in_this_process(sessions: TokenSessions) -> None:
-    """Let token keys that arrive pickled in this process sign with ``sessions`` (a signing process)."""
+    """Let token keys that arrive pickled in this process sign with ``sessions`` (``keystore.child``)."""
     _process_sessions[(sessions.config.module, sessions.config.token_label)] = sessions
 
 

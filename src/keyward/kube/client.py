@@ -23,12 +23,19 @@ Body = dict[str, Any]
 
 
 class ApiError(Exception):
-    """The API server refused a call; ``status`` is the HTTP code, ``reason`` the Status reason."""
+    """The API server refused a call; ``status`` is the HTTP code, ``reason`` the Status reason.
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    A call that got no answer at all (connection refused or cut, a timeout) is an ``ApiError`` too, with
+    ``status`` 0 and reason ``Unreachable``: for a caller both mean "try again later".
+    """
+
+    def __init__(self, status: int, reason: str, message: str, *, retry_after: float | None = None) -> None:
         self.status = status
         self.reason = reason
-        super().__init__(f"{status} {reason}: {message}")
+        self.message = message
+        #: Seconds the server asked us to wait (its Retry-After header), if it said.
+        self.retry_after = retry_after
+        super().__init__(f"{status} {reason}: {message}" if status else f"{reason}: {message}")
 
     @property
     def not_found(self) -> bool:
@@ -37,6 +44,11 @@ class ApiError(Exception):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+    @property
+    def transient(self) -> bool:
+        """No answer, throttled (429) or a server-side failure (5xx, e.g. a webhook restarting)."""
+        return self.status == 0 or self.status == 429 or self.status >= 500
 
 
 class Kube:
@@ -58,16 +70,19 @@ class Kube:
         self, method: str, resource: Resource, namespace: str | None, tail: str, **kwargs: Any
     ) -> Body:
         ns = namespace if resource.namespaced else None
-        async with self._api.call_api(
-            method,
-            version="",
-            base=resource.prefix,
-            namespace=ns,
-            url=f"{resource.plural}{tail}",
-            raise_for_status=False,
-            **kwargs,
-        ) as response:
-            return _checked(response)
+        try:
+            async with self._api.call_api(
+                method,
+                version="",
+                base=resource.prefix,
+                namespace=ns,
+                url=f"{resource.plural}{tail}",
+                raise_for_status=False,
+                **kwargs,
+            ) as response:
+                return _checked(response)
+        except httpx.TransportError as exc:
+            raise ApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
 
     async def version(self) -> Body:
         """GET /version: the cheapest proof that the API answers."""
@@ -152,5 +167,15 @@ def _checked(response: httpx.Response) -> Body:
     if response.is_error:
         reason = body.get("reason") or response.reason_phrase
         message = body.get("message") or response.text[:200]
-        raise ApiError(response.status_code, str(reason), str(message))
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        raise ApiError(response.status_code, str(reason), str(message), retry_after=retry_after)
     return body if isinstance(body, dict) else {}
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header in seconds (kube-apiserver sends delta-seconds), None when absent or odd."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < 86_400 else None

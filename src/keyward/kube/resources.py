@@ -1,22 +1,23 @@
-"""The Kubernetes resources keyward reads and writes, named once, and how their byte fields decode."""
+"""The Kubernetes resources keyward reads and writes, its API groups, Secret types, labels and
+annotations: each named once, here. Constants only (no I/O), so the domain may use them too."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
-from typing import Any
 
+TCS_GROUP = "tcs.intel.com"
+EST_GROUP = "est.mitre.org"
+CM_GROUP = "cert-manager.io"
+CSR_GROUP = "certificates.k8s.io"
 
-def decode_bytes(value: Any) -> bytes | None:
-    """A Kubernetes ``[]byte`` field (Secret data, CSR spec.request, status.certificate) as JSON carries
-    it, base64; None when it is absent, not a string or not strict base64."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None
+TLS_SECRET_TYPE = "kubernetes.io/tls"  # noqa: S105 - a Secret type, not a secret
+BASIC_AUTH_SECRET_TYPE = "kubernetes.io/basic-auth"  # noqa: S105 - a Secret type, not a secret
+
+#: The label on every object keyward creates, and its value.
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "keyward"
+#: The signer (issuer) an object keyward created belongs to.
+SIGNER_ANNOTATION = "keyward.io/signer-name"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,11 @@ class Resource:
         return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
 
     @property
+    def handler_args(self) -> tuple[str, str, str]:
+        """(group, version, plural): how kopf's handler decorators name the resource."""
+        return self.group, self.version, self.plural
+
+    @property
     def kopf_name(self) -> str:
         """The ``plural.group`` spelling kopf accepts in handler decorators."""
         return f"{self.plural}.{self.group}" if self.group else self.plural
@@ -47,19 +53,16 @@ class Resource:
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False)
 SECRETS = Resource("", "v1", "secrets", "Secret", True)
 EVENTS = Resource("", "v1", "events", "Event", True)
-CSRS = Resource("certificates.k8s.io", "v1", "certificatesigningrequests", "CertificateSigningRequest", False)
+CSRS = Resource(CSR_GROUP, "v1", "certificatesigningrequests", "CertificateSigningRequest", False)
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
 
-TCS_GROUP = "tcs.intel.com"
 TCS_ISSUERS = Resource(TCS_GROUP, "v1alpha1", "tcsissuers", "TCSIssuer", True)
 TCS_CLUSTER_ISSUERS = Resource(TCS_GROUP, "v1alpha1", "tcsclusterissuers", "TCSClusterIssuer", False)
 QUOTE_ATTESTATIONS = Resource(TCS_GROUP, "v1alpha2", "quoteattestations", "QuoteAttestation", True)
 
-EST_GROUP = "est.mitre.org"
 EST_ISSUERS = Resource(EST_GROUP, "v1alpha1", "estissuers", "EstIssuer", True)
 EST_CLUSTER_ISSUERS = Resource(EST_GROUP, "v1alpha1", "estclusterissuers", "EstClusterIssuer", False)
 EST_ORDERS = Resource(EST_GROUP, "v1alpha1", "estorders", "EstOrder", True)
 
-CM_GROUP = "cert-manager.io"
 CERTIFICATES = Resource(CM_GROUP, "v1", "certificates", "Certificate", True)
 CERTIFICATE_REQUESTS = Resource(CM_GROUP, "v1", "certificaterequests", "CertificateRequest", True)

@@ -1,8 +1,10 @@
 """A list+watch loop over plain HTTP, the way client-go's informers keep up with the API.
 
 List once (every object is reported, so a restart misses nothing), then watch from the list's
-resourceVersion; when the server says 410 Gone (it no longer remembers that version) list again. Errors
-are logged and retried with capped exponential backoff, so the stand-in outlives API restarts.
+resourceVersion; when the watch ends (its timeout, or the connection was cut) watch again from the last
+version seen; when the server says 410 Gone (it no longer remembers that version) list again, and report
+as DELETED what vanished meanwhile. Errors are logged and retried with capped exponential backoff, so a
+watch outlives API restarts. Label and field selectors narrow what is listed and watched.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from keyward.kube.resources import Resource
 log = logging.getLogger("keyward.watching")
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
+Key = tuple[str, str]
 WATCH_SECONDS = 240  # the server ends each watch after this; we resume from the last version seen
 
 
@@ -46,21 +49,40 @@ def _path(resource: Resource, namespace: str | None) -> tuple[str | None, str]:
     return (namespace if resource.namespaced else None), resource.plural
 
 
-async def _list(kube: Kube, resource: Resource, namespace: str | None) -> tuple[str, list[dict[str, Any]]]:
+def _key(obj: dict[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+async def _list(
+    kube: Kube, resource: Resource, namespace: str | None, selectors: dict[str, str]
+) -> tuple[str, list[dict[str, Any]]]:
     ns, url = _path(resource, namespace)
     async with kube.raw.call_api(
-        "GET", version="", base=resource.prefix, namespace=ns, url=url, raise_for_status=True
+        "GET",
+        version="",
+        base=resource.prefix,
+        namespace=ns,
+        url=url,
+        params=selectors or None,
+        raise_for_status=True,
     ) as response:
         body = response.json()
     return str(body.get("metadata", {}).get("resourceVersion") or ""), list(body.get("items") or [])
 
 
 async def _watch(
-    kube: Kube, resource: Resource, namespace: str | None, version: str, handler: Handler
+    kube: Kube,
+    resource: Resource,
+    namespace: str | None,
+    version: str,
+    handler: Handler,
+    selectors: dict[str, str],
 ) -> str:
     """Stream events after ``version`` until the server ends the watch; returns the last version seen."""
     ns, url = _path(resource, namespace)
     params = {
+        **selectors,
         "watch": "1",
         "resourceVersion": version,
         "allowWatchBookmarks": "true",
@@ -78,32 +100,68 @@ async def _watch(
         timeout=timeout,
         raise_for_status=True,
     ) as response:
-        async for line in response.aiter_lines():
-            if not line.strip():
-                continue
-            event = json.loads(line)
-            kind, obj = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":
-                if obj.get("code") == 410:
-                    raise Gone()
-                raise RuntimeError(f"watch of {resource} failed: {obj.get('message') or obj}")
-            version = str(obj.get("metadata", {}).get("resourceVersion") or version)
-            if kind != "BOOKMARK":
-                await handler(str(kind), obj)
+        try:
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Gone()
+                    raise RuntimeError(f"watch of {resource} failed: {obj.get('message') or obj}")
+                version = str(obj.get("metadata", {}).get("resourceVersion") or version)
+                if kind != "BOOKMARK":
+                    await handler(str(kind), obj)
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            # The stream was cut (a proxy, an API server restart): resume from what was seen, as the
+            # server's own timeout would have it.
+            log.debug("the watch of %s was cut (%s); resuming from %s", resource, exc, version)
     return version
 
 
-async def list_and_watch(kube: Kube, resource: Resource, namespace: str | None, handler: Handler) -> None:
-    """Report every object (as "ADDED"), then every change, to ``handler``; runs until cancelled."""
+async def list_and_watch(
+    kube: Kube,
+    resource: Resource,
+    namespace: str | None,
+    handler: Handler,
+    *,
+    label_selector: str | None = None,
+    field_selector: str | None = None,
+    synced: Callable[[], None] | None = None,
+) -> None:
+    """Report every object (as "ADDED"), then every change, to ``handler``; runs until cancelled.
+
+    ``synced`` is called after each complete list (every object listed has been reported)."""
     backoff = Backoff()
     version = ""
+    selectors = {
+        name: value
+        for name, value in (("labelSelector", label_selector), ("fieldSelector", field_selector))
+        if value
+    }
+    known: set[Key] = set()
+
+    async def track(kind: str, obj: dict[str, Any]) -> None:
+        key = _key(obj)
+        if kind == "DELETED":
+            known.discard(key)
+        else:
+            known.add(key)
+        await handler(kind, obj)
+
     while True:
         try:
             if not version:
-                version, items = await _list(kube, resource, namespace)
+                version, items = await _list(kube, resource, namespace, selectors)
+                listed = {_key(item) for item in items}
+                for key in sorted(known - listed):  # deleted while we were not watching
+                    await track("DELETED", {"metadata": {"namespace": key[0] or None, "name": key[1]}})
                 for item in items:
-                    await handler("ADDED", item)
-            version = await _watch(kube, resource, namespace, version, handler)
+                    await track("ADDED", item)
+                if synced is not None:
+                    synced()
+            version = await _watch(kube, resource, namespace, version, track, selectors)
             backoff.reset()
         except asyncio.CancelledError:
             raise

@@ -13,20 +13,21 @@ import kopf
 from keyward.errors import UserError
 from keyward.kube.client import Kube
 
-# Importing the handler modules registers them on the registry.
+# Importing the handler modules registers their handlers on the registry.
 from keyward.operator.est import issuers as est_issuers  # noqa: F401
 from keyward.operator.est import orders as est_orders  # noqa: F401
 from keyward.operator.est import requests as est_requests  # noqa: F401
-from keyward.operator.est_server import service as est_server  # noqa: F401
+from keyward.operator.est.services import EstControllers
+from keyward.operator.est_server.service import EstService
+from keyward.operator.est_server.tls_sources import tls_source
 from keyward.operator.registry import registry
-from keyward.operator.services import Runtime
+from keyward.operator.secrets import OwnedSecrets, SecretStore
+from keyward.operator.services import Services
 from keyward.operator.settings import Settings
-from keyward.operator.tcs import certificaterequests, csrs, indices  # noqa: F401
-from keyward.operator.tcs import issuers as tcs_issuers  # noqa: F401
-from keyward.operator.tcs.certificaterequests import CertificateRequestAdapter
-from keyward.operator.tcs.csrs import CsrAdapter
-from keyward.operator.tcs.indices import IssuerStates
-from keyward.operator.tcs.pipeline import SigningPipeline
+from keyward.operator.status import Events, StatusWriter
+from keyward.operator.tcs import requests as tcs_requests  # noqa: F401
+from keyward.operator.tcs.issuers import TcsIssuers
+from keyward.operator.tcs.requests import TcsRequests
 
 log = logging.getLogger("keyward.operator")
 FINALIZER = "keyward.io/finalizer"
@@ -39,32 +40,83 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup(registry=registry)
-async def configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: Services, **_: Any) -> None:
     settings.peering.name = "keyward"  # auto-detected: used when the KopfPeering CRDs are installed
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="keyward.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="keyward.io", key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    settings.posting.enabled = False  # keyward posts its own Events (operator.status.Events)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     settings.batching.idle_timeout = 30.0
     settings.execution.max_workers = max(4, os.cpu_count() or 1)
+    if memo.kube_client is None:
+        memo.kube_client = await Kube.connect()
+    build(memo)
 
-    if memo.kube is None:
-        memo.kube = await Kube.connect()
-    pipelines = [
-        SigningPipeline(memo, CertificateRequestAdapter(), IssuerStates()),
-        SigningPipeline(memo, CsrAdapter(full_chain=memo.settings.csr_full_cert_chain), IssuerStates()),
-    ]
-    memo.extras["tcs_certificate_requests"], memo.extras["tcs_csrs"] = pipelines
-    memo.extras["kick_requests"] = lambda label: [p.kick(label) for p in pipelines]
+
+def build(services: Services) -> None:
+    """Make the controllers and connect them: each gets the narrow pieces it needs."""
+    settings = services.settings
+    kube = services.kube
+    events = Events(kube)
+    writer = services.writer = StatusWriter(kube, events)
+    secrets = services.secret_store = SecretStore(kube)
+    issuers = services.tcs_issuer_checks = TcsIssuers(
+        kube=kube,
+        writer=writer,
+        tokens=services.tokens,
+        cas=services.cas,
+        operator_namespace=settings.operator_namespace,
+    )
+    services.tcs_requests = TcsRequests(
+        cas=services.cas,
+        tokens=services.tokens,
+        writer=writer,
+        describe=issuers.describe,
+        csr_full_chain=settings.csr_full_cert_chain,
+    )
+    services.est_controllers = EstControllers(
+        kube=kube,
+        writer=writer,
+        secrets=secrets,
+        settings=settings.est_client,
+        operator_namespace=settings.operator_namespace,
+        cluster_namespace=settings.est_cluster_namespace,
+        csr_full_chain=settings.csr_full_cert_chain,
+    )
+    services.est_service = EstService(
+        cas=services.cas,
+        tokens=services.tokens,
+        secrets=secrets,
+        events=events,
+        source=tls_source(settings, secrets, services.cas, services.tokens),
+        listen=settings.est_listen,
+        operator_namespace=settings.operator_namespace,
+    )
+    namespaces = settings.namespaces
+    if namespaces and settings.operator_namespace not in namespaces:
+        namespaces = (*namespaces, settings.operator_namespace)  # cluster issuers' Secrets live there
+    owned = services.owned_secrets = OwnedSecrets(kube, namespaces, issuers.secret_changed)
+    owned.start()
 
 
 @kopf.on.cleanup(registry=registry)
-async def close_token(memo: Runtime, **_: Any) -> None:
+async def stop(memo: Services, **_: Any) -> None:
+    if memo.est_service is not None:
+        await memo.est_service.stop()
+    for closable in (memo.tcs_issuer_checks, memo.tcs_requests, memo.est_controllers):
+        if closable is not None:
+            closable.close()
+    if memo.owned_secrets is not None:
+        await memo.owned_secrets.close()
+    if memo.secret_store is not None:
+        await memo.secret_store.close()
+    if memo.writer is not None:
+        await memo.writer.events.drain()
     memo.tokens.close()
 
 
@@ -113,7 +165,7 @@ async def _check_api_reachable() -> None:
 
 def run(settings: Settings) -> None:
     """Run the operator until it is stopped (SIGINT/SIGTERM)."""
-    memo = Runtime(settings=settings)
+    memo = Services(settings=settings)
     kopf.configure(verbose=settings.verbose, log_prefix=False)
     for noisy in ("httpx", "httpcore", "kr8s"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if settings.verbose else logging.WARNING)

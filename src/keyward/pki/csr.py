@@ -42,7 +42,7 @@ def _parse(data: bytes) -> x509.CertificateSigningRequest:
             return x509.load_pem_x509_csr(stripped)
         # Never strip DER: its last signature byte may well be 0x0a or 0x20.
         return x509.load_der_x509_csr(data)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         raise RequestError(NOT_A_CSR) from None
 
 

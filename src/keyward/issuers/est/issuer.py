@@ -25,11 +25,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from keyward.est.client import BasicAuth, ClientCertificate, DigestAuth, EstEndpoint, EstError
 from keyward.issuers.errors import IssuerNotReady
+from keyward.kube.resources import BASIC_AUTH_SECRET_TYPE, TLS_SECRET_TYPE
 
 AuthMethod = Literal["Basic", "Digest", "ClientCertificate"]
 AUTH_METHODS: tuple[AuthMethod, ...] = ("Basic", "Digest", "ClientCertificate")
-BASIC_AUTH_SECRET = "kubernetes.io/basic-auth"  # noqa: S105 - a Secret type, not a secret
-TLS_SECRET = "kubernetes.io/tls"  # noqa: S105 - a Secret type, not a secret
 
 #: Reasons on the Ready condition for each kind of EstError met while fetching /cacerts.
 _ERROR_REASONS: dict[str, str] = {
@@ -81,14 +80,14 @@ class EstIssuerSpec:
         if method in ("Basic", "Digest") and not secret_name:
             raise IssuerNotReady(
                 "InvalidSpec",
-                f"spec.authMethod {method} needs spec.secretName: the name of a {BASIC_AUTH_SECRET} Secret "
-                "with username and password",
+                f"spec.authMethod {method} needs spec.secretName: the name of a "
+                f"{BASIC_AUTH_SECRET_TYPE} Secret with username and password",
             )
         if method == "ClientCertificate" and not client_cert_secret_name:
             raise IssuerNotReady(
                 "InvalidSpec",
                 "enrollment needs credentials: set spec.secretName (a kubernetes.io/basic-auth Secret) or "
-                f"spec.clientCertSecretName (a {TLS_SECRET} Secret with the TLS client certificate)",
+                f"spec.clientCertSecretName (a {TLS_SECRET_TYPE} Secret with the TLS client certificate)",
             )
         return cls(endpoint, secret_name, client_cert_secret_name, method)
 
@@ -142,11 +141,13 @@ async def load_credentials(
     auth: BasicAuth | DigestAuth | None = None
     client_cert: ClientCertificate | None = None
     if spec.secret_name:
-        secret = await _required(secrets, spec.secret_name, namespace, "spec.secretName", BASIC_AUTH_SECRET)
+        secret = await _required(
+            secrets, spec.secret_name, namespace, "spec.secretName", BASIC_AUTH_SECRET_TYPE
+        )
         auth = http_credentials(secret, f"{namespace}/{spec.secret_name}", spec.auth_method)
     if spec.client_cert_secret_name:
         name = spec.client_cert_secret_name
-        secret = await _required(secrets, name, namespace, "spec.clientCertSecretName", TLS_SECRET)
+        secret = await _required(secrets, name, namespace, "spec.clientCertSecretName", TLS_SECRET_TYPE)
         client_cert = client_certificate(secret, f"{namespace}/{name}", now=now)
     return EstCredentials(auth, client_cert)
 

@@ -6,6 +6,9 @@ never loses track and never enrolls twice once issued:
 
 ``Pending`` → ``Enrolling`` (one attempt; ``nextAttemptTime`` is the attempt's lease) → ``Issued`` |
 ``Failed`` | ``Waiting`` (``nextAttemptTime`` = when to try again; none: until the issuer is ready).
+A chain the server issued is recorded on the order (``status.certificate``) before it is written to the
+request, so a write that fails, or a crash in between, leads to writing the recorded chain — never to a
+second enrollment.
 
 The transitions are pure functions of (status, outcome, now, policy); the controller only performs them.
 """
@@ -13,6 +16,7 @@ The transitions are pure functions of (status, outcome, now, policy); the contro
 from __future__ import annotations
 
 import base64
+import binascii
 import enum
 import hashlib
 import re
@@ -27,22 +31,21 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from keyward.est.client import ClientCertificate, EstError
 from keyward.issuers import conditions
 from keyward.issuers.errors import IssuerNotReady
-from keyward.issuers.est.issuer import TLS_SECRET, client_certificate
+from keyward.issuers.est.issuer import client_certificate
 from keyward.issuers.signer_names import (
-    EST_GROUP,
     IssuerRef,
     MalformedSignerName,
     issuer_ref_from_request,
     parse_signer_name,
 )
+from keyward.kube.resources import EST_GROUP, MANAGED_BY, MANAGED_BY_LABEL, SIGNER_ANNOTATION, TLS_SECRET_TYPE
+from keyward.pki.pem import pem_chain
 
 NAME_LIMIT = 253
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 #: The Certificate's Secret whose certificate and key authenticate a renewal (simplereenroll).
 RENEWAL_SECRET_ANNOTATION = "keyward.io/renewal-secret"  # noqa: S105 - a Secret's name, not a secret
 #: The issuer's signer name: for a CSR the order lives in the operator namespace, not the issuer's.
-SIGNER_ANNOTATION = "keyward.io/signer-name"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "keyward"}
 
 
 def order_name(request_name: str, uid: str) -> str:
@@ -72,7 +75,7 @@ def order_manifest(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": dict(MANAGED_BY),
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY},
             "annotations": annotations,
             "ownerReferences": [
                 {
@@ -121,7 +124,7 @@ def renewal_identity(
 ) -> ClientCertificate | None:
     """The TLS client identity for simplereenroll, when ``secret`` holds a current certificate from this
     issuer's CA (directly issued by a /cacerts certificate) with its key; ``None`` otherwise."""
-    if not secret or secret.get("type") != TLS_SECRET:
+    if not secret or secret.get("type") != TLS_SECRET_TYPE:
         return None
     try:
         identity = client_certificate(secret, "renewal", now=now)
@@ -251,6 +254,9 @@ class OrderProgress:
     failing_since: datetime | None = None
     message: str = "waiting for the first attempt"
     conditions: tuple[Mapping[str, Any], ...] = field(default=(), compare=False)
+    #: The chain the EST server issued (base64 of PEM, leaf first), recorded before it is written to the
+    #: request: a retry writes it instead of enrolling a second time.
+    certificate: str = ""
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> OrderProgress:
@@ -273,7 +279,18 @@ class OrderProgress:
             failing_since=failing_since,
             message=str(ready.get("message") or cls.message),
             conditions=conds,
+            certificate=str(status.get("certificate") or ""),
         )
+
+    def enrolled(self) -> tuple[x509.Certificate, ...] | None:
+        """The recorded chain, if the EST server already issued it (None when none, or unreadable)."""
+        if not self.certificate:
+            return None
+        try:
+            chain = x509.load_pem_x509_certificates(base64.b64decode(self.certificate, validate=True))
+        except (ValueError, binascii.Error):
+            return None
+        return tuple(chain) or None
 
     @property
     def finished(self) -> bool:
@@ -307,13 +324,16 @@ class OrderProgress:
             previous=previous,
             now=self.failing_since or now,
         )
-        return {
+        status: dict[str, Any] = {
             "state": self.state.value,
             "attempts": self.attempts,
             "lastError": self.last_error,
             "nextAttemptTime": format_time(self.next_attempt) if self.next_attempt else None,
             "conditions": conditions.replace(conditions.replace(previous, ready), retrying),
         }
+        if self.certificate:
+            status["certificate"] = self.certificate
+        return status
 
 
 def start_attempt(progress: OrderProgress, now: datetime, policy: RetryPolicy) -> OrderProgress:
@@ -324,6 +344,16 @@ def start_attempt(progress: OrderProgress, now: datetime, policy: RetryPolicy) -
         attempts=progress.attempts + 1,
         next_attempt=now + timedelta(seconds=policy.lease),
         message=f"attempt {progress.attempts + 1} in progress",
+    )
+
+
+def record(progress: OrderProgress, chain: Sequence[x509.Certificate]) -> OrderProgress:
+    """The EST server issued ``chain``: keep it on the order before it goes to the request."""
+    leaf = chain[0]
+    return replace(
+        progress,
+        certificate=base64.b64encode(pem_chain(chain)).decode(),
+        message=f"enrolled serial {leaf.serial_number:x}; writing it to the request",
     )
 
 

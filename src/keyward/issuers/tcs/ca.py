@@ -9,15 +9,16 @@ token key. Both are blocking (PKCS#11): the check runs in the key store's worker
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from keyward.issuers.contract import SigningRequest
-from keyward.issuers.errors import IssuerNotReady as IssuerNotReady  # re-exported (moved to errors)
+from keyward.issuers.errors import IssuerNotReady
 from keyward.keystore import KeySpec, TokenKeyStore
 from keyward.pki.durations import parse_duration
 from keyward.pki.issue import (
@@ -90,17 +91,61 @@ def _duration(spec: Mapping[str, Any], field_name: str, default: timedelta) -> t
         raise IssuerNotReady("InvalidSpec", f"spec.{field_name}: {exc}") from None
 
 
+@dataclass(frozen=True)
+class KnownCa:
+    """Evidence that an issuer already has a CA (its Secret's certificate, or the fingerprint its status
+    recorded): a token without that CA's key must never get a new one in its place."""
+
+    fingerprint: bytes
+    where: str  # e.g. "Secret ns/name holds", "status.caFingerprint records": for messages
+
+    @classmethod
+    def of(cls, certificate: x509.Certificate, where: str) -> KnownCa:
+        return cls(certificate.fingerprint(hashes.SHA256()), f"{where} holds")
+
+    @classmethod
+    def recorded(cls, fingerprint: str, where: str) -> KnownCa | None:
+        """From ``ca_fingerprint``'s text; None when it is not one (a user wrote something else)."""
+        try:
+            return cls(bytes.fromhex(fingerprint.replace(":", "")), f"{where} records")
+        except ValueError:
+            return None
+
+
+def ca_fingerprint(certificate: x509.Certificate) -> str:
+    """How status.caFingerprint records a CA: SHA-256 of its DER, hex with colons."""
+    return certificate.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
 def ensure_ca(
-    store: TokenKeyStore, label: str, spec: TcsIssuerSpec, *, now: datetime | None = None
+    store: TokenKeyStore,
+    label: str,
+    spec: TcsIssuerSpec,
+    *,
+    known: Sequence[KnownCa] = (),
+    recorded: KnownCa | None = None,
+    now: datetime | None = None,
 ) -> CertificateAuthority:
     """The issuer's CA from the token, created there first for a new self-signed issuer. Blocking.
 
     Never replaces what it finds: a key without a certificate, a certificate that does not match its
-    key, or a key of another type than the spec asks for all stop the issuer with a reason.
+    key, or a key of another type than the spec asks for all stop the issuer with a reason. And never
+    creates a CA for an issuer that already had one (``known``: its Secret holds a CA certificate, or
+    its status recorded one) — a token that lost the key (a pod rescheduled onto an empty volume, a
+    second replica with a token of its own) stops the issuer instead of silently replacing its CA. A
+    token whose CA is not the one the issuer's status ``recorded`` stops it too.
     """
     store.recover_pending(label)  # a crash while this CA was being created: finish it or discard it
     key = store.find_key(label)
     certificate = store.find_certificate(label)
+    if key is None and certificate is None and known:
+        raise IssuerNotReady(
+            "CAKeyMissing",
+            f"{known[0].where} this issuer's CA certificate, but the token holds no key for it "
+            f"(label {label}); nothing is signed and no new CA is made: restore the token, or give it the "
+            "key (key provisioning: spec.selfSign false with a QuoteAttestation, or keyward provision-key); "
+            f"to start over with a new CA, delete the issuer and create it again ({ROTATION_HINT})",
+        )
     if key is None and certificate is None:
         if not spec.self_sign:
             raise IssuerNotReady(
@@ -144,6 +189,13 @@ def ensure_ca(
     if certificate.not_valid_after_utc <= (now or datetime.now(UTC)):
         raise IssuerNotReady(
             "CAExpired", f"the CA certificate expired at {certificate.not_valid_after_utc}: {ROTATION_HINT}"
+        )
+    if recorded is not None and recorded.fingerprint != certificate.fingerprint(hashes.SHA256()):
+        raise IssuerNotReady(
+            "CAMismatch",
+            f"the token's CA (label {label}) is not the one {recorded.where} for this issuer; "
+            "nothing is signed and nothing is overwritten: restore the token that holds the issuer's CA "
+            f"key, or delete the issuer and create it again to start over ({ROTATION_HINT})",
         )
     return CertificateAuthority(certificate=certificate, key=key)
 

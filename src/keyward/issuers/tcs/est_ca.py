@@ -26,10 +26,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, PublicKeyAlgorit
 from keyward.est.server.ca import CaUnavailable, ClientIdentity, EnrollRejected
 from keyward.est.wire import CsrAttribute, CsrAttrs, oid_value
 from keyward.issuers.contract import SigningRequest
-from keyward.issuers.signer_names import TCS_GROUP, IssuerRef
+from keyward.issuers.signer_names import IssuerRef
 from keyward.issuers.tcs.ca import sign
 from keyward.keystore import KeystoreError, SigningProcessDied
 from keyward.keystore.spec import RSA_SIZES
+from keyward.kube.resources import TCS_GROUP
 from keyward.pki.errors import IssuerError, RequestError
 from keyward.pki.issue import CertificateAuthority, IssuedCertificate
 from keyward.pki.keys import signature_hash

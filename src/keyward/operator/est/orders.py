@@ -3,30 +3,31 @@
 One attempt at a time per order (in this process), and across processes the order's own status is the
 lock: an attempt starts with a write of ``Enrolling`` carrying the order's resourceVersion, so of two
 operators racing only one gets to enroll; the order's ``nextAttemptTime`` while Enrolling is the lease after
-which an abandoned attempt (the process died) is taken over. The certificate goes to the request in one
-status write with the request's resourceVersion (keyward.operator.est.owners), and only then is the
-order marked Issued; an order found Enrolling whose request already has a certificate is marked Issued
-without enrolling again. Issued and Failed orders are never acted on again.
+which an abandoned attempt (the process died) is taken over. An issued chain is recorded on the order
+before it goes to the request (in one status write with the request's resourceVersion), and only then
+is the order marked Issued: a failed write or a crash in between leads to writing the recorded chain,
+never to enrolling again. An order whose request already has a certificate is marked Issued without
+enrolling. Issued and Failed orders are never acted on again.
 
-Timing lives in memory (a timer per order, from ``nextAttemptTime``); an operator restart rebuilds it
+Timing lives in memory (``operator.waiting``, from ``nextAttemptTime``); an operator restart rebuilds it
 from the orders' status, so a 202 Retry-After or a 401 delay survives restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from cryptography import x509
 
 from keyward.est.client import ClientCertificate, EstError, Pending
 from keyward.issuers.contract import Phase
 from keyward.issuers.errors import IssuerNotReady
-from keyward.issuers.est.issuer import load_credentials
+from keyward.issuers.est.issuer import SecretLookup, load_credentials
 from keyward.issuers.est.orders import (
     RENEWAL_SECRET_ANNOTATION,
     Accepted,
@@ -36,6 +37,7 @@ from keyward.issuers.est.orders import (
     OrderState,
     Outcome,
     Refused,
+    RetryPolicy,
     Unauthorized,
     Unavailable,
     after_attempt,
@@ -44,23 +46,28 @@ from keyward.issuers.est.orders import (
     issued_parts,
     order_issuer,
     order_owner,
+    record,
     renewal_identity,
     start_attempt,
     wait_for_issuer,
 )
 from keyward.issuers.signer_names import IssuerRef
-from keyward.kube.client import ApiError
+from keyward.kube.client import Kube
+from keyward.kube.objects import plain
 from keyward.kube.resources import EST_ORDERS, SECRETS
-from keyward.operator.est.issuers import ReadyEstIssuer
-from keyward.operator.est.services import EstRuntime, est_runtime
+from keyward.operator.est.issuers import ClientFactory, EstIssuers, ReadyEstIssuer
+from keyward.operator.est.requests import EstRequestKinds
 from keyward.operator.registry import registry
-from keyward.operator.services import Runtime
+from keyward.operator.requests import RequestKind
+from keyward.operator.services import Services
+from keyward.operator.status import StatusWriter
+from keyward.operator.waiting import Waiting
 from keyward.pki.csr import decode_request_field, load_csr
 from keyward.pki.errors import RequestError
 
 log = logging.getLogger("keyward.est.orders")
 Key = tuple[str, str]
-RETRY_AFTER_FAULT = 10.0  # seconds, after an unexpected error (an API outage, say)
+RETRY_AFTER_FAULT = 10.0  # seconds, after an unexpected error (a bug, say)
 
 
 def _now() -> datetime:
@@ -73,13 +80,34 @@ def _key(body: Mapping[str, Any]) -> Key:
 
 
 class EstOrders:
-    def __init__(self, runtime: EstRuntime) -> None:
-        self._runtime = runtime
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        writer: StatusWriter,
+        issuers: EstIssuers,
+        kinds: EstRequestKinds,
+        client: ClientFactory,
+        secrets: Callable[[str], SecretLookup],
+        policy: RetryPolicy,
+        attempt_deadline: float,
+        recreate: Callable[[Mapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        self._kube = kube
+        self._writer = writer
+        self._issuers = issuers
+        self._kinds = kinds
+        self._client = client
+        self._secrets = secrets
+        self._policy = policy
+        self._attempt_deadline = attempt_deadline
+        self._recreate = recreate
         self._known: dict[Key, Mapping[str, Any]] = {}
         self._inflight: set[Key] = set()
-        self._timers: dict[Key, asyncio.TimerHandle] = {}
-        #: Orders a Ready issuer wakes: waiting for the issuer, or for fixed credentials after a 401.
-        self._woken_by: dict[Key, str] = {}
+        #: Orders waiting for their next attempt: a time, or their issuer (after a 401: fixed credentials).
+        self.waiting: Waiting[Key, Key] = Waiting(self._attempt, name="EST orders")
+        #: Orders that a ready issuer wakes early: waiting for it, or for credentials fixed after a 401.
+        self._woken_by_issuer: set[Key] = set()
 
     # ---- what the request controller asks ----------------------------------------------------------
     def exists(self, namespace: str, name: str) -> bool:
@@ -88,21 +116,21 @@ class EstOrders:
     def remember(self, body: Mapping[str, Any]) -> None:
         self._known.setdefault(_key(body), body)
 
-    def kick(self, signer_name: str) -> None:
-        for key, signer in list(self._woken_by.items()):
-            if signer == signer_name and key not in self._inflight:
-                del self._woken_by[key]
-                self._start_in(key, 0.0)
+    def wake(self, signer_name: str) -> None:
+        self.waiting.wake(signer_name)
+
+    def close(self) -> None:
+        self.waiting.close()
 
     # ---- events -------------------------------------------------------------------------------------
     async def on_event(self, event_type: str, body: Mapping[str, Any]) -> None:
         key = _key(body)
         if event_type == "DELETED":
             self._known.pop(key, None)
-            self._cancel(key)
-            self._woken_by.pop(key, None)
+            self.waiting.release(key)
+            self._woken_by_issuer.discard(key)
             if not OrderProgress.from_status(body.get("status")).finished:
-                await self._runtime.requests.order_deleted(body)
+                await self._recreate(body)
             return
         self._known[key] = body
         if key not in self._inflight:
@@ -110,37 +138,29 @@ class EstOrders:
 
     def _schedule(self, body: Mapping[str, Any]) -> None:
         key = _key(body)
-        self._cancel(key)
         progress = OrderProgress.from_status(body.get("status"))
         if progress.finished:
-            self._woken_by.pop(key, None)
+            self.waiting.release(key)
+            self._woken_by_issuer.discard(key)
             return
         due = progress.due()
         ref = order_issuer(body)
+        woken = ref is not None and (due is None or key in self._woken_by_issuer)
+        label = ref.signer_name if ref is not None and woken else None
         if due is None:
-            if ref is not None and self._runtime.issuers.ready(ref) is not None:
-                self._start_in(key, 0.0)  # the issuer turned ready before we saw this order
-            elif ref is not None:
-                self._woken_by[key] = ref.signer_name
+            if ref is not None and self._issuers.ready(ref) is not None:
+                self.waiting.park(key, key, label, delay=0.0)  # the issuer turned ready before we saw it
+            else:
+                self.waiting.park(key, key, label, delay=self._policy.backoff_limit)
             return
-        self._start_in(key, max(0.0, (due - _now()).total_seconds()))
-
-    def _start_in(self, key: Key, delay: float) -> None:
-        self._cancel(key)
-        loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_later(delay, lambda: self._runtime.spawn(self._attempt(key)))
-
-    def _cancel(self, key: Key) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
+        self.waiting.park(key, key, label, delay=max(0.0, (due - _now()).total_seconds()))
 
     # ---- one attempt --------------------------------------------------------------------------------
     async def _attempt(self, key: Key) -> None:
-        self._timers.pop(key, None)
         body = self._known.get(key)
         if body is None or key in self._inflight:
             return
+        self._woken_by_issuer.discard(key)
         self._inflight.add(key)
         latest: Mapping[str, Any] | None = None
         try:
@@ -149,8 +169,7 @@ class EstOrders:
             raise
         except Exception:
             log.exception("EstOrder %s/%s: the attempt failed unexpectedly; retrying", *key)
-            self._inflight.discard(key)
-            self._start_in(key, RETRY_AFTER_FAULT)
+            self.waiting.park(key, key, delay=RETRY_AFTER_FAULT)
             return
         finally:
             self._inflight.discard(key)
@@ -160,22 +179,20 @@ class EstOrders:
 
     async def _run(self, order: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """Returns the order as last written (None when someone else changed it: its next event decides)."""
-        runtime = self._runtime
-        owners = runtime.requests.owners
         progress = OrderProgress.from_status(order.get("status"))
         if progress.finished:
             return order
         reference = order_owner(order)
-        owner = owners.for_kind(str((reference or {}).get("kind")))
+        kind = self._kinds.for_kind(str((reference or {}).get("kind")))
         ref = order_issuer(order)
-        if reference is None or owner is None or ref is None:
+        if reference is None or kind is None or ref is None:
             log.warning("EstOrder %s/%s names no request or issuer of ours; ignored", *_key(order))
             return None
-        namespace = order["metadata"].get("namespace") if owner.resource.namespaced else None
-        request = await owners.fetch(owner, str(reference["name"]), namespace)
+        namespace = order["metadata"].get("namespace") if kind.resource.namespaced else None
+        request = await self._kube.find(kind.resource, str(reference["name"]), namespace)
         if request is None or request["metadata"].get("uid") != reference.get("uid"):
             return None  # the request is gone: garbage collection removes the order
-        phase = owner.phase(request)
+        phase = kind.phase(request)
         if phase is Phase.FINISHED:
             # Our certificate was written and the process stopped before marking the order, or the
             # request was finished by other means: never enroll again.
@@ -184,66 +201,88 @@ class EstOrders:
             return await self._write(order, finish(progress, state, "the request was already finished"))
         if phase is not Phase.APPROVED:
             return None  # not approved (yet): nothing to do until the request changes
-        issuer = runtime.issuers.ready(ref)
+        issuer = self._issuers.ready(ref)
         if issuer is None:
-            message = runtime.issuers.describe(ref)
-            await owners.write(owner, request, owner.pending_status(request, message))
+            message = self._issuers.describe(ref)
+            status = kind.pending_status(request, message)
+            if status:
+                await self._writer.write(kind.resource, request, status)
             return await self._write(order, wait_for_issuer(progress, message))
-        attempt = start_attempt(progress, _now(), runtime.policy)
+        recorded = progress.enrolled()
+        if recorded is not None:  # enrolled before, not yet written to the request: write that chain
+            return await self._deliver(order, progress, kind, request, ref, issuer, recorded)
+        attempt = start_attempt(progress, _now(), self._policy)
         started = await self._write(order, attempt)
         if started is None:
             return None
         outcome = await self._enroll(started, issuer, ref)
-        result = after_attempt(attempt, outcome, _now(), runtime.policy)
-        result = await self._report(owner, request, ref, issuer, outcome, result)
+        if isinstance(outcome, Enrolled):
+            kept = await self._write(started, record(attempt, outcome.chain))
+            return await self._deliver(kept or started, attempt, kind, request, ref, issuer, outcome.chain)
+        result = after_attempt(attempt, outcome, _now(), self._policy)
+        await self._report(kind, request, result)
         if isinstance(outcome, Unauthorized | IssuerUnavailable):
-            self._woken_by[_key(order)] = ref.signer_name
+            self._woken_by_issuer.add(_key(order))
         return await self._write(started, result)
 
-    async def _report(
+    async def _deliver(
         self,
-        owner: Any,
+        order: Mapping[str, Any],
+        progress: OrderProgress,
+        kind: RequestKind,
         request: Mapping[str, Any],
         ref: IssuerRef,
         issuer: ReadyEstIssuer,
-        outcome: Outcome,
-        result: OrderProgress,
-    ) -> OrderProgress:
-        """Tell the request: its certificate, its failure, or why it still waits."""
-        owners = self._runtime.requests.owners
-        if isinstance(outcome, Enrolled):
-            chain, ca = issued_parts(list(outcome.chain), issuer.ca_certificates)
-            leaf = chain[0]
-            written = await owners.finish(
-                owner,
-                request,
-                lambda current: owner.enrolled_status(current, chain, ca, str(ref)),
-                event=(
-                    "Issued",
-                    f"certificate issued by the EST server of {ref}, serial {leaf.serial_number:x}, "
-                    f"not after {leaf.not_valid_after_utc.isoformat()}",
-                ),
+        enrolled: Sequence[x509.Certificate],
+    ) -> Mapping[str, Any] | None:
+        """Write an issued chain to the request (exactly once), then mark the order Issued."""
+        chain, ca = issued_parts(list(enrolled), issuer.ca_certificates)
+        leaf = chain[0]
+        written = await self._writer.finish(
+            kind.resource,
+            request,
+            lambda current: kind.issued_status(
+                current, chain, ca, f"Certificate fetched from {ref} successfully"
+            ),
+            wanted=lambda current: kind.phase(current) is Phase.APPROVED,
+            event=(
+                "Issued",
+                f"certificate issued by the EST server of {ref}, serial {leaf.serial_number:x}, "
+                f"not after {leaf.not_valid_after_utc.isoformat()}",
+            ),
+        )
+        if written is None:
+            # Finished meanwhile: by our own earlier write (a retry after a crash), or by other means.
+            current = await self._kube.find(
+                kind.resource, request["metadata"]["name"], request["metadata"].get("namespace")
             )
-            if not written:
-                return finish(result, OrderState.FAILED, "the request was finished or removed meanwhile")
-            log.info("%s %s issued by %s", owner.noun, request["metadata"]["name"], ref)
-            return result
+            done = bool(((current or {}).get("status") or {}).get("certificate"))
+            state = OrderState.ISSUED if done else OrderState.FAILED
+            result = finish(progress, state, "the request was finished or removed meanwhile")
+        else:
+            log.info("%s %s issued by %s", kind.noun, request["metadata"]["name"], ref)
+            result = after_attempt(progress, Enrolled(tuple(enrolled)), _now(), self._policy)
+        return await self._write(order, result)
+
+    async def _report(self, kind: RequestKind, request: Mapping[str, Any], result: OrderProgress) -> None:
+        """Tell the request its failure, or why it still waits."""
         if result.state is OrderState.FAILED:
             message = f"EST enrollment failed: {result.message}"
-            await owners.finish(
-                owner,
+            await self._writer.finish(
+                kind.resource,
                 request,
-                lambda current: owner.failed_status(current, "Failed", message),
+                lambda current: kind.failed_status(current, "Failed", message),
+                wanted=lambda current: kind.phase(current) is Phase.APPROVED,
                 event=("Failed", message),
                 warning=True,
             )
-            log.warning("%s %s failed: %s", owner.noun, request["metadata"]["name"], result.message)
-            return result
-        await owners.write(owner, request, owner.pending_status(request, result.message))
-        return result
+            log.warning("%s %s failed: %s", kind.noun, request["metadata"]["name"], result.message)
+            return
+        status = kind.pending_status(request, result.message)
+        if status:
+            await self._writer.write(kind.resource, request, status)
 
     async def _enroll(self, order: Mapping[str, Any], issuer: ReadyEstIssuer, ref: IssuerRef) -> Outcome:
-        runtime = self._runtime
         spec = order.get("spec") or {}
         try:
             csr = load_csr(decode_request_field(str(spec.get("request") or "")))
@@ -251,14 +290,14 @@ class EstOrders:
             return Refused(f"spec.request: {exc}")
         namespace = issuer.secret_namespace
         try:
-            credentials = await load_credentials(issuer.spec, runtime.secrets.lookup(namespace), namespace)
+            credentials = await load_credentials(issuer.spec, self._secrets(namespace), namespace)
         except IssuerNotReady as exc:
             return IssuerUnavailable(f"{ref}: {exc.message}")
         identity = await self._renewal_identity(order, issuer) if spec.get("renewal") else None
         url = issuer.spec.endpoint.url("simplereenroll" if identity else "simpleenroll")
         try:
-            async with runtime.client(issuer.spec.endpoint, credentials) as client:
-                async with asyncio.timeout(runtime.attempt_deadline):
+            async with self._client(issuer.spec.endpoint, credentials) as client:
+                async with asyncio.timeout(self._attempt_deadline):
                     if identity is not None:
                         result = await client.simplereenroll(csr, current=identity)
                     else:
@@ -267,7 +306,7 @@ class EstOrders:
             return classify(exc)
         except TimeoutError:
             return Unavailable(
-                f"EST enrollment at {url}: no complete answer within {runtime.attempt_deadline:g} s; "
+                f"EST enrollment at {url}: no complete answer within {self._attempt_deadline:g} s; "
                 "the server is overloaded or unreachable"
             )
         if isinstance(result, Pending):
@@ -280,9 +319,7 @@ class EstOrders:
         meta = order["metadata"]
         secret_name = (meta.get("annotations") or {}).get(RENEWAL_SECRET_ANNOTATION)
         secret = (
-            await self._runtime.api.find(SECRETS, str(secret_name), meta.get("namespace"))
-            if secret_name
-            else None
+            await self._kube.find(SECRETS, str(secret_name), meta.get("namespace")) if secret_name else None
         )
         identity = renewal_identity(secret, issuer.ca_certificates)
         if identity is None:
@@ -295,26 +332,9 @@ class EstOrders:
 
     async def _write(self, order: Mapping[str, Any], progress: OrderProgress) -> Mapping[str, Any] | None:
         """The order's status, with its resourceVersion as precondition; None when it moved on."""
-        meta = order["metadata"]
-        patch = {
-            "metadata": {"resourceVersion": meta["resourceVersion"]},
-            "status": progress.to_status(_now()),
-        }
-        try:
-            written = await self._runtime.api.patch(
-                EST_ORDERS, meta["name"], patch, meta.get("namespace"), subresource="status"
-            )
-        except ApiError as exc:
-            if exc.conflict or exc.not_found:
-                return None
-            raise
-        return written
+        return await self._writer.write(EST_ORDERS, order, progress.to_status(_now()))
 
 
-def _plain(body: Any) -> dict[str, Any]:
-    return copy.deepcopy(dict(body))
-
-
-@kopf.on.event(EST_ORDERS.group, EST_ORDERS.version, EST_ORDERS.plural, registry=registry)
-async def est_order_event(type: str, body: Any, memo: Runtime, **_: Any) -> None:
-    await est_runtime(memo).orders.on_event(type or "ADDED", _plain(body))
+@kopf.on.event(*EST_ORDERS.handler_args, registry=registry)
+async def est_order_event(type: str, body: Any, memo: Services, **_: Any) -> None:
+    await memo.est.orders.on_event(type or "ADDED", plain(body))

@@ -1,8 +1,8 @@
 """Which TCS issuer answers under which EST label, with its credentials and client trust from Secrets.
 
-The catalog is derived from ``memo.cas`` (the ready TCS issuers) and rebuilt whenever that changes; the
-Secrets its CAs read (Basic credentials, client CA certificates) come from a watch-fed cache, so an
-enrollment never costs an API call and a changed Secret counts from the next request on.
+The catalog is derived from the ready TCS CAs and rebuilt whenever they change; the Secrets its CAs read
+(Basic credentials, client CA certificates) come from the watch-fed ``SecretStore``, so an enrollment
+never costs an API call and a changed Secret counts from the next request on.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from cryptography import x509
 
 from keyward.est.server.ca import EstCa
 from keyward.issuers.tcs.est_ca import BasicCredential, EstServing, TcsEstCa, parse_est_spec
-from keyward.kube.resources import decode_bytes
-from keyward.operator.services import ReadyCa, Runtime
+from keyward.kube.objects import decode_bytes
+from keyward.kube.resources import BASIC_AUTH_SECRET_TYPE
+from keyward.operator.secrets import SecretStore
+from keyward.operator.tcs.cas import ReadyCa, ReadyCas
+from keyward.operator.tcs.token import TokenProvider
 
 log = logging.getLogger("keyward.est.operator")
 
-BASIC_AUTH_TYPE = "kubernetes.io/basic-auth"
 #: The key of the default CA in the server's mapping: labels are never empty (the CRD pattern says so).
 DEFAULT_KEY = ""
 _PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
@@ -41,7 +43,7 @@ def cache_entry(body: Mapping[str, Any]) -> CachedSecret:
     secret_type = str(body.get("type") or "Opaque")
     data = body.get("data") or {}
     basic = None
-    if secret_type == BASIC_AUTH_TYPE:
+    if secret_type == BASIC_AUTH_SECRET_TYPE:
         username, password = decode_bytes(data.get("username")), decode_bytes(data.get("password"))
         if username is not None and password is not None:
             basic = BasicCredential(username.decode(errors="replace"), password.decode(errors="replace"))
@@ -56,29 +58,22 @@ def cache_entry(body: Mapping[str, Any]) -> CachedSecret:
     return CachedSecret(secret_type, basic, certificates)
 
 
-class SecretCache:
-    """Secrets by (namespace, name), fed by a watch handler."""
+class ParsedSecrets:
+    """``CachedSecret``s made from the store's copies, parsed once per version of each Secret."""
 
-    def __init__(self) -> None:
-        self._entries: dict[tuple[str, str], CachedSecret] = {}
-
-    def update(self, event_type: str | None, body: Mapping[str, Any]) -> bool:
-        """Apply a watch event; True when what the EST server sees of the Secret changed."""
-        meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-        if event_type == "DELETED":
-            return self._entries.pop(key, None) is not None
-        entry = cache_entry(body)
-        if self._entries.get(key) == entry:
-            return False
-        self._entries[key] = entry
-        return True
+    def __init__(self, store: SecretStore) -> None:
+        self._store = store
+        self._parsed: dict[tuple[str, str], tuple[object, CachedSecret]] = {}
 
     def get(self, namespace: str, name: str) -> CachedSecret | None:
-        return self._entries.get((namespace, name))
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
+        body = self._store.peek(namespace, name)
+        if body is None:
+            return None
+        version = (body.get("metadata") or {}).get("resourceVersion") or id(body)
+        parsed = self._parsed.get((namespace, name))
+        if parsed is None or parsed[0] != version:
+            parsed = self._parsed[(namespace, name)] = (version, cache_entry(body))
+        return parsed[1]
 
 
 @dataclass(frozen=True)
@@ -92,9 +87,14 @@ class ServedIssuer:
 class EstCatalog:
     """The server's CA mapping (label → CA, plus the default under ``DEFAULT_KEY``), rebuilt lazily."""
 
-    def __init__(self, memo: Runtime, secrets: SecretCache) -> None:
-        self._memo = memo
-        self._secrets = secrets
+    def __init__(
+        self, cas: ReadyCas, tokens: TokenProvider, store: SecretStore, operator_namespace: str
+    ) -> None:
+        self._ready_cas = cas
+        self._tokens = tokens
+        self._store = store
+        self._secrets = ParsedSecrets(store)
+        self._operator_namespace = operator_namespace
         self._basis: list[ReadyCa] = []
         self._cas: dict[str, EstCa] = {}
         self._issuers: dict[str, ServedIssuer] = {}
@@ -104,7 +104,7 @@ class EstCatalog:
     def cas(self) -> Mapping[str, EstCa]:
         """What the EST server serves now; called on every request, so it only compares identities
         unless an issuer came, went or changed."""
-        current = [ready for ready in self._memo.cas.values() if ready.est is not None]
+        current = [ready for ready in self._ready_cas if ready.est is not None]
         changed = len(current) != len(self._basis)
         if changed or any(a is not b for a, b in zip(current, self._basis, strict=True)):
             self._rebuild(current)
@@ -118,6 +118,12 @@ class EstCatalog:
         """(namespace, name) of every Secret a served issuer reads: the only Secrets worth caching."""
         self.cas()
         return self._referenced
+
+    async def load_secrets(self) -> None:
+        """Wait until every Secret a served issuer reads has been read once (and is watched from then on),
+        so the first enrollments see them."""
+        for namespace, name in self.referenced_secrets():
+            await self._store.get(namespace, name)
 
     def forget_warnings(self) -> None:
         """Secrets changed: problems found from now on are worth a log line again."""
@@ -162,7 +168,7 @@ class EstCatalog:
 
     def _served(self, ready: ReadyCa) -> ServedIssuer:
         serving = parse_est_spec(ready.ref.name, ready.est or {})
-        namespace = ready.ref.namespace or self._memo.settings.operator_namespace
+        namespace = ready.ref.namespace or self._operator_namespace
         inline: tuple[x509.Certificate, ...] = ()
         if serving.client_ca_pem:
             try:
@@ -180,7 +186,7 @@ class EstCatalog:
             served.serving.label,
             served.ready.ca,
             served.ready.policy,
-            self._memo.tokens.get,
+            self._tokens.get,
             credentials=lambda: self._credentials(served),
             client_trust=lambda: self._client_trust(served),
             on_token_fault=lambda _exc: self._out_of_service(served.ready),
@@ -201,7 +207,7 @@ class EstCatalog:
         if entry.basic is None:
             self._warn_once(
                 f"{served.ready.ref}: Secret {where} (spec.est.basicAuthSecretRef) must be of type "
-                f"{BASIC_AUTH_TYPE} with keys username and password (it is {entry.type}); "
+                f"{BASIC_AUTH_SECRET_TYPE} with keys username and password (it is {entry.type}); "
                 "HTTP Basic enrollment is refused until it is"
             )
         return entry.basic
@@ -229,5 +235,4 @@ class EstCatalog:
     def _out_of_service(self, ready: ReadyCa) -> None:
         """The token failed while signing: take the issuer out until its re-check brings it back, as the
         request signing pipeline does."""
-        if self._memo.cas.get(ready.ref.signer_name) is ready:
-            self._memo.cas.pop(ready.ref.signer_name, None)
+        self._ready_cas.discard(ready.ref.signer_name, only=ready)

@@ -1,181 +1,231 @@
-"""TCSIssuer and TCSClusterIssuer: keep the CA in the token, its certificate in a Secret, Ready honest."""
+"""TCSIssuer and TCSClusterIssuer: the CA in the token, its certificate in the issuer's Secret, Ready
+honest (``operator.issuers`` checks each issuer; this module is the token-backed family's check).
+
+A check finds (or, for a new self-signed issuer, creates) the CA in the token, writes the Secret, and
+only then is the issuer Ready and signing. It never replaces a CA: an issuer whose Secret or status
+already shows a CA that the token does not hold stops with ``CAKeyMissing`` and leaves everything as it
+is. It writes and deletes only Secrets it created (annotated with the issuer's signer name): a
+``spec.secretName`` that names someone else's Secret stops the issuer with ``SecretConflict``. A changed
+or deleted CA Secret checks its issuer again, which puts it back.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import binascii
 import logging
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
+from cryptography import x509
 
 from keyward.errors import UserError
-from keyward.issuers import conditions
-from keyward.issuers.signer_names import TCS_GROUP, IssuerRef
-from keyward.issuers.tcs.ca import IssuerNotReady, TcsIssuerSpec, ensure_ca
-from keyward.keystore import KeystoreError
-from keyward.kube.resources import SECRETS, TCS_CLUSTER_ISSUERS, TCS_ISSUERS
+from keyward.issuers.errors import IssuerNotReady
+from keyward.issuers.signer_names import IssuerRef, issuer_ref_of
+from keyward.issuers.tcs.ca import KnownCa, TcsIssuerSpec, ca_fingerprint, ensure_ca
+from keyward.keystore import KeystoreError, TokenKeyStore
+from keyward.kube.client import ApiError, Kube
+from keyward.kube.objects import identity
+from keyward.kube.resources import SECRETS, SIGNER_ANNOTATION, TCS_CLUSTER_ISSUERS, TCS_ISSUERS
+from keyward.operator.issuers import IssuerChecks, Verdict
 from keyward.operator.registry import registry
-from keyward.operator.services import ReadyCa, Runtime, event_body
-from keyward.operator.tcs.secrets import (
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-    SIGNER_ANNOTATION,
-    ca_secret,
-    put_secret,
-)
-from keyward.pki.issue import pem_chain
+from keyward.operator.services import Services
+from keyward.operator.status import StatusWriter
+from keyward.operator.tcs.cas import ReadyCa, ReadyCas
+from keyward.operator.tcs.secrets import ca_secret, put_secret
+from keyward.operator.tcs.token import TokenProvider
+from keyward.pki.pem import pem_chain
 
 log = logging.getLogger("keyward.tcs")
 ISSUERS = (TCS_ISSUERS, TCS_CLUSTER_ISSUERS)
-RECHECK_SECONDS = 30.0
-_locks: dict[str, asyncio.Lock] = {}
+#: Seconds between checks of a ready issuer (is its key still in the token?), and of a failing one.
+RECHECK_READY = 300.0
+RECHECK_FAILED = 30.0
 
 
-def issuer_ref(body: Any) -> IssuerRef:
-    namespace = body["metadata"].get("namespace") if body["kind"] == "TCSIssuer" else None
-    return IssuerRef(TCS_GROUP, body["kind"], body["metadata"]["name"], namespace)
+def issuer_ref(body: Mapping[str, Any]) -> IssuerRef:
+    meta = body["metadata"]
+    return issuer_ref_of(TCS_ISSUERS.group, str(body["kind"]), meta["name"], meta.get("namespace"))
 
 
-def secret_namespace(ref: IssuerRef, memo: Runtime) -> str:
-    return ref.namespace or memo.settings.operator_namespace
+def secret_owner(secret: Mapping[str, Any], signer_name: str) -> str | None:
+    """None when ``secret`` is this issuer's own (keyward made it for this signer); else who has it."""
+    meta = secret.get("metadata") or {}
+    signer = (meta.get("annotations") or {}).get(SIGNER_ANNOTATION)
+    if signer == signer_name:
+        return None
+    if signer:
+        return f"the issuer with signer name {signer}"
+    owners = [f"{ref.get('kind')} {ref.get('name')}" for ref in meta.get("ownerReferences") or []]
+    return ", ".join(owners) if owners else "no keyward issuer (keyward did not create it)"
 
 
-def _backoff(retry: int) -> float:
-    return float(min(2 ** min(retry, 6), 60))
+def _secret_certificate(secret: Mapping[str, Any] | None) -> x509.Certificate | None:
+    data = (secret or {}).get("data") or {}
+    try:
+        return x509.load_pem_x509_certificate(base64.b64decode(data.get("tls.crt") or "", validate=True))
+    except (ValueError, binascii.Error):
+        return None
 
 
-async def reconcile(body: Any, patch: Any, memo: Runtime, retry: int = 0) -> None:
-    """Make the issuer usable, or say on its Ready condition why it is not."""
-    ref = issuer_ref(body)
-    label = ref.signer_name
-    generation = body["metadata"].get("generation")
-    previous = (body.get("status") or {}).get("conditions")
-    patch.status["signerName"] = label
-
-    def set_ready(ok: bool, reason: str, message: str) -> None:
-        patch.status["conditions"] = conditions.replace(
-            previous, conditions.make("Ready", ok, reason, message, previous=previous, generation=generation)
+class TcsIssuers(IssuerChecks[ReadyCa]):
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        writer: StatusWriter,
+        tokens: TokenProvider,
+        cas: ReadyCas,
+        operator_namespace: str,
+    ) -> None:
+        self._kube = kube
+        self._tokens = tokens
+        self._cas = cas
+        self._operator_namespace = operator_namespace
+        #: One token operation per issuer at a time (a check creating the CA, a deletion removing it):
+        #: taken in the token's worker thread, so a cancelled check cannot race its own thread.
+        self._token_locks: dict[str, threading.Lock] = {}
+        super().__init__(
+            self._check_issuer,
+            writer=writer,
+            resources=ISSUERS,
+            recheck_ready=RECHECK_READY,
+            recheck_failed=RECHECK_FAILED,
+            on_ready=self._became_ready,
+            on_unready=lambda ref: cas.discard(ref.signer_name),
         )
 
-    lock = _locks.setdefault(label, asyncio.Lock())
-    async with lock:
+    def secret_namespace(self, ref: IssuerRef) -> str:
+        return ref.namespace or self._operator_namespace
+
+    def secret_changed(self, namespace: str, name: str, secret: Mapping[str, Any] | None) -> None:
+        """One of keyward's Secrets changed or was deleted: check its issuer, which puts it back."""
+        signer = ((secret or {}).get("metadata") or {}).get("annotations", {}).get(SIGNER_ANNOTATION)
+
+        def uses(ref: IssuerRef, body: Mapping[str, Any]) -> bool:
+            if signer is not None and ref.signer_name != signer:
+                return False
+            ready = self._cas.get(ref.signer_name)
+            wanted = (body.get("spec") or {}).get("secretName")
+            if wanted != name or self.secret_namespace(ref) != namespace:
+                return False
+            expected = base64.b64encode(ready.ca_pem).decode() if ready is not None else None
+            data = (secret or {}).get("data") or {}
+            return secret is None or data.get("tls.crt") != expected or data.get("ca.crt") != expected
+
+        self.wake(uses)
+
+    def _locked(self, label: str, work: Callable[[], Any]) -> Any:
+        with self._token_locks.setdefault(label, threading.Lock()):
+            return work()
+
+    async def _check_issuer(self, ref: IssuerRef, body: Mapping[str, Any]) -> Verdict[ReadyCa]:
+        label = ref.signer_name
+        recorded_status = {"signerName": label}
+
+        def not_ready(reason: str, message: str, *, transient: bool = False) -> Verdict[ReadyCa]:
+            return Verdict(None, reason, message, transient=transient, status=recorded_status)
+
         try:
             spec = TcsIssuerSpec.parse(ref.name, body.get("spec") or {})
-            store = await memo.tokens.get()
-            ca = await store.run(ensure_ca, store, label, spec)
         except IssuerNotReady as exc:
-            memo.cas.pop(label, None)
-            set_ready(False, exc.reason, exc.message)
-            log.warning("%s is not ready: %s", ref, exc.message)
-            if not exc.permanent:
-                raise kopf.TemporaryError(exc.message, delay=_backoff(retry)) from None
-            return
-        except UserError as exc:  # KeystoreError, or an unreadable HSM config file
-            memo.cas.pop(label, None)
-            memo.tokens.reset()
-            set_ready(False, "TokenUnavailable", str(exc))
-            raise kopf.TemporaryError(str(exc), delay=_backoff(retry)) from None
-
-        ca_pem = pem_chain([ca.certificate])
-        memo.cas[label] = ReadyCa(
-            ref=ref, ca=ca, policy=spec.policy, ca_pem=ca_pem, est=spec.est, event_body=event_body(body)
-        )
+            return not_ready(exc.reason, exc.message)
+        namespace = self.secret_namespace(ref)
+        where = f"Secret {namespace}/{spec.secret_name}"
+        secret: dict[str, Any] | None = None
         if spec.secret_name:
-            await put_secret(
-                memo.api,
-                ca_secret(
-                    spec.secret_name,
-                    secret_namespace(ref, memo),
-                    ca_pem,
-                    signer_name=label,
-                    labels=spec.labels,
-                    owner=body,
-                ),
+            try:
+                secret = await self._kube.find(SECRETS, spec.secret_name, namespace)
+            except ApiError as exc:
+                return not_ready("SecretUnreadable", f"cannot read {where}: {exc}", transient=True)
+            owner = secret_owner(secret, label) if secret is not None else None
+            if owner is not None:
+                return not_ready(
+                    "SecretConflict",
+                    f"{where} (spec.secretName) exists and belongs to {owner}; keyward writes only Secrets "
+                    "it created: choose another spec.secretName, or delete that Secret",
+                )
+        known: list[KnownCa] = []
+        certificate = _secret_certificate(secret)
+        if certificate is not None:
+            known.append(KnownCa.of(certificate, where))
+        fingerprint = (body.get("status") or {}).get("caFingerprint")
+        recorded = KnownCa.recorded(fingerprint, "status.caFingerprint") if fingerprint else None
+        if recorded is not None:
+            known.append(recorded)
+        try:
+            store = await self._tokens.get()
+            ca = await store.run(
+                self._locked, label, lambda: ensure_ca(store, label, spec, known=known, recorded=recorded)
             )
-        set_ready(True, "Reconcile", "Success")
-    kick = memo.extras.get("kick_requests")
-    if kick is not None:
-        kick(label)
-    for listener in memo.extras.get("ca_ready_listeners", ()):  # the EST server, for one
-        listener(label)
+        except IssuerNotReady as exc:
+            return not_ready(exc.reason, exc.message, transient=not exc.permanent)
+        except UserError as exc:  # KeystoreError, or an unreadable HSM config file
+            self._tokens.reset()
+            return not_ready("TokenUnavailable", str(exc), transient=True)
+        ca_pem = pem_chain([ca.certificate])
+        recorded_status["caFingerprint"] = ca_fingerprint(ca.certificate)
+        if spec.secret_name:
+            wanted = ca_secret(
+                spec.secret_name, namespace, ca_pem, signer_name=label, labels=spec.labels, owner=body
+            )
+            try:
+                await put_secret(self._kube, wanted, current=secret)
+            except ApiError as exc:
+                return not_ready(
+                    "SecretNotWritten",
+                    f"cannot write {where}: {exc}; the issuer signs nothing until its Secret is written",
+                    transient=exc.transient or exc.conflict,
+                )
+        ready = ReadyCa(
+            ref=ref, ca=ca, policy=spec.policy, ca_pem=ca_pem, est=spec.est, event_body=identity(body)
+        )
+        return Verdict(ready, status=recorded_status)
+
+    def _became_ready(self, ref: IssuerRef, ready: ReadyCa) -> None:
+        current = self._cas.get(ref.signer_name)
+        if current is not None and _same(current, ready):
+            self._cas.ready(current)  # nothing changed: keep the object the EST server already serves
+        else:
+            self._cas.ready(ready)
+
+    async def delete(self, body: Mapping[str, Any]) -> None:
+        """Remove the CA key and certificate from the token, and the Secret if keyward made it."""
+        ref = issuer_ref(body)
+        label = ref.signer_name
+        self.forget(ref)
+        store: TokenKeyStore = await self._tokens.get()
+        await store.run(self._locked, label, lambda: store.delete(label))
+        secret_name = (body.get("spec") or {}).get("secretName")
+        if secret_name:
+            namespace = self.secret_namespace(ref)
+            secret = await self._kube.find(SECRETS, secret_name, namespace)
+            if secret is not None and secret_owner(secret, label) is None:
+                await self._kube.delete(SECRETS, secret_name, namespace)
+            elif secret is not None:
+                log.info("%s deleted: Secret %s/%s is not its own and stays", ref, namespace, secret_name)
+        log.info("%s deleted: CA key and certificate removed from the token", ref)
+
+
+def _same(a: ReadyCa, b: ReadyCa) -> bool:
+    return a.ca_pem == b.ca_pem and a.policy == b.policy and a.est == b.est and a.event_body == b.event_body
 
 
 for _resource in ISSUERS:
-    _args = (_resource.group, _resource.version, _resource.plural)
 
-    @kopf.on.resume(*_args, registry=registry)
-    @kopf.on.create(*_args, registry=registry)
-    @kopf.on.update(*_args, field="spec", registry=registry)
-    async def reconcile_issuer(body: Any, patch: Any, memo: Runtime, retry: int, **_: Any) -> None:
-        await reconcile(body, patch, memo, retry)
+    @kopf.on.event(*_resource.handler_args, registry=registry)
+    async def tcs_issuer_event(type: str, body: Any, memo: Services, **_: Any) -> None:
+        memo.tcs_issuers.observe(type or "ADDED", body)
 
-    @kopf.timer(
-        *_args,
-        interval=RECHECK_SECONDS,
-        initial_delay=RECHECK_SECONDS,
-        idle=RECHECK_SECONDS,
-        registry=registry,
-    )
-    async def recheck_issuer(body: Any, patch: Any, memo: Runtime, **_: Any) -> None:
-        """Bring back an issuer whose CA is not in memory (a fault met while signing, say)."""
-        if body["metadata"].get("deletionTimestamp"):
-            return
-        if issuer_ref(body).signer_name not in memo.cas:
-            await reconcile(body, patch, memo)
-
-    @kopf.on.delete(*_args, registry=registry)
-    async def delete_issuer(body: Any, memo: Runtime, **_: Any) -> None:
-        """Remove the CA key and certificate from the token, and the Secret (also after downtime)."""
-        ref = issuer_ref(body)
-        label = ref.signer_name
-        memo.cas.pop(label, None)
+    @kopf.on.delete(*_resource.handler_args, registry=registry)
+    async def delete_issuer(body: Any, memo: Services, **_: Any) -> None:
+        """Remove the CA from the token and the Secret (also after downtime: kopf's finalizer)."""
         try:
-            store = await memo.tokens.get()
-            await store.run(store.delete, label)
+            await memo.tcs_issuers.delete(body)
         except KeystoreError as exc:
             memo.tokens.reset()
             raise kopf.TemporaryError(f"cannot remove the CA key from the token: {exc}", delay=10) from None
-        secret_name = (body.get("spec") or {}).get("secretName")
-        if secret_name:
-            await memo.api.delete(SECRETS, secret_name, secret_namespace(ref, memo))
-        log.info("%s deleted: CA key, certificate and Secret removed", ref)
-
-
-@kopf.on.event("", "v1", "secrets", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=registry)
-async def guard_ca_secret(type: str, body: Any, memo: Runtime, **_: Any) -> None:
-    """Put an issuer's CA Secret back when it is deleted or its certificate is altered."""
-    label = (body["metadata"].get("annotations") or {}).get(SIGNER_ANNOTATION)
-    ready = memo.cas.get(label or "")
-    if ready is None:
-        return
-    expected = base64.b64encode(ready.ca_pem).decode()
-    data = body.get("data") or {}
-    if type != "DELETED" and data.get("tls.crt") == expected and data.get("ca.crt") == expected:
-        return
-    issuer_resource = TCS_ISSUERS if ready.ref.namespaced else TCS_CLUSTER_ISSUERS
-    issuer = await memo.api.find(issuer_resource, ready.ref.name, ready.ref.namespace)
-    if issuer is None or issuer["metadata"].get("deletionTimestamp"):
-        return
-    spec = TcsIssuerSpec.parse(ready.ref.name, issuer.get("spec") or {})
-    if spec.secret_name != body["metadata"]["name"]:
-        return
-    issuer.setdefault("apiVersion", issuer_resource.api_version)
-    issuer.setdefault("kind", issuer_resource.kind)
-    await put_secret(
-        memo.api,
-        ca_secret(
-            spec.secret_name,
-            secret_namespace(ready.ref, memo),
-            ready.ca_pem,
-            signer_name=label or "",
-            labels=spec.labels,
-            owner=issuer,
-        ),
-    )
-    log.warning(
-        "restored CA Secret %s/%s of %s",
-        body["metadata"].get("namespace"),
-        body["metadata"]["name"],
-        ready.ref,
-    )
+        except ApiError as exc:
+            raise kopf.TemporaryError(f"cannot remove the CA Secret: {exc}", delay=10) from None

@@ -1,4 +1,4 @@
-"""Secrets keyward writes for issuers: the CA certificate, never a private key."""
+"""The Secret of a token-backed issuer: its CA certificate, never a private key."""
 
 from __future__ import annotations
 
@@ -7,23 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from keyward.kube.client import ApiError, Kube
-from keyward.kube.resources import SECRETS
-
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "keyward"
-SIGNER_ANNOTATION = "keyward.io/signer-name"
-
-
-def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
-    meta = owner["metadata"]
-    return {
-        "apiVersion": owner["apiVersion"],
-        "kind": owner["kind"],
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+from keyward.kube.objects import owner_reference
+from keyward.kube.resources import MANAGED_BY, MANAGED_BY_LABEL, SECRETS, SIGNER_ANNOTATION, TLS_SECRET_TYPE
 
 
 def ca_secret(
@@ -47,7 +32,7 @@ def ca_secret(
             "annotations": {SIGNER_ANNOTATION: signer_name},
             "ownerReferences": [owner_reference(owner)],
         },
-        "type": "kubernetes.io/tls",
+        "type": TLS_SECRET_TYPE,
         "data": {"tls.crt": encoded, "tls.key": "", "ca.crt": encoded},
     }
 
@@ -62,16 +47,18 @@ def same_content(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     )
 
 
-async def put_secret(kube: Kube, wanted: dict[str, Any]) -> bool:
-    """Create the Secret, or bring an existing one back to ``wanted``. True when something was written."""
+async def put_secret(kube: Kube, wanted: dict[str, Any], *, current: Mapping[str, Any] | None = None) -> bool:
+    """Create the Secret, or bring ``current`` (the existing one, read by the caller) back to ``wanted``.
+    True when something was written."""
     meta = wanted["metadata"]
-    try:
-        await kube.create(SECRETS, wanted, meta["namespace"])
-        return True
-    except ApiError as exc:
-        if exc.status != 409:
-            raise
-    current = await kube.get(SECRETS, meta["name"], meta["namespace"])
+    if current is None:
+        try:
+            await kube.create(SECRETS, wanted, meta["namespace"])
+            return True
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        current = await kube.get(SECRETS, meta["name"], meta["namespace"])
     if same_content(current, wanted):
         return False
     replacement = {

@@ -400,7 +400,7 @@ def _request_problem(request: Any, expected: Any, is_ca: bool) -> str | None:
         return "error decoding certificate request PEM block"
     try:
         csr = x509.load_der_x509_csr(base64.b64decode(b"".join(block.group(2).split())))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, x509.InvalidVersion):
         return "x509: malformed certificate request"
     failure = signature_problem(csr)
     if failure:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from keyward.kube.resources import decode_bytes
+from keyward.kube.objects import decode_bytes
 from keyward.sandbox.apiserver.admission import signature_problem
 from keyward.sandbox.apiserver.auth import ADMIN, UserInfo
 from keyward.sandbox.apiserver.errors import FieldError
@@ -187,7 +187,7 @@ def _request_problem(request: Any) -> str | None:
         return "PEM block type must be CERTIFICATE REQUEST"
     try:
         csr = x509.load_pem_x509_csr(match.group(0))
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         return f"x509: malformed certificate request ({exc})"
     return signature_problem(csr)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from cryptography import x509
 
-from keyward.kube.resources import decode_bytes
+from keyward.kube.objects import decode_bytes
 from keyward.sandbox.certmanager.conditions import format_time
 from keyward.sandbox.certmanager.keys import (
     PrivateKey,
@@ -131,7 +131,7 @@ def load_request_csr(request: Mapping[str, Any]) -> x509.CertificateSigningReque
     """The CSR of a CertificateRequest (spec.request is base64 of the PEM), None when unreadable."""
     try:
         return x509.load_pem_x509_csr(base64.b64decode((request.get("spec") or {}).get("request") or ""))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, x509.InvalidVersion):
         return None
 
 

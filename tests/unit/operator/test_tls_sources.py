@@ -11,15 +11,19 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from keyward.issuers.signer_names import TCS_GROUP, IssuerRef
+from keyward.host import ListenAddress
+from keyward.issuers.signer_names import IssuerRef
 from keyward.issuers.tcs.est_ca import TokenWorkers, issue_tls_server_certificate, renewal_time
-from keyward.operator.est_server.service import EstService, IssuerTls, SecretTls
-from keyward.operator.services import ReadyCa, Runtime
-from keyward.operator.settings import Settings
+from keyward.kube.resources import TCS_GROUP
+from keyward.operator.est_server.service import EstService
+from keyward.operator.est_server.tls_sources import IssuerTls, SecretTls
+from keyward.operator.secrets import SecretStore
+from keyward.operator.status import Events
+from keyward.operator.tcs.cas import ReadyCa, ReadyCas
 from keyward.pki.pem import pem_chain
 from keyward.pki.profile import IssuerPolicy
-
-from .memory import ThreadWorkers, memory_ca
+from tests.est_server.memory import ThreadWorkers, memory_ca
+from tests.unit.operator.test_secrets import Follows
 
 REF = IssuerRef(TCS_GROUP, "TCSIssuer", "tls-ca", "ops")
 
@@ -32,23 +36,24 @@ class Tokens:
         return self.workers
 
 
-def memo_with_tls_issuer(workers: ThreadWorkers) -> Runtime:
-    memo = Runtime(settings=Settings())
+def tls_issuer() -> tuple[ReadyCas, ReadyCa]:
+    cas = ReadyCas()
     ca = memory_ca(common_name="tls-ca")
-    memo.cas[REF.signer_name] = ReadyCa(REF, ca, IssuerPolicy(), pem_chain([ca.certificate]))
-    memo.token = Tokens(workers)  # type: ignore[assignment]
-    return memo
+    ready = ReadyCa(REF, ca, IssuerPolicy(), pem_chain([ca.certificate]))
+    cas.ready(ready)
+    return cas, ready
 
 
 async def test_the_issued_tls_certificate_is_renewed_at_two_thirds_of_its_lifetime() -> None:
     clock = [datetime.now(UTC)]
     workers = ThreadWorkers()
-    source = IssuerTls(memo_with_tls_issuer(workers), REF, ("est.example", "10.0.0.5"), now=lambda: clock[0])
+    cas, _ = tls_issuer()
+    source = IssuerTls(cas, Tokens(workers), REF, ("est.example", "10.0.0.5"), now=lambda: clock[0])  # type: ignore[arg-type]
     first = await source.current()
     assert first is not None and workers.calls == ["issue_tls_server_certificate"]
     leaf = x509.load_pem_x509_certificates(first.chain_pem)[0]
     due = renewal_time(leaf)
-    assert abs(source.seconds_until_due() - (due - clock[0]).total_seconds()) < 1
+    assert abs((source.seconds_until_due() or 0) - (due - clock[0]).total_seconds()) < 1
 
     clock[0] = due - timedelta(seconds=1)
     assert await source.current() is first, "not due yet: the same certificate"
@@ -61,12 +66,12 @@ async def test_the_issued_tls_certificate_is_renewed_at_two_thirds_of_its_lifeti
 
 async def test_the_issued_tls_certificate_waits_for_its_issuer(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    memo = memo_with_tls_issuer(ThreadWorkers())
-    ready = memo.cas.pop(REF.signer_name)
-    source = IssuerTls(memo, REF, ("est.example",))
+    cas, ready = tls_issuer()
+    cas.discard(REF.signer_name)
+    source = IssuerTls(cas, Tokens(ThreadWorkers()), REF, ("est.example",))  # type: ignore[arg-type]
     assert await source.current() is None
     assert any("waits for TCSIssuer ops/tls-ca to be ready" in m for m in caplog.messages)
-    memo.cas[REF.signer_name] = ready
+    cas.ready(ready)
     assert await source.current() is not None
 
 
@@ -78,52 +83,48 @@ def tls_body(chain: bytes, key: bytes, type: str = "kubernetes.io/tls") -> dict[
     }
 
 
-class SecretApi:
-    """The one API call SecretTls makes: GET the Secret (when it starts, then every few minutes)."""
-
-    def __init__(self, body: dict[str, Any] | None) -> None:
-        self.body, self.gets = body, 0
-
-    async def find(self, resource: Any, name: str, namespace: str) -> dict[str, Any] | None:
-        self.gets += 1
-        return self.body
-
-
-async def test_a_tls_secret_is_read_then_followed_through_watch_events(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_a_tls_secret_is_read_then_followed_through_its_watch(caplog: pytest.LogCaptureFixture) -> None:
     issued = issue_tls_server_certificate(memory_ca(), ["est.example"], IssuerPolicy())
-    api = SecretApi(tls_body(issued.chain_pem, issued.key_pem, type="Opaque"))
-    memo = Runtime(settings=Settings())
-    memo.kube = api  # type: ignore[assignment]
-    source = SecretTls(memo, "ops/est-tls")
+    follows = Follows({("ops", "est-tls"): tls_body(issued.chain_pem, issued.key_pem, type="Opaque")})
+    secrets = SecretStore(follow=follows)
+    source = SecretTls(secrets, "ops/est-tls")
     assert source.watches("ops", "est-tls") and not source.watches("other", "est-tls")
 
     assert await source.current() is None
     assert any("must be of type kubernetes.io/tls with tls.crt and tls.key" in m for m in caplog.messages)
-    assert not source.offer("ADDED", {"metadata": {"namespace": "ops", "name": "unrelated"}})
-    assert source.offer("MODIFIED", tls_body(issued.chain_pem, issued.key_pem))
+    await secrets.apply("MODIFIED", tls_body(issued.chain_pem, issued.key_pem))
     material = await source.current()
     assert material is not None and (material.chain_pem, material.key_pem) == (
         issued.chain_pem,
         issued.key_pem,
     )
-    assert api.gets == 1, "events, not GETs, between the polls"
-    assert source.seconds_until_due() > 250
+    assert follows.followed == [("ops", "est-tls")], "one narrowed watch, no GET per request"
+    assert source.seconds_until_due() is None, "a change of the Secret wakes the server"
     assert issued.key_pem.decode() not in caplog.text
     assert repr(material) == "TlsMaterial(<certificate chain>, <key>)", "the key never shows in logs"
+    await secrets.close()
 
 
 async def test_an_issuer_with_spec_est_but_no_tls_source_is_reported_not_served(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING)
-    memo = memo_with_tls_issuer(ThreadWorkers())
+    cas, _ = tls_issuer()
     ca = memory_ca(common_name="devices")
     ref = IssuerRef(TCS_GROUP, "TCSIssuer", "devices", "ops")
-    memo.cas[ref.signer_name] = ReadyCa(ref, ca, IssuerPolicy(), pem_chain([ca.certificate]), est={})
-    service = EstService(memo)
-    service.on_ca_ready(ref.signer_name)
+    events = Events(None)  # type: ignore[arg-type]
+    posted: list[str] = []
+    events.post = lambda body, reason, message, warning=False: posted.append(reason)  # type: ignore[method-assign]
+    service = EstService(
+        cas=cas,
+        tokens=Tokens(ThreadWorkers()),  # type: ignore[arg-type]
+        secrets=SecretStore(follow=Follows({})),
+        events=events,
+        source=None,
+        listen=ListenAddress("127.0.0.1", 0),
+        operator_namespace="keyward-system",
+    )
+    cas.ready(ReadyCa(ref, ca, IssuerPolicy(), pem_chain([ca.certificate]), est={}, event_body={"kind": "x"}))
     try:
         deadline = asyncio.get_running_loop().time() + 10
         while not any("TCSIssuer ops/devices is not served over EST" in m for m in caplog.messages):
@@ -137,3 +138,4 @@ async def test_an_issuer_with_spec_est_but_no_tls_source_is_reported_not_served(
         in message
     )
     assert service.server is None
+    assert posted == ["EstNotServed"], "the issuer gets a Warning Event saying so"

@@ -13,16 +13,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyward.est.server.audit import AuditRecord
 from keyward.est.server.ca import ClientIdentity
-from keyward.issuers.signer_names import TCS_GROUP, IssuerRef
+from keyward.host import ListenAddress
+from keyward.issuers.signer_names import IssuerRef
 from keyward.issuers.tcs.est_ca import TcsEstCa
-from keyward.operator.est_server.catalog import DEFAULT_KEY, EstCatalog, SecretCache
+from keyward.kube.resources import TCS_GROUP
+from keyward.operator.est_server.catalog import DEFAULT_KEY, EstCatalog
 from keyward.operator.est_server.service import EstService, event_message
-from keyward.operator.services import ReadyCa, Runtime
+from keyward.operator.est_server.tls_sources import SecretTls
+from keyward.operator.secrets import SecretStore
 from keyward.operator.settings import Settings
+from keyward.operator.status import Events
+from keyward.operator.tcs.cas import ReadyCa, ReadyCas
+from keyward.operator.tcs.token import TokenProvider
 from keyward.pki.pem import pem_chain
 from keyward.pki.profile import IssuerPolicy
-
-from .memory import memory_ca
+from tests.est_server.memory import memory_ca
+from tests.unit.operator.test_secrets import Follows
 
 
 def ready(name: str, namespace: str | None = "team", est: dict[str, Any] | None = None) -> ReadyCa:
@@ -44,11 +50,12 @@ def basic_auth(name: str, namespace: str, password: str) -> dict[str, Any]:
     )
 
 
-def catalog_of(*cas: ReadyCa) -> tuple[Runtime, SecretCache, EstCatalog]:
-    memo = Runtime(settings=Settings(operator_namespace="keyward-system"))
-    memo.cas.update({ca.ref.signer_name: ca for ca in cas})
-    secrets = SecretCache()
-    return memo, secrets, EstCatalog(memo, secrets)
+def catalog_of(*cas: ReadyCa) -> tuple[ReadyCas, SecretStore, EstCatalog]:
+    ready_cas = ReadyCas()
+    for ca in cas:
+        ready_cas.ready(ca)
+    secrets = SecretStore(follow=Follows({}))
+    return ready_cas, secrets, EstCatalog(ready_cas, TokenProvider(Settings()), secrets, "keyward-system")
 
 
 def served(catalog: EstCatalog, label: str) -> TcsEstCa:
@@ -57,7 +64,7 @@ def served(catalog: EstCatalog, label: str) -> TcsEstCa:
     return ca
 
 
-def test_issuers_with_spec_est_are_served_under_their_label() -> None:
+async def test_issuers_with_spec_est_are_served_under_their_label() -> None:
     _, _, catalog = catalog_of(
         ready("plain"),
         ready("named", est={}),
@@ -69,7 +76,7 @@ def test_issuers_with_spec_est_are_served_under_their_label() -> None:
     assert served(catalog, "devices/v1").ca_certificates()[0].subject.rfc4514_string() == "CN=labelled"
 
 
-def test_label_and_default_conflicts_keep_the_first_issuer_and_say_why(
+async def test_label_and_default_conflicts_keep_the_first_issuer_and_say_why(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     _, _, catalog = catalog_of(
@@ -86,49 +93,52 @@ def test_label_and_default_conflicts_keep_the_first_issuer_and_say_why(
     assert len(taken) == 2 and all("set spec.est.label to another label" in m for m in taken)
 
 
-def test_the_catalog_follows_issuers_coming_and_going() -> None:
-    memo, _, catalog = catalog_of(ready("one", est={}))
+async def test_the_catalog_follows_issuers_coming_and_going() -> None:
+    cas, _, catalog = catalog_of(ready("one", est={}))
     first = catalog.cas()["one"]
     assert catalog.cas()["one"] is first, "unchanged issuers keep their CA object"
     replacement = ready("one", est={"label": "renamed"})
-    memo.cas[replacement.ref.signer_name] = replacement
+    cas.ready(replacement)
     assert set(catalog.cas()) == {"renamed"}
-    memo.cas.clear()
+    cas.discard(replacement.ref.signer_name)
     assert catalog.cas() == {}
 
 
-def test_basic_credentials_come_from_the_watched_secret(caplog: pytest.LogCaptureFixture) -> None:
+async def test_basic_credentials_come_from_the_watched_secret(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     _, secrets, catalog = catalog_of(ready("ca", est={"basicAuthSecretRef": {"name": "est-users"}}))
+    await catalog.load_secrets()
     ca = served(catalog, "ca")
     assert not ca.check_basic("est", "pw1")
     assert any(
         "Secret team/est-users (spec.est.basicAuthSecretRef) does not exist" in m for m in caplog.messages
     )
 
-    assert secrets.update("ADDED", basic_auth("est-users", "team", "pw1"))
+    await secrets.apply("ADDED", basic_auth("est-users", "team", "pw1"))
     assert ca.check_basic("est", "pw1") and not ca.check_basic("est", "pw2")
-    assert secrets.update("MODIFIED", basic_auth("est-users", "team", "pw2"))
+    await secrets.apply("MODIFIED", basic_auth("est-users", "team", "pw2"))
     assert ca.check_basic("est", "pw2") and not ca.check_basic("est", "pw1")
-    assert not secrets.update("MODIFIED", basic_auth("est-users", "team", "pw2")), "no change, no wake-up"
-    secrets.update("ADDED", basic_auth("est-users", "elsewhere", "pw3"))
+    await secrets.apply("ADDED", basic_auth("est-users", "elsewhere", "pw3"))
     assert not ca.check_basic("est", "pw3"), "a namespaced issuer reads Secrets in its own namespace"
 
-    secrets.update("MODIFIED", secret("est-users", "team", {"username": b"est", "password": b"pw2"}))
+    await secrets.apply("MODIFIED", secret("est-users", "team", {"username": b"est", "password": b"pw2"}))
     assert not ca.check_basic("est", "pw2"), "only kubernetes.io/basic-auth Secrets hold credentials"
     assert any("must be of type kubernetes.io/basic-auth" in m for m in caplog.messages)
-    secrets.update("DELETED", basic_auth("est-users", "team", "pw2"))
+    await secrets.apply("DELETED", basic_auth("est-users", "team", "pw2"))
     assert not ca.check_basic("est", "pw2")
     assert all("pw1" not in m and "pw2" not in m for m in caplog.messages)
+    await secrets.close()
 
 
-def test_cluster_issuers_read_secrets_in_the_operator_namespace() -> None:
+async def test_cluster_issuers_read_secrets_in_the_operator_namespace() -> None:
     _, secrets, catalog = catalog_of(ready("global", None, est={"basicAuthSecretRef": {"name": "est-users"}}))
-    secrets.update("ADDED", basic_auth("est-users", "keyward-system", "pw"))
+    await catalog.load_secrets()
+    await secrets.apply("ADDED", basic_auth("est-users", "keyward-system", "pw"))
     assert served(catalog, "global").check_basic("est", "pw")
+    await secrets.close()
 
 
-def test_client_ca_trust_inline_and_from_a_secret_key() -> None:
+async def test_client_ca_trust_inline_and_from_a_secret_key() -> None:
     inline, from_secret = memory_ca(common_name="inline client CA"), memory_ca(common_name="secret client CA")
     inline_pem = inline.certificate.public_bytes(serialization.Encoding.PEM).decode()
     _, secrets, catalog = catalog_of(
@@ -141,18 +151,19 @@ def test_client_ca_trust_inline_and_from_a_secret_key() -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     body = secret("client-ca", "team", {"ca.crt": pem_chain([from_secret.certificate]), "tls.key": key_pem})
-    secrets.update("ADDED", body)
+    await catalog.load_secrets()
+    await secrets.apply("ADDED", body)
     assert list(served(catalog, "b").client_ca_trust()) == [from_secret.certificate]
-    entry = secrets.get("team", "client-ca")
-    assert entry is not None and set(entry.certificates) == {"ca.crt"}, "private keys are never cached"
+    assert "tls.key" not in repr(served(catalog, "b").client_ca_trust())
+    await secrets.close()
 
 
-def test_a_token_fault_takes_the_issuer_out_until_it_is_rechecked() -> None:
-    memo, _, catalog = catalog_of(ready("ca", est={}))
+async def test_a_token_fault_takes_the_issuer_out_until_it_is_rechecked() -> None:
+    cas, _, catalog = catalog_of(ready("ca", est={}))
     ca = served(catalog, "ca")
     assert ca._on_token_fault is not None
     ca._on_token_fault(RuntimeError("token gone"))
-    assert memo.cas == {} and catalog.cas() == {}
+    assert list(cas) == [] and catalog.cas() == {}
 
 
 def test_the_enrollment_event_names_client_subject_sans_serial_and_expiry() -> None:
@@ -171,21 +182,34 @@ def test_the_enrollment_event_names_client_subject_sans_serial_and_expiry() -> N
     )
 
 
-def test_only_secrets_the_est_server_reads_reach_its_watch_handler() -> None:
-    memo, _, _ = catalog_of(
+async def test_only_secrets_the_est_server_reads_wake_it() -> None:
+    cas, secrets, _ = catalog_of(
         ready("a", est={"basicAuthSecretRef": {"name": "users"}}),
         ready("b", None, est={"clientCATrust": {"secretRef": {"name": "client-ca", "key": "ca.crt"}}}),
         ready("plain"),
     )
-    memo.settings = Settings(operator_namespace="keyward-system", est_tls_secret="keyward-system/est-tls")
-    service = EstService(memo)
+    service = EstService(
+        cas=cas,
+        tokens=TokenProvider(Settings()),
+        secrets=secrets,
+        events=Events(None),  # type: ignore[arg-type]
+        source=SecretTls(secrets, "keyward-system/est-tls"),
+        listen=ListenAddress("127.0.0.1", 0),
+        operator_namespace="keyward-system",
+    )
     assert service.catalog.referenced_secrets() == {("team", "users"), ("keyward-system", "client-ca")}
-    wanted = [
+    for namespace, name in [
         ("team", "users"),
         ("keyward-system", "client-ca"),
         ("keyward-system", "est-tls"),
-    ]
-    for namespace, name in wanted:
-        assert service.wants({"metadata": {"namespace": namespace, "name": name}}), name
+    ]:
+        service._wake.clear()
+        service._on_secret(namespace, name, None)
+        assert service._wake.is_set(), name
+        await service.stop()
     for namespace, name in [("team", "client-ca"), ("other", "users"), ("team", "unrelated")]:
-        assert not service.wants({"metadata": {"namespace": namespace, "name": name}}), name
+        service._wake.clear()
+        service._on_secret(namespace, name, None)
+        assert not service._wake.is_set(), name
+    await service.stop()
+    await secrets.close()

@@ -1,0 +1,70 @@
+"""CertificateRequests (issuerRef.group tcs.intel.com) and CSRs (TCS signer names) → the signing pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, TCS_GROUP
+from keyward.operator.registry import registry
+from keyward.operator.requests import CertificateRequests, Csrs
+from keyward.operator.services import Services
+from keyward.operator.status import StatusWriter
+from keyward.operator.tcs.cas import ReadyCas
+from keyward.operator.tcs.pipeline import Describe, SigningPipeline
+from keyward.operator.tcs.token import TokenProvider
+
+CERTIFICATE_REQUEST_KIND = CertificateRequests(TCS_GROUP)
+CSR_KIND = Csrs(TCS_GROUP)
+
+
+class TcsRequests:
+    """The two pipelines of token-backed issuers, woken together when an issuer turns ready."""
+
+    def __init__(
+        self,
+        *,
+        cas: ReadyCas,
+        tokens: TokenProvider,
+        writer: StatusWriter,
+        describe: Describe,
+        csr_full_chain: bool,
+    ) -> None:
+        self.certificate_requests = SigningPipeline(
+            CERTIFICATE_REQUEST_KIND, cas=cas, tokens=tokens, writer=writer, describe=describe
+        )
+        self.csrs = SigningPipeline(
+            Csrs(TCS_GROUP, full_chain=csr_full_chain),
+            cas=cas,
+            tokens=tokens,
+            writer=writer,
+            describe=describe,
+        )
+        cas.listen(self.wake)
+
+    def wake(self, signer_name: str) -> None:
+        self.certificate_requests.wake(signer_name)
+        self.csrs.wake(signer_name)
+
+    def close(self) -> None:
+        self.certificate_requests.waiting.close()
+        self.csrs.waiting.close()
+
+
+def _is_tcs_request(spec: Any, **_: Any) -> bool:
+    return CERTIFICATE_REQUEST_KIND.wants(spec)
+
+
+def _is_tcs_signer(spec: Any, **_: Any) -> bool:
+    return CSR_KIND.wants(spec)
+
+
+@kopf.on.event(*CERTIFICATE_REQUESTS.handler_args, when=_is_tcs_request, registry=registry)
+async def certificate_request_event(type: str, body: Any, memo: Services, **_: Any) -> None:
+    await memo.tcs.certificate_requests.on_event(type or "ADDED", body)
+
+
+@kopf.on.event(*CSRS.handler_args, when=_is_tcs_signer, registry=registry)
+async def csr_event(type: str, body: Any, memo: Services, **_: Any) -> None:
+    await memo.tcs.csrs.on_event(type or "ADDED", body)
