@@ -27,6 +27,7 @@ from keyward.kube.resources import (
 )
 from keyward.sandbox.certmanager import approve, deny, renew
 from keyward.sandbox.operator_process import OperatorProcess
+from keyward.sandbox.runner import Sandbox
 from tests.est.helpers import Issuer, ec_key, key_pem, name, pem
 from tests.integration.conftest import OPERATOR_NAMESPACE, OperatorRunner
 from tests.integration.est_peers import (
@@ -385,16 +386,17 @@ async def test_nothing_before_approval_denial_recorded_missing_issuer_waits(
 
 
 async def test_unusable_request_fails_without_reaching_the_server(
-    kube: Kube, namespace: str, est: RunningEst, est_ca: Issuer
+    sandbox: Sandbox, kube: Kube, namespace: str, est: RunningEst, est_ca: Issuer
 ) -> None:
     await ready_issuer(kube, namespace, est, est_ca)
     spec = {
         "request": base64.b64encode(b"this is not a CSR").decode(),
         "issuerRef": {"group": "est.mitre.org", "kind": "EstIssuer", "name": "est"},
     }
-    await kube.create(
-        CERTIFICATE_REQUESTS, {"metadata": {"name": "junk", "namespace": namespace}, "spec": spec}
-    )
+    with sandbox.api.without_certmanager_webhook():  # cert-manager's webhook would refuse it at create
+        await kube.create(
+            CERTIFICATE_REQUESTS, {"metadata": {"name": "junk", "namespace": namespace}, "spec": spec}
+        )
     await approve(kube, "junk", namespace)
     failed = await wait_request(kube, namespace, "junk", "Failed")
     assert "not a PEM or DER" in ready_condition(failed)["message"] and failed["status"]["failureTime"]

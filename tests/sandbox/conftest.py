@@ -15,7 +15,7 @@ import pytest
 
 from keyward.sandbox.apiserver import ApiServer
 
-from .helpers import TEST_CRDS, Kubectl, Pki, WatchStream
+from .helpers import TEST_CRDS, Kubectl, Pki, WatchStream, http_client
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ async def api_server() -> AsyncIterator[ApiServer]:
 
 @pytest.fixture(scope="session")
 async def client(api_server: ApiServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api_server.url, timeout=10) as http:
+    async with http_client(api_server, timeout=10) as http:
         yield http
 
 

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from keyward.sandbox.apiserver import ApiServer
+
 HERE = Path(__file__).parent
 TEST_CRDS = HERE / "widgets-crd.yaml"
 WIDGETS = "/apis/example.com/v1/namespaces/{ns}/widgets"
@@ -26,6 +28,18 @@ TABLE = (
     "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,"
     "application/json"
 )  # what kubectl get sends
+
+
+def http_client(server: ApiServer, token: str | None = None, **options: Any) -> httpx.AsyncClient:
+    """An HTTP client of ``server`` trusting its CA, authenticated by ``token`` (default: admin)."""
+    headers = {"Authorization": f"Bearer {token or server.admin_token}"}
+    return httpx.AsyncClient(
+        base_url=server.url, headers=headers, verify=server.client_ssl_context(), **options
+    )
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def unique(prefix: str) -> str:

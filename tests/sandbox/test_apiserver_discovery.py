@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 import yaml
 
 from keyward.sandbox.apiserver import ApiServer
+
+from .helpers import http_client
 
 
 async def test_version_reports_kubernetes_1_32(client: httpx.AsyncClient) -> None:
@@ -126,21 +129,23 @@ async def test_openapi_v3_declares_server_side_field_validation_per_resource(
     assert {"name": "fieldValidation", "in": "query"}.items() <= operation["parameters"][0].items()
 
 
-def test_kubeconfig_points_at_the_server_without_credentials_and_is_private(
+def test_kubeconfig_points_at_the_server_with_the_admin_token_and_is_private(
     api_server: ApiServer, tmp_path: Path
 ) -> None:
     path = tmp_path / "nested" / "config"
     api_server.write_kubeconfig(path, namespace="work")
     config = yaml.safe_load(path.read_text())
     assert config["current-context"] == "keyward-sandbox"
-    assert config["clusters"][0]["cluster"] == {"server": api_server.url}
-    assert config["users"][0]["user"] == {}
+    cluster = config["clusters"][0]["cluster"]
+    assert cluster["server"] == api_server.url and api_server.url.startswith("https://")
+    assert base64.b64decode(cluster["certificate-authority-data"]) == api_server.ca_pem
+    assert config["users"][0]["user"] == {"token": api_server.admin_token}
     assert config["contexts"][0]["context"]["namespace"] == "work"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
 async def test_the_server_refuses_non_loopback_addresses() -> None:
-    with pytest.raises(ValueError, match="no authentication"):
+    with pytest.raises(ValueError, match="only listens on loopback"):
         await ApiServer(host="0.0.0.0").start()  # noqa: S104 - the point of the test
 
 
@@ -148,7 +153,7 @@ async def test_stop_ends_open_watches_and_a_second_stop_is_harmless() -> None:
     server = ApiServer()
     await server.start()
     async with (
-        httpx.AsyncClient(base_url=server.url) as client,
+        http_client(server) as client,
         client.stream("GET", "/api/v1/namespaces", params={"watch": "1"}) as stream,
     ):
         lines = stream.aiter_lines()

@@ -13,7 +13,7 @@ import pytest
 
 from keyward.sandbox.apiserver import ApiServer
 
-from .helpers import WIDGETS, WatchStream, unique, widget
+from .helpers import WIDGETS, WatchStream, http_client, unique, widget
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
@@ -193,7 +193,7 @@ async def test_watch_from_a_forgotten_resource_version_gets_an_error_410_gone() 
     server.watch_event_log_size = 5
     await server.start()
     try:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with http_client(server) as client:
             url = "/api/v1/namespaces/default/configmaps"
             first = (await client.post(url, json={"metadata": {"name": "c0"}})).json()
             for index in range(1, 20):
@@ -305,7 +305,11 @@ async def test_many_objects_flow_through_create_watch_and_status_patch_quickly(
             return created.status, patched.status
 
     async with (
-        aiohttp.ClientSession(api_server.url) as session,
+        aiohttp.ClientSession(
+            api_server.url,
+            headers={"Authorization": f"Bearer {api_server.admin_token}"},
+            connector=aiohttp.TCPConnector(ssl=api_server.client_ssl_context()),
+        ) as session,
         session.get(url, params={"watch": "true"}) as stream,
     ):
         started = time.monotonic()

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-
 import httpx
 import pytest
 
-from .helpers import CSRS, WIDGETS, Pki, unique, widget
+from .helpers import CSRS, WIDGETS, Pki, b64, unique, widget
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 async def test_object_writes_ignore_changes_to_status(client: httpx.AsyncClient, namespace: str) -> None:
@@ -86,11 +80,10 @@ def approval(csr: dict, kind: str = "Approved") -> dict:
 
 
 async def test_csr_create_sets_the_requesting_user(client: httpx.AsyncClient, pki: Pki) -> None:
-    _, csr = await create_csr(client, pki, username="mallory", groups=["system:masters"])
+    _, csr = await create_csr(client, pki, username="mallory", groups=["hackers"], uid="x")
     assert csr["spec"]["username"] == "kubernetes-admin"
-    assert csr["spec"]["groups"] == ["system:masters"]
-    _, other = await create_csr(client, pki)
-    assert other["spec"]["groups"] == ["system:authenticated"]
+    assert csr["spec"]["groups"] == ["system:masters", "system:authenticated"]
+    assert "uid" not in csr["spec"]
 
 
 async def test_csr_expiration_seconds_below_600_is_422(client: httpx.AsyncClient, pki: Pki) -> None:
@@ -141,8 +134,10 @@ async def test_csr_approval_only_through_the_approval_subresource(
     url, csr = await create_csr(client, pki)
     ignored = (await client.put(url, json=approval(dict(csr)))).json()
     assert "status" not in ignored
-    via_status = (await client.put(url + "/status", json=approval((await client.get(url)).json()))).json()
-    assert not via_status.get("status", {}).get("conditions")
+    via_status = await client.put(url + "/status", json=approval((await client.get(url)).json()))
+    assert via_status.status_code == 422
+    assert 'updates may not add a condition of type "Approved"' in via_status.json()["message"]
+    assert "status" not in (await client.get(url)).json()
     approved = await client.put(url + "/approval", json=approval((await client.get(url)).json()))
     assert approved.status_code == 200
     condition = approved.json()["status"]["conditions"][0]
@@ -169,7 +164,9 @@ async def test_csr_approval_conditions_are_never_removed(client: httpx.AsyncClie
     removed_by_status = await client.patch(
         url + "/status", json={"status": {"conditions": []}}, headers=MERGE
     )
-    assert removed_by_status.json()["status"]["conditions"][0]["type"] == "Denied"
+    assert removed_by_status.status_code == 422
+    assert 'updates may not remove a condition of type "Denied"' in removed_by_status.json()["message"]
+    assert (await client.get(url)).json()["status"]["conditions"][0]["type"] == "Denied"
 
 
 async def test_csr_certificate_is_set_only_through_status(client: httpx.AsyncClient, pki: Pki) -> None:

@@ -13,10 +13,12 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import kr8s.asyncio
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,10 +27,20 @@ from cryptography.x509.oid import NameOID
 
 from keyward.errors import UserError
 from keyward.kube.client import Kube
-from keyward.kube.crds import cert_manager_crds_path
+from keyward.kube.crds import cert_manager_crds_path, crd_dir
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CERTIFICATES, NAMESPACES, SECRETS
 from keyward.sandbox.apiserver import ApiServer
-from keyward.sandbox.certmanager import CertManagerStandIn, approve, deny, renew
+from keyward.sandbox.certmanager import (
+    NAMESPACE,
+    RBAC_PATH,
+    SERVICE_ACCOUNT,
+    CertManagerStandIn,
+    approve,
+    deny,
+    renew,
+)
+
+from .helpers import b64
 
 T = TypeVar("T")
 Body = dict[str, Any]
@@ -41,15 +53,30 @@ REQUESTOR = "system:serviceaccount:cert-manager:cert-manager"
 
 
 @pytest.fixture(scope="session")
-async def api_kube(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Kube]:
-    server = ApiServer(host="127.0.0.1", port=0, crd_paths=[cert_manager_crds_path()])
+async def certmanager_api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ApiServer]:
+    crds = [*sorted(crd_dir().glob("tcs.intel.com_tcs*issuers.yaml")), cert_manager_crds_path()]
+    server = ApiServer(host="127.0.0.1", port=0, crd_paths=crds)
     await server.start()
     try:
-        kubeconfig = tmp_path_factory.mktemp("certmanager-api") / "kubeconfig"
-        server.write_kubeconfig(kubeconfig)
-        yield Kube(await kr8s.asyncio.api(kubeconfig=str(kubeconfig)))
+        yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def api_kube(certmanager_api: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Kube:
+    """The test's own client: cluster-admin, like a person with the admin kubeconfig."""
+    kubeconfig = tmp_path_factory.mktemp("certmanager-api") / "kubeconfig"
+    certmanager_api.write_kubeconfig(kubeconfig)
+    return Kube(await kr8s.asyncio.api(kubeconfig=str(kubeconfig)))
+
+
+@pytest.fixture(scope="session")
+async def standin_kube(certmanager_api: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Kube:
+    """The stand-in's client: cert-manager's ServiceAccount with cert-manager's RBAC only."""
+    path = tmp_path_factory.mktemp("certmanager-sa") / "kubeconfig"
+    certmanager_api.service_account_kubeconfig(path, NAMESPACE, SERVICE_ACCOUNT, roles=RBAC_PATH)
+    return Kube(await kr8s.asyncio.api(kubeconfig=str(path)))
 
 
 @pytest.fixture
@@ -80,8 +107,8 @@ class StandIns:
 
 
 @pytest.fixture
-async def standins(api_kube: Kube, namespace: str) -> AsyncIterator[StandIns]:
-    started = StandIns(api_kube, namespace)
+async def standins(standin_kube: Kube, namespace: str) -> AsyncIterator[StandIns]:
+    started = StandIns(standin_kube, namespace)
     yield started
     for task in started.tasks:
         if not task.done():
@@ -152,10 +179,6 @@ def csr_of(request: Body) -> x509.CertificateSigningRequest:
 
 def spki(key: Any) -> bytes:
     return bytes(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 class TinyCA:
@@ -359,6 +382,42 @@ async def test_auto_approve_approves_like_cert_managers_approver(
     assert approval["status"] == "True"
     assert approval["reason"] == "cert-manager.io"
     assert approval["message"] == "Certificate request has been approved by cert-manager.io"
+
+
+async def test_auto_approve_needs_the_approval_rbac_of_the_issuer_kind(
+    certmanager_api: ApiServer, api_kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    controller_only = [
+        d for d in yaml.safe_load_all(RBAC_PATH.read_text()) if "approve" not in d["metadata"]["name"]
+    ]
+    account = f"no-approval-{namespace}"
+    config = certmanager_api.service_account_kubeconfig(
+        tmp_path / "kubeconfig", NAMESPACE, account, roles=controller_only
+    )
+    standin = CertManagerStandIn(
+        Kube(await kr8s.asyncio.api(kubeconfig=str(config))), auto_approve=True, namespaces=[namespace]
+    )
+    task = asyncio.create_task(standin.run())
+    try:
+        await create_certificate(api_kube, namespace, "unapproved", privateKey={"algorithm": "ECDSA"})
+        request = await request_for(api_kube, namespace, "unapproved", 1)
+        user = f"system:serviceaccount:{NAMESPACE}:{account}"
+        signer = f"tcsissuers.tcs.intel.com/{namespace}.my-ca"
+
+        async def refused() -> bool:
+            return any(
+                e.verb == "approve" and e.name == signer and not e.allowed
+                for e in certmanager_api.permissions.entries(user)
+            )
+
+        await eventually(refused, "the approval to be refused by RBAC")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    request = await api_kube.get(CERTIFICATE_REQUESTS, request["metadata"]["name"], namespace)
+    assert not condition(request, "Approved") and not condition(request, "Denied")
+    assert request["spec"]["username"] == user
 
 
 async def test_a_denied_request_fails_the_certificate_until_renewed(

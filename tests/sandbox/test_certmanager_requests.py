@@ -35,6 +35,8 @@ from keyward.sandbox.certmanager.policy import check_spec, issuance_trigger, ren
 from keyward.sandbox.certmanager.request import build_csr, csr_pem, identity_from_spec, identity_of
 from keyward.sandbox.certmanager.secret import tls_secret_content
 
+from .helpers import b64
+
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 ISSUER = {"name": "my-ca", "kind": "TCSIssuer", "group": "tcs.intel.com"}
 
@@ -332,10 +334,6 @@ def test_missing_or_broken_secrets_trigger_with_cert_managers_reasons(ec_key: Pr
     for reason, secret in cases.items():
         trigger = issuance_trigger(cert, secret, None, NOW)
         assert trigger is not None and trigger.reason == reason and trigger.unready, reason
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def test_spec_changes_trigger_naming_the_changed_fields(ec_key: PrivateKey) -> None:

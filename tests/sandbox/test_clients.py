@@ -51,9 +51,10 @@ async def test_kr8s_connects_with_the_kubeconfig_and_watches(
     assert seen == [("ADDED", "w"), ("MODIFIED", "w"), ("DELETED", "w")]
 
 
-async def test_kopf_operator_lists_watches_and_patches_status(
+async def run_marking_operator(
     kubeconfig: Path, client: httpx.AsyncClient, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A kopf operator (logged in with ``kubeconfig``) marks widgets Ready; wait until both are."""
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     registry = kopf.OperatorRegistry()
     url = WIDGETS.format(ns=namespace)
@@ -88,6 +89,55 @@ async def test_kopf_operator_lists_watches_and_patches_status(
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(operator, 15)
+
+
+async def test_kopf_operator_lists_watches_and_patches_status(
+    kubeconfig: Path, client: httpx.AsyncClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await run_marking_operator(kubeconfig, client, namespace, monkeypatch)
+
+
+WIDGET_OPERATOR_RULES = [
+    {"apiGroups": ["example.com"], "resources": ["widgets"], "verbs": ["list", "watch", "patch"]},
+    {"apiGroups": ["example.com"], "resources": ["widgets/status"], "verbs": ["patch"]},
+]
+KOPF_CLUSTER_RULES = [  # kopf scans CRDs and namespaces cluster-wide even when it serves one namespace
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["list", "watch"],
+    },
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+]
+
+
+async def test_kopf_runs_with_a_service_account_kubeconfig_and_the_log_shows_what_it_used(
+    api_server: ApiServer,
+    client: httpx.AsyncClient,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    config = api_server.service_account_kubeconfig(
+        tmp_path / "operator",
+        namespace,
+        "widget-operator",
+        rules=WIDGET_OPERATOR_RULES,
+        cluster_rules=KOPF_CLUSTER_RULES,
+    )
+    await run_marking_operator(config, client, namespace, monkeypatch)
+    user = f"system:serviceaccount:{namespace}:widget-operator"
+    used = api_server.permissions.entries(user)
+    assert not api_server.permissions.entries(user, allowed=False), "the role was enough"
+    assert {(e.verb, e.resource, e.subresource) for e in used if e.resource} >= {
+        ("list", "widgets", ""),
+        ("watch", "widgets", ""),
+        ("patch", "widgets", ""),
+    }
+    assert all(e.namespace == namespace for e in used if e.resource == "widgets")
+    granted = WIDGET_OPERATOR_RULES + KOPF_CLUSTER_RULES
+    discovery = [e for e in used if e.path]  # granted by system:discovery, not by the roles
+    assert api_server.permissions.not_granted_by(granted, user) == discovery
 
 
 async def test_kopf_peering_works_with_its_crds_installed_at_runtime(

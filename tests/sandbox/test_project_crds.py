@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from keyward.kube.crds import cert_manager_crds_path, crd_dir
 from keyward.sandbox.apiserver import ApiServer
 
-from .helpers import Kubectl
+from .helpers import Kubectl, http_client
 
 
 def crd_names(paths: list[Path]) -> set[str]:
@@ -72,7 +71,7 @@ async def test_project_schema_errors_read_like_kube_apiserver(project_server: Ap
         "metadata": {"name": "x"},
         "spec": {"host": "est.example", "port": 123456, "cacert": "Zm9v"},
     }
-    async with httpx.AsyncClient(base_url=project_server.url) as client:
+    async with http_client(project_server) as client:
         version = (await client.get("/apis/est.mitre.org")).json()["preferredVersion"]["groupVersion"]
         issuer["apiVersion"] = version
         response = await client.post(f"/apis/{version}/namespaces/default/estissuers", json=issuer)

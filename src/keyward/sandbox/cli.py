@@ -42,6 +42,15 @@ from keyward.host import run_until_signalled
     help="Approve CertificateRequests like cert-manager's built-in "
     "approver (default: manual approval, as in the TCS seed).",
 )
+@click.option(
+    "--faults",
+    default="",
+    metavar="SPEC",
+    help="Answer some requests as an unfriendly cluster would, e.g. "
+    "'500@verb=patch,resource=certificaterequests/status,first=3;429/2@rate=0.2,seed=1;watch-window=50' "
+    "(effects 500, 429[/RETRY_AFTER], 403, 422, delay=S, cut-watch=N, watch-window=N; filters verb, "
+    "resource[/sub], user, namespace, first, every, rate, seed; see docs/SANDBOX-API.md).",
+)
 @click.pass_context
 def sandbox(
     ctx: click.Context,
@@ -50,8 +59,13 @@ def sandbox(
     kubeconfig: Path | None,
     no_operator: bool,
     auto_approve: bool,
+    faults: str,
 ) -> None:
-    """Run a local Kubernetes API emulation with keyward in it (development and demos only)."""
+    """Run a local Kubernetes API emulation with keyward in it (development and demos only).
+
+    The API authenticates and authorizes every request like kube-apiserver (RBAC); the kubeconfig it
+    writes is cluster-admin. The cert-manager stand-in acts as its ServiceAccount with cert-manager's
+    RBAC, including approval of keyward's issuer kinds."""
     if ctx.invoked_subcommand is not None:
         return
     from keyward.sandbox.runner import SandboxOptions, serve
@@ -62,6 +76,7 @@ def sandbox(
         kubeconfig=kubeconfig,
         run_operator=not no_operator,
         auto_approve=auto_approve,
+        faults=faults,
     )
     run_until_signalled(serve(options))
 

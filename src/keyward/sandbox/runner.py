@@ -1,8 +1,10 @@
 """``keyward sandbox``: API emulation + cert-manager stand-in + SoftHSM2 token + operator process.
 
-A development and demo tool: the API has no authentication and binds 127.0.0.1 only; objects live in
-memory, the token persists in the state directory. Production runs ``keyward operator`` against a real
-cluster.
+A development and demo tool: the API authenticates and authorizes like kube-apiserver (the kubeconfig it
+writes is cluster-admin, as kind's is) but binds 127.0.0.1 only; objects live in memory, the token
+persists in the state directory. The cert-manager stand-in acts as its own ServiceAccount
+(``cert-manager/cert-manager``) with cert-manager's RBAC, bound at start, including the approval
+ClusterRoles for keyward's issuer kinds. Production runs ``keyward operator`` against a real cluster.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import kr8s.asyncio
 
@@ -25,7 +28,8 @@ from keyward.kube.crds import cert_manager_crds_path, crd_dir
 from keyward.kube.resources import NAMESPACES
 from keyward.operator.settings import DEFAULT_OPERATOR_NAMESPACE
 from keyward.sandbox.apiserver import ApiServer
-from keyward.sandbox.certmanager import CertManagerStandIn
+from keyward.sandbox.apiserver.faults import FaultSpecError
+from keyward.sandbox.certmanager import NAMESPACE, RBAC_PATH, SERVICE_ACCOUNT, CertManagerStandIn
 from keyward.sandbox.operator_process import OperatorProcess, operator_command
 
 log = logging.getLogger("keyward.sandbox")
@@ -44,6 +48,7 @@ class SandboxOptions:
     auto_approve: bool = False
     operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE
     operator_args: Sequence[str] = field(default_factory=tuple)
+    faults: str = ""
 
 
 def prepare_state_dir(path: Path) -> Path:
@@ -66,7 +71,18 @@ class Sandbox:
         self.state_dir = prepare_state_dir(options.state_dir)
         self.kubeconfig = (options.kubeconfig or self.state_dir / "kubeconfig").resolve()
         self.hsm_config_path = self.state_dir / "hsm.json"
-        self.api = ApiServer(host="127.0.0.1", port=options.port, crd_paths=crd_files())
+        self.permission_log_path = self.state_dir / "permissions.jsonl"
+        self.permission_log_path.unlink(missing_ok=True)
+        try:
+            self.api = ApiServer(
+                host="127.0.0.1",
+                port=options.port,
+                crd_paths=crd_files(),
+                faults=options.faults,
+                permission_log_path=self.permission_log_path,
+            )
+        except FaultSpecError as exc:
+            raise UserError(str(exc), "see `keyward sandbox --help` for the SPEC grammar") from None
         self.hsm: HsmConfig | None = None
         self.kube: Kube | None = None
         self.operator: OperatorProcess | None = None
@@ -87,7 +103,11 @@ class Sandbox:
         self.api.write_kubeconfig(self.kubeconfig)
         self.kube = Kube(await kr8s.asyncio.api(kubeconfig=str(self.kubeconfig)))
         await self.ensure_namespace(self.options.operator_namespace)
-        standin = CertManagerStandIn(self.kube, auto_approve=self.options.auto_approve)
+        standin_config = self.service_account_kubeconfig(
+            NAMESPACE, SERVICE_ACCOUNT, roles=RBAC_PATH, path=self.state_dir / "cert-manager.kubeconfig"
+        )
+        standin_kube = Kube(await kr8s.asyncio.api(kubeconfig=str(standin_config)))
+        standin = CertManagerStandIn(standin_kube, auto_approve=self.options.auto_approve)
         self._tasks.append(asyncio.create_task(standin.run(), name="cert-manager stand-in"))
         if self.options.run_operator:
             self.operator = OperatorProcess(
@@ -100,6 +120,16 @@ class Sandbox:
                 log_path=self.state_dir / "operator.log",
             )
             await self.operator.start()
+
+    def service_account_kubeconfig(
+        self, namespace: str, name: str, *, path: Path | None = None, **grant: Any
+    ) -> Path:
+        """A kubeconfig acting as ServiceAccount ``namespace/name``, created with the RBAC ``grant``
+        names bound to it (see ``ApiServer.service_account_kubeconfig``), by default
+        STATE_DIR/NAMESPACE.NAME.kubeconfig. Run the operator with it to prove its shipped RBAC
+        suffices (``api.permissions`` then shows what it used)."""
+        target = path or self.state_dir / f"{namespace}.{name}.kubeconfig"
+        return self.api.service_account_kubeconfig(target, namespace, name, **grant)
 
     async def ensure_namespace(self, name: str) -> None:
         assert self.kube is not None
@@ -127,13 +157,15 @@ class Sandbox:
         )
         return "\n".join(
             [
-                f"keyward sandbox: Kubernetes API emulation at {self.api.url} (development use only: "
-                "no authentication, loopback only)",
+                f"keyward sandbox: Kubernetes API emulation at {self.api.url} (development use only, "
+                "loopback only; RBAC enforced, the kubeconfig below is cluster-admin)",
                 f"  token: SoftHSM2 store in {self.state_dir} (config {self.hsm_config_path})",
                 f"  {operator}",
                 "  cert-manager stand-in: "
                 f"{'auto-approving' if self.options.auto_approve else 'manual approval'}"
                 " (keyward sandbox approve|deny|renew NAME -n NS)",
+                f"  permission log: {self.permission_log_path}",
+                *([f"  faults: {self.options.faults}"] if self.options.faults else []),
                 "Use it with:",
                 f"  export KUBECONFIG={self.kubeconfig}",
                 "  kubectl get crds",

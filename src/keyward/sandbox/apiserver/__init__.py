@@ -7,9 +7,10 @@ validation, defaulting and pruning, Table output, finalizers and garbage collect
 with selectors, replay and bookmarks, and discovery. ``docs/SANDBOX-API.md`` lists where it is
 knowingly narrower than the real server.
 
-It is a development and test tool. It has NO authentication and NO authorization: every client
-may do everything (all requests act as ``kubernetes-admin``). It therefore speaks plain HTTP and
-refuses to bind anything but a loopback address. Do not expose it.
+Like kube-apiserver it authenticates every request (bearer tokens: the admin kubeconfig's, which is
+cluster-admin as kind's is, and ServiceAccount tokens from the TokenRequest API), authorizes it with
+RBAC and runs admission (CSR signing/approval, cert-manager's webhook). It is still a development and
+test tool: plain HTTP, so it refuses to bind anything but a loopback address. Do not expose it.
 """
 
 from keyward.sandbox.apiserver.server import ApiServer

@@ -1,5 +1,7 @@
 """The HTTP face of the sandbox API server: kube-apiserver's URL layout on aiohttp.
 
+Every request is authenticated (bearer token) and authorized (``system:masters``, then RBAC) first,
+as kube-apiserver's filter chain does, then the fault plan may answer instead; then
 ``/api/v1/...`` and ``/apis/<group>/<version>/...`` are parsed into (view, namespace, name,
 subresource) and dispatched to the verbs in ``operations``; everything that fails becomes a
 ``Status`` body with the matching HTTP code.
@@ -7,20 +9,36 @@ subresource) and dispatched to the verbs in ``operations``; everything that fail
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import yaml
 from aiohttp import web
 
-from keyward.sandbox.apiserver import discovery
+from keyward.sandbox.apiserver import discovery, reviews
 from keyward.sandbox.apiserver import errors as err
+from keyward.sandbox.apiserver.auth import (
+    ANONYMOUS,
+    AUTHENTICATED,
+    SERVICE_ACCOUNTS,
+    SERVICE_ACCOUNTS_KEY,
+    UNAUTHENTICATED,
+    Tokens,
+    UserInfo,
+    split_service_account_username,
+)
+from keyward.sandbox.apiserver.faults import FaultPlan, failure
 from keyward.sandbox.apiserver.operations import Cluster, WriteResult
 from keyward.sandbox.apiserver.patch import APPLY, PATCH_TYPES
+from keyward.sandbox.apiserver.permissions import PermissionLog
 from keyward.sandbox.apiserver.protobuf import PROTOBUF, decode_body
+from keyward.sandbox.apiserver.rbac import Attributes, Authorizer, denied
+from keyward.sandbox.apiserver.requestinfo import request_info
 from keyward.sandbox.apiserver.resources import View
 from keyward.sandbox.apiserver.selectors import ObjectFilter, parse_field_selector, parse_label_selector
 from keyward.sandbox.apiserver.tables import table
@@ -32,14 +50,131 @@ MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request size limit
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+USER = web.RequestKey("user", UserInfo)
+CUT_AFTER = web.RequestKey("cut_after", int)
+
+
 @dataclass
 class ServerState:
     cluster: Cluster
+    tokens: Tokens
+    authorizer: Authorizer
+    permissions: PermissionLog
+    faults: FaultPlan
+    anonymous: bool = False
     address: str = ""
     bookmark_interval: float = 5.0
     requests: int = 0
     writes: int = 0
     watchers: set[Watcher] = field(default_factory=set)
+
+    def service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.cluster.store.get(SERVICE_ACCOUNTS_KEY, namespace, name)
+
+    @property
+    def reviews(self) -> reviews.ReviewContext:
+        return reviews.ReviewContext(self.authorizer, self.tokens, self.service_account)
+
+    def authenticate(self, request: web.Request) -> UserInfo:
+        """The bearer token's user; 401 for a missing (unless anonymous is on) or unknown token."""
+        header = request.headers.get("Authorization", "")
+        if not header and self.anonymous:
+            return ANONYMOUS
+        scheme, _, token = header.partition(" ")
+        user = None
+        if scheme.lower() == "bearer" and token.strip():
+            user = self.tokens.authenticate(token.strip(), self.service_account)
+        if user is None:
+            raise err.ApiError(401, "Unauthorized", "Unauthorized")
+        return user
+
+    def impersonate(self, request: web.Request, requestor: UserInfo) -> UserInfo:
+        """The user ``Impersonate-*`` headers ask to act as, once ``impersonate`` is allowed for each
+        (staging/src/k8s.io/apiserver/pkg/endpoints/filters/impersonation.go)."""
+        headers = request.headers
+        name = headers.get("Impersonate-User", "")
+        groups_asked = headers.getall("Impersonate-Group", [])
+        extras = {
+            unquote(key[len("Impersonate-Extra-") :]).lower(): headers.getall(key)
+            for key in {k for k in headers if k.lower().startswith("impersonate-extra-")}
+        }
+        uid = headers.get("Impersonate-Uid", "")
+        if not name:
+            if groups_asked or extras or uid:
+                raise err.bad_request(
+                    "requested impersonation of groups, extras or a uid without impersonating a user"
+                )
+            return requestor
+        checks: list[Attributes] = []
+        groups: list[str] = []
+        account = split_service_account_username(name)
+        if account is not None:
+            checks.append(
+                Attributes(requestor, "impersonate", True, "", "serviceaccounts", "", account[0], account[1])
+            )
+            if not groups_asked:
+                groups = [SERVICE_ACCOUNTS, f"{SERVICE_ACCOUNTS}:{account[0]}"]
+        else:
+            checks.append(Attributes(requestor, "impersonate", True, "", "users", name=name))
+        for group in groups_asked:
+            checks.append(Attributes(requestor, "impersonate", True, "", "groups", name=group))
+            groups.append(group)
+        for key, values in extras.items():
+            for value in values:
+                checks.append(
+                    Attributes(
+                        requestor, "impersonate", True, "authentication.k8s.io", "userextras", key, name=value
+                    )
+                )
+        if uid:
+            checks.append(
+                Attributes(requestor, "impersonate", True, "authentication.k8s.io", "uids", name=uid)
+            )
+        for attributes in checks:
+            decision = self.authorizer.authorize(attributes)
+            self.permissions.record(attributes, decision.allowed)
+            if not decision.allowed:
+                raise denied(attributes, decision.reason)
+        if name != ANONYMOUS.name and not {AUTHENTICATED, UNAUTHENTICATED} & set(groups):
+            groups.append(AUTHENTICATED)
+        return UserInfo.of(name, groups, uid, extras)
+
+    def authorize(self, request: web.Request, user: UserInfo) -> Attributes:
+        """The request's attributes once the authorizer allows them; 403 (logged) otherwise."""
+        info = request_info(request.method, request.path, request.query)
+        attributes = Attributes(
+            user,
+            info.verb,
+            info.resource_request,
+            info.api_group,
+            info.resource,
+            info.subresource,
+            info.namespace,
+            info.name,
+            info.path,
+        )
+        decision = self.authorizer.authorize(attributes)
+        self.permissions.record(attributes, decision.allowed)
+        if not decision.allowed:
+            raise denied(attributes, decision.reason)
+        return attributes
+
+    async def inject(self, request: web.Request, attributes: Attributes) -> web.Response | None:
+        """A fault plan's answer to this request, if a rule fires (delays and cuts fall through)."""
+        rule = self.faults.pick(attributes)
+        if rule is None:
+            return None
+        if rule.effect == "delay":
+            await asyncio.sleep(rule.seconds)
+            return None
+        if rule.effect == "cut-watch":
+            request[CUT_AFTER] = rule.count
+            return None
+        resource = self.cluster.registry.get(attributes.api_group, attributes.resource)
+        error, headers = failure(rule, attributes, resource.kind if resource else attributes.resource)
+        response = _status(error)
+        response.headers.update(headers)
+        return response
 
 
 @dataclass(frozen=True)
@@ -71,6 +206,13 @@ def build_app(state: ServerState) -> web.Application:
         if request.method in WRITE_METHODS:
             state.writes += 1
         try:
+            user = state.impersonate(request, state.authenticate(request))
+            attributes = state.authorize(request, user)
+            request[USER] = user
+            if state.faults.rules:
+                injected = await state.inject(request, attributes)
+                if injected is not None:
+                    return injected
             return await handler(request)
         except err.ApiError as error:
             return _status(error)
@@ -186,19 +328,32 @@ class _Routes:
         method = request.method
         query = request.query
         watching = target.watch_path or query.get("watch") in ("true", "1")
+        user: UserInfo = request[USER]
+        if target.view.resource.virtual:
+            if method == "POST" and target.name is None:
+                return self._review(target, user, await _body(request))
+            raise err.method_not_allowed(method)
+        if target.subresource in discovery.ACTION_SUBRESOURCES:
+            if method == "POST":
+                assert target.name is not None
+                body = reviews.token_request(
+                    self.state.reviews, target.namespace, target.name, await _body(request)
+                )
+                return _json(body, 201)
+            raise err.method_not_allowed(method)
         if target.name is None:
             if method == "GET":
                 return await self._watch(request, target) if watching else self._list(request, target)
             if method == "POST" and (target.namespace or not target.view.resource.namespaced):
-                return self._create(target, await _body(request), query)
+                return self._create(target, await _body(request), query, user)
             if method == "DELETE":
                 return self._delete_collection(request, target, await _delete_options(request))
         elif method == "GET":
             return await self._watch(request, target) if watching else self._get(request, target)
         elif method == "PUT":
-            return self._replace(target, await _body(request), query)
+            return self._replace(target, await _body(request), query, user)
         elif method == "PATCH":
-            return self._patch(request, target, await _body(request))
+            return self._patch(request, target, await _body(request), user)
         elif method == "DELETE" and not target.subresource:
             return self._delete(target, await _delete_options(request))
         raise err.method_not_allowed(method)
@@ -294,12 +449,28 @@ class _Routes:
             bookmark_interval=self.state.bookmark_interval if bookmarks else None,
             render=render,
             watchers=self.state.watchers,
+            cut_after=request.get(CUT_AFTER),
         )
 
     def _written(self, target: Target, result: WriteResult) -> web.Response:
         return _json(target.view.from_storage(result.obj), 201 if result.created else 200, result.warnings)
 
-    def _create(self, target: Target, body: Any, query: Any) -> web.Response:
+    def _review(self, target: Target, user: UserInfo, body: Any) -> web.Response:
+        """The create-only APIs answered from the request (reviews), 201 like kube-apiserver."""
+        context, plural = self.state.reviews, target.view.resource.plural
+        if plural == "selfsubjectaccessreviews":
+            answer = reviews.self_subject_access_review(context, user, body)
+        elif plural == "selfsubjectrulesreviews":
+            answer = reviews.self_subject_rules_review(context, user, body)
+        elif plural == "subjectaccessreviews":
+            answer = reviews.subject_access_review(context, body)
+        elif plural == "localsubjectaccessreviews":
+            answer = reviews.subject_access_review(context, body, target.namespace)
+        else:
+            answer = reviews.token_review(context, body)
+        return _json(answer, 201)
+
+    def _create(self, target: Target, body: Any, query: Any, user: UserInfo) -> web.Response:
         return self._written(
             target,
             self.cluster.create(
@@ -308,10 +479,11 @@ class _Routes:
                 body,
                 dry_run=_dry_run(query),
                 field_validation=_validation(query),
+                user=user,
             ),
         )
 
-    def _replace(self, target: Target, body: Any, query: Any) -> web.Response:
+    def _replace(self, target: Target, body: Any, query: Any, user: UserInfo) -> web.Response:
         assert target.name is not None
         return self._written(
             target,
@@ -323,10 +495,11 @@ class _Routes:
                 target.subresource,
                 dry_run=_dry_run(query),
                 field_validation=_validation(query),
+                user=user,
             ),
         )
 
-    def _patch(self, request: web.Request, target: Target, body: Any) -> web.Response:
+    def _patch(self, request: web.Request, target: Target, body: Any, user: UserInfo) -> web.Response:
         assert target.name is not None
         if request.content_type not in PATCH_TYPES:
             raise err.unsupported_media_type(request.content_type, list(PATCH_TYPES))
@@ -341,6 +514,7 @@ class _Routes:
                 target.subresource,
                 dry_run=_dry_run(request.query),
                 field_validation=_validation(request.query),
+                user=user,
             ),
         )
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from keyward.sandbox.apiserver.crds import CrdStrategy
 from keyward.sandbox.apiserver.csr import CsrStrategy
+from keyward.sandbox.apiserver.kinds import (
+    BindingStrategy,
+    DeploymentStrategy,
+    DisruptionBudgetStrategy,
+    RoleStrategy,
+    ServiceStrategy,
+)
 from keyward.sandbox.apiserver.objects import Obj
-from keyward.sandbox.apiserver.resources import COMMON_FIELDS, Codec, ResourceType, VersionSpec
+from keyward.sandbox.apiserver.resources import ALL_VERBS, COMMON_FIELDS, Codec, ResourceType, VersionSpec
 from keyward.sandbox.apiserver.selectors import FieldPath
 from keyward.sandbox.apiserver.strategies import KeyedDataStrategy, NamespaceStrategy, Strategy
 
@@ -57,9 +64,104 @@ def _event_fields(reference: str, reporter: str) -> dict[str, FieldPath]:
     return labels
 
 
+def _simple(
+    group: str,
+    plural: str,
+    kind: str,
+    namespaced: bool,
+    strategy: Strategy,
+    *,
+    subresources: tuple[str, ...] = (),
+    short_names: tuple[str, ...] = (),
+    categories: tuple[str, ...] = (),
+    virtual: bool = False,
+) -> ResourceType:
+    """A resource served in one version, v1, with the default table."""
+    return ResourceType(
+        group,
+        plural,
+        kind.lower(),
+        kind,
+        namespaced,
+        {"v1": VersionSpec("v1", subresources=frozenset(subresources))},
+        "v1",
+        strategy,
+        short_names=short_names,
+        categories=categories,
+        verbs=("create",) if virtual else ALL_VERBS,
+        virtual=virtual,
+    )
+
+
+def deployment_kinds() -> list[ResourceType]:
+    """ServiceAccounts, RBAC, Services, Deployments, PDBs and the create-only review APIs."""
+    rbac = "rbac.authorization.k8s.io"
+    plain = Strategy()
+    return [
+        _simple(
+            "", "serviceaccounts", "ServiceAccount", True, plain, subresources=("token",), short_names=("sa",)
+        ),
+        _simple(
+            "", "services", "Service", True, ServiceStrategy(), subresources=("status",), short_names=("svc",)
+        ),
+        _simple(rbac, "roles", "Role", True, RoleStrategy(namespaced=True)),
+        _simple(rbac, "clusterroles", "ClusterRole", False, RoleStrategy(namespaced=False)),
+        _simple(rbac, "rolebindings", "RoleBinding", True, BindingStrategy(namespaced=True)),
+        _simple(rbac, "clusterrolebindings", "ClusterRoleBinding", False, BindingStrategy(namespaced=False)),
+        _simple(
+            "apps",
+            "deployments",
+            "Deployment",
+            True,
+            DeploymentStrategy(),
+            subresources=("status",),
+            short_names=("deploy",),
+            categories=("all",),
+        ),
+        _simple(
+            "policy",
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            True,
+            DisruptionBudgetStrategy(),
+            subresources=("status",),
+            short_names=("pdb",),
+        ),
+        _simple("authentication.k8s.io", "tokenreviews", "TokenReview", False, plain, virtual=True),
+        _simple(
+            "authorization.k8s.io",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            False,
+            plain,
+            virtual=True,
+        ),
+        _simple(
+            "authorization.k8s.io",
+            "selfsubjectrulesreviews",
+            "SelfSubjectRulesReview",
+            False,
+            plain,
+            virtual=True,
+        ),
+        _simple(
+            "authorization.k8s.io", "subjectaccessreviews", "SubjectAccessReview", False, plain, virtual=True
+        ),
+        _simple(
+            "authorization.k8s.io",
+            "localsubjectaccessreviews",
+            "LocalSubjectAccessReview",
+            True,
+            plain,
+            virtual=True,
+        ),
+    ]
+
+
 def builtin_resources() -> list[ResourceType]:
     plain = Strategy()
     return [
+        *deployment_kinds(),
         ResourceType(
             "",
             "namespaces",

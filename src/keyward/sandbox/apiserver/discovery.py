@@ -16,7 +16,7 @@ import hashlib
 import json
 from typing import Any
 
-from keyward.sandbox.apiserver.resources import ALL_VERBS, Registry, View
+from keyward.sandbox.apiserver.resources import Registry, View
 
 KUBE_VERSION = {
     "major": "1",
@@ -30,6 +30,7 @@ KUBE_VERSION = {
     "platform": "linux/amd64",
 }
 SUBRESOURCE_VERBS = ("get", "patch", "update")
+ACTION_SUBRESOURCES = {"token": ("create",)}  # subresources that are actions, not views of the object
 
 
 def api_versions(address: str) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def resource_list(registry: Registry, group: str, version: str) -> dict[str, Any
             "singularName": resource.singular,
             "namespaced": resource.namespaced,
             "kind": resource.kind,
-            "verbs": list(ALL_VERBS),
+            "verbs": list(resource.verbs),
             "storageVersionHash": hashlib.sha256(f"{group}/{resource.plural}".encode()).hexdigest()[:12],
         }
         if resource.short_names:
@@ -78,15 +79,16 @@ def resource_list(registry: Registry, group: str, version: str) -> dict[str, Any
             entry["categories"] = list(resource.categories)
         resources.append(entry)
         for sub in sorted(view.spec.subresources):
-            resources.append(
-                {
-                    "name": f"{resource.plural}/{sub}",
-                    "singularName": "",
-                    "namespaced": resource.namespaced,
-                    "kind": resource.kind,
-                    "verbs": list(SUBRESOURCE_VERBS),
-                }
-            )
+            sub_entry: dict[str, Any] = {
+                "name": f"{resource.plural}/{sub}",
+                "singularName": "",
+                "namespaced": resource.namespaced,
+                "kind": resource.kind,
+                "verbs": list(ACTION_SUBRESOURCES.get(sub, SUBRESOURCE_VERBS)),
+            }
+            if sub == "token":
+                sub_entry.update(group="authentication.k8s.io", version="v1", kind="TokenRequest")
+            resources.append(sub_entry)
     group_version = f"{group}/{version}" if group else version
     return {
         "kind": "APIResourceList",

@@ -16,9 +16,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyward.sandbox.apiserver import errors as err
+from keyward.sandbox.apiserver.admission import Admission, Operation
+from keyward.sandbox.apiserver.auth import ADMIN, UserInfo
 from keyward.sandbox.apiserver.errors import FieldError
 from keyward.sandbox.apiserver.gc import GarbageCollector
-from keyward.sandbox.apiserver.objects import Obj, clone, generated_name, meta, name_problem, now_rfc3339
+from keyward.sandbox.apiserver.objects import (
+    Obj,
+    clone,
+    generated_name,
+    label_value_problems,
+    meta,
+    name_problems,
+    now_rfc3339,
+    qualified_name_problems,
+)
 from keyward.sandbox.apiserver.patch import (
     APPLY,
     JSON_PATCH,
@@ -77,6 +88,7 @@ class Cluster:
         self.registry = registry
         self.store = store
         self.gc = GarbageCollector(self)
+        self.admission: Admission | None = None  # set by the server; writes with a user go through it
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -111,8 +123,16 @@ class Cluster:
     # -- writes ------------------------------------------------------------------------------
 
     def create(
-        self, view: View, namespace: str, body: Any, *, dry_run: bool = False, field_validation: str = "Warn"
+        self,
+        view: View,
+        namespace: str,
+        body: Any,
+        *,
+        dry_run: bool = False,
+        field_validation: str = "Warn",
+        user: UserInfo | None = None,
     ) -> WriteResult:
+        """Create an object; ``user`` (the requester) puts the write through admission."""
         resource = view.resource
         obj = _object_body(view, body)
         metadata = meta(obj)
@@ -133,11 +153,18 @@ class Cluster:
             metadata.pop(key, None)
         obj = view.to_storage(obj)
         obj["kind"] = resource.kind
+        operation = None
+        if user is not None and self.admission is not None:
+            operation = Operation(True, view, obj, None, "", user, namespace)
+            self.admission.mutate(operation)
         resource.strategy.prepare_create(obj, view)
+        resource.strategy.set_requester(obj, user or ADMIN)
         warnings = self._apply_schema(view, obj, name, field_validation)
         problems = _metadata_errors(obj, resource) + resource.strategy.validate_create(obj, view)
         if problems:
             raise err.invalid(resource.group, resource.kind, name, problems)
+        if operation is not None and self.admission is not None:
+            self.admission.validate(operation)
         if self.store.get(resource.storage_key, namespace if resource.namespaced else "", name) is not None:
             raise err.already_exists(resource.group, resource.plural, name)
         metadata = obj["metadata"]
@@ -160,6 +187,7 @@ class Cluster:
         *,
         dry_run: bool = False,
         field_validation: str = "Warn",
+        user: UserInfo | None = None,
     ) -> WriteResult:
         old = self.get(view, namespace, name)
         incoming = _object_body(view, body)
@@ -186,7 +214,7 @@ class Cluster:
                     )
                 ],
             )
-        return self._write(view, old, incoming, subresource, dry_run, field_validation)
+        return self._write(view, old, incoming, subresource, dry_run, field_validation, user)
 
     def patch(
         self,
@@ -199,6 +227,7 @@ class Cluster:
         *,
         dry_run: bool = False,
         field_validation: str = "Warn",
+        user: UserInfo | None = None,
     ) -> WriteResult:
         resource = view.resource
         if patch_type == STRATEGIC and resource.is_custom:
@@ -208,7 +237,9 @@ class Cluster:
             if patch_type == APPLY and not subresource and isinstance(body, dict):
                 body = clone(body)
                 meta(body)["name"] = name
-                return self.create(view, namespace, body, dry_run=dry_run, field_validation=field_validation)
+                return self.create(
+                    view, namespace, body, dry_run=dry_run, field_validation=field_validation, user=user
+                )
             raise err.not_found(resource.group, resource.plural, name)
         current = clone(view.from_storage(existing))
         if patch_type == JSON_PATCH:
@@ -219,10 +250,17 @@ class Cluster:
             patched = merge_patch(current, body)
         if not isinstance(patched, dict):
             raise err.bad_request("the patch turned the object into something that is not an object")
-        return self._write(view, existing, patched, subresource, dry_run, field_validation)
+        return self._write(view, existing, patched, subresource, dry_run, field_validation, user)
 
     def _write(
-        self, view: View, old: Obj, incoming: Obj, subresource: str, dry_run: bool, field_validation: str
+        self,
+        view: View,
+        old: Obj,
+        incoming: Obj,
+        subresource: str,
+        dry_run: bool,
+        field_validation: str,
+        user: UserInfo | None = None,
     ) -> WriteResult:
         resource = view.resource
         old_meta = old["metadata"]
@@ -258,6 +296,9 @@ class Cluster:
         )
         if problems:
             raise err.invalid(resource.group, resource.kind, name, problems)
+        if user is not None and self.admission is not None:
+            namespace = str(old_meta.get("namespace") or "")
+            self.admission.validate(Operation(False, view, new, old, subresource, user, namespace))
         if new == old:
             return WriteResult(old, warnings)
         if _spec_changed(view, new, old):
@@ -456,15 +497,19 @@ def _object_body(view: View, body: Any) -> Obj:
     return {"apiVersion": view.api_version, "kind": resource.kind, **rest}
 
 
+TOTAL_ANNOTATION_SIZE = 256 * 1024  # apimachinery TotalAnnotationSizeLimitB
+
+
 def _metadata_errors(obj: Obj, resource: ResourceType) -> list[FieldError]:
+    """ObjectMeta validation (apimachinery pkg/api/validation/objectmeta.go): name, labels, annotations,
+    finalizers and ownerReferences of every object, custom resources included."""
     metadata = obj["metadata"]
     problems: list[FieldError] = []
     name = metadata.get("name")
     if not name:
         problems.append(FieldError("metadata.name", "Required", detail="name or generateName is required"))
     else:
-        why = name_problem(str(name), label=resource.strategy.name_is_label)
-        if why:
+        for why in name_problems(str(name), resource.strategy.name_rule):
             problems.append(FieldError("metadata.name", "Invalid", value=name, detail=why))
     for field in ("labels", "annotations"):
         values = metadata.get(field)
@@ -479,6 +524,27 @@ def _metadata_errors(obj: Obj, resource: ResourceType) -> list[FieldError]:
                     detail="must be a map of string keys to string values",
                 )
             )
+    labels = metadata.get("labels")
+    if isinstance(labels, dict):
+        for key, value in labels.items():
+            for why in qualified_name_problems(str(key)):
+                problems.append(FieldError("metadata.labels", "Invalid", value=key, detail=why))
+            for why in label_value_problems(str(value)):
+                problems.append(FieldError("metadata.labels", "Invalid", value=value, detail=why))
+    annotations = metadata.get("annotations")
+    if isinstance(annotations, dict):
+        for key in annotations:
+            for why in qualified_name_problems(str(key).lower()):
+                problems.append(FieldError("metadata.annotations", "Invalid", value=key, detail=why))
+        size = sum(len(str(k)) + len(str(v)) for k, v in annotations.items())
+        if size > TOTAL_ANNOTATION_SIZE:
+            problems.append(
+                FieldError(
+                    "metadata.annotations",
+                    "TooLong",
+                    detail=f"may not be more than {TOTAL_ANNOTATION_SIZE} bytes",
+                )
+            )
     finalizers = metadata.get("finalizers")
     if finalizers is not None and (
         not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers)
@@ -486,6 +552,10 @@ def _metadata_errors(obj: Obj, resource: ResourceType) -> list[FieldError]:
         problems.append(
             FieldError("metadata.finalizers", "Invalid", value=finalizers, detail="must be a list of strings")
         )
+    elif finalizers:
+        for finalizer in finalizers:
+            for why in qualified_name_problems(finalizer):
+                problems.append(FieldError("metadata.finalizers", "Invalid", value=finalizer, detail=why))
     for index, ref in enumerate(metadata.get("ownerReferences") or []):
         for key in ("apiVersion", "kind", "name", "uid"):
             if not isinstance(ref, dict) or not ref.get(key):

@@ -121,8 +121,119 @@ MESSAGES: dict[str, dict[int, F]] = {
         5: F("dryRun", "str", True),
     },
     "Preconditions": {1: F("uid", "str"), 2: F("resourceVersion", "str")},
+    # core/v1 ServiceAccount, authentication/v1 and authorization/v1 (kubectl create sa|token, auth can-i)
+    "ServiceAccount": {
+        1: F("metadata", "msg", message="ObjectMeta"),
+        2: F("secrets", "msg", True, "ObjectReference"),
+        3: F("imagePullSecrets", "msg", True, "LocalObjectReference"),
+        4: F("automountServiceAccountToken", "bool"),
+    },
+    "ObjectReference": {
+        1: F("kind", "str"),
+        2: F("namespace", "str"),
+        3: F("name", "str"),
+        4: F("uid", "str"),
+        5: F("apiVersion", "str"),
+        6: F("resourceVersion", "str"),
+        7: F("fieldPath", "str"),
+    },
+    "LocalObjectReference": {1: F("name", "str")},
+    "TokenRequest": {
+        1: F("metadata", "msg", message="ObjectMeta"),
+        2: F("spec", "msg", message="TokenRequestSpec"),
+    },
+    "TokenRequestSpec": {
+        1: F("audiences", "str", True),
+        3: F("boundObjectRef", "msg", message="BoundObjectReference"),
+        4: F("expirationSeconds", "int"),
+    },
+    "BoundObjectReference": {
+        1: F("kind", "str"),
+        2: F("apiVersion", "str"),
+        3: F("name", "str"),
+        4: F("uid", "str"),
+    },
+    "TokenReview": {
+        1: F("metadata", "msg", message="ObjectMeta"),
+        2: F("spec", "msg", message="TokenReviewSpec"),
+    },
+    "TokenReviewSpec": {1: F("token", "str"), 2: F("audiences", "str", True)},
+    "SelfSubjectAccessReview": {
+        1: F("metadata", "msg", message="ObjectMeta"),
+        2: F("spec", "msg", message="SubjectAccessReviewSpec"),
+    },
+    "SubjectAccessReview": {
+        1: F("metadata", "msg", message="ObjectMeta"),
+        2: F("spec", "msg", message="SubjectAccessReviewSpec"),
+    },
+    "LocalSubjectAccessReview": {
+        1: F("metadata", "msg", message="ObjectMeta"),
+        2: F("spec", "msg", message="SubjectAccessReviewSpec"),
+    },
+    "SubjectAccessReviewSpec": {  # SelfSubjectAccessReviewSpec is its fields 1 and 2
+        1: F("resourceAttributes", "msg", message="ResourceAttributes"),
+        2: F("nonResourceAttributes", "msg", message="NonResourceAttributes"),
+        3: F("user", "str"),
+        4: F("groups", "str", True),
+        5: F("extra", "msgmap", message="ExtraValue"),
+        6: F("uid", "str"),
+    },
+    "ResourceAttributes": {
+        1: F("namespace", "str"),
+        2: F("verb", "str"),
+        3: F("group", "str"),
+        4: F("version", "str"),
+        5: F("resource", "str"),
+        6: F("subresource", "str"),
+        7: F("name", "str"),
+    },
+    "NonResourceAttributes": {1: F("path", "str"), 2: F("verb", "str")},
+    "SelfSubjectRulesReview": {
+        1: F("metadata", "msg", message="ObjectMeta"),
+        2: F("spec", "msg", message="SelfSubjectRulesReviewSpec"),
+    },
+    "SelfSubjectRulesReviewSpec": {1: F("namespace", "str")},
+    # rbac.authorization.k8s.io/v1 (kubectl create role|clusterrole|rolebinding|clusterrolebinding)
+    "PolicyRule": {
+        1: F("verbs", "str", True),
+        2: F("apiGroups", "str", True),
+        3: F("resources", "str", True),
+        4: F("resourceNames", "str", True),
+        5: F("nonResourceURLs", "str", True),
+    },
+    "Role": {1: F("metadata", "msg", message="ObjectMeta"), 2: F("rules", "msg", True, "PolicyRule")},
+    "ClusterRole": {1: F("metadata", "msg", message="ObjectMeta"), 2: F("rules", "msg", True, "PolicyRule")},
+    "RoleBinding": {
+        1: F("metadata", "msg", message="ObjectMeta"),
+        2: F("subjects", "msg", True, "Subject"),
+        3: F("roleRef", "msg", message="RoleRef"),
+    },
+    "ClusterRoleBinding": {
+        1: F("metadata", "msg", message="ObjectMeta"),
+        2: F("subjects", "msg", True, "Subject"),
+        3: F("roleRef", "msg", message="RoleRef"),
+    },
+    "Subject": {1: F("kind", "str"), 2: F("apiGroup", "str"), 3: F("name", "str"), 4: F("namespace", "str")},
+    "RoleRef": {1: F("apiGroup", "str"), 2: F("kind", "str"), 3: F("name", "str")},
 }
-KINDS = {"Namespace", "Secret", "ConfigMap", "CertificateSigningRequest", "DeleteOptions"}
+KINDS = {
+    "Namespace",
+    "Secret",
+    "ConfigMap",
+    "CertificateSigningRequest",
+    "DeleteOptions",
+    "ServiceAccount",
+    "TokenRequest",
+    "TokenReview",
+    "SelfSubjectAccessReview",
+    "SubjectAccessReview",
+    "LocalSubjectAccessReview",
+    "SelfSubjectRulesReview",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
+}
 
 
 def _varint(data: bytes, position: int) -> tuple[int, int]:
@@ -171,7 +282,8 @@ def decode_message(name: str, data: bytes) -> dict[str, Any]:
         if spec is None:
             continue  # a field the sandbox does not need (e.g. managedFields)
         value = _decode_value(spec, raw)
-        if value in (None, "", 0, False) and spec.kind not in ("rawbytes", "map", "bytesmap", "msgmap"):
+        empty = value in (None, "", 0, False) and spec.kind not in ("rawbytes", "map", "bytesmap", "msgmap")
+        if empty and not spec.repeated:
             continue  # Go writes zero values that JSON would omit
         if spec.kind in ("map", "bytesmap", "msgmap"):
             out.setdefault(spec.name, {}).update(value)
@@ -207,7 +319,10 @@ def _decode_value(spec: F, raw: Any) -> Any:
         return {key: bytes(value).decode()}
     if spec.kind == "bytesmap":
         return {key: base64.b64encode(value).decode()}
-    return {key: decode_message(spec.message, value)}
+    decoded = decode_message(spec.message, value)
+    if spec.message == "ExtraValue":  # JSON writes an ExtraValue as the list it wraps
+        return {key: decoded.get("items", [])}
+    return {key: decoded}
 
 
 def decode_body(data: bytes) -> dict[str, Any]:

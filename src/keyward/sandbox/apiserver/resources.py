@@ -83,6 +83,8 @@ class ResourceType:
     codec: Codec | None = None
     table: str = ""  # name of a built-in table layout, "" for printer columns / the default one
     is_custom: bool = False
+    verbs: tuple[str, ...] = ALL_VERBS
+    virtual: bool = False  # create-only, never stored (reviews): the server answers from the request
 
     @property
     def storage_key(self) -> StorageKey:
@@ -172,6 +174,10 @@ class Registry:
 
     def get(self, group: str, plural: str) -> ResourceType | None:
         return self._types.get((group, plural))
+
+    def by_kind(self, group: str, kind: str) -> ResourceType | None:
+        """The resource serving ``kind`` in ``group`` (what discovery tells a webhook)."""
+        return next((r for r in self._types.values() if r.group == group and r.kind == kind), None)
 
     def by_storage(self, key: StorageKey) -> ResourceType | None:
         """The resource that owns a storage key (the one not borrowing another's storage)."""

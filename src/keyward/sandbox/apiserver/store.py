@@ -42,17 +42,24 @@ class Subscriber(Protocol):
 
 
 class EventLog:
-    """At least the last ``capacity`` events of one resource (trimmed in batches), searchable by rv."""
+    """At least the last ``capacity`` events of one resource (trimmed in batches), searchable by rv.
 
-    def __init__(self, capacity: int) -> None:
+    ``exact`` keeps exactly the last ``capacity`` (a fault plan's small watch window)."""
+
+    def __init__(self, capacity: int, *, exact: bool = False) -> None:
         self.capacity = capacity
+        self.exact = exact
         self._events: list[WatchEvent] = []
         self.forgotten_rv = 0  # every event with rv > forgotten_rv is still in the log
 
     def append(self, event: WatchEvent) -> None:
         self._events.append(event)
-        if len(self._events) > 2 * self.capacity:
-            drop = len(self._events) - self.capacity
+        if len(self._events) > (self.capacity if self.exact else 2 * self.capacity):
+            self.trim()
+
+    def trim(self) -> None:
+        drop = len(self._events) - self.capacity
+        if drop > 0:
             self.forgotten_rv = self._events[drop - 1].rv
             del self._events[:drop]
 
@@ -121,8 +128,17 @@ class Store:
     def log(self, skey: StorageKey) -> EventLog:
         log = self._logs.get(skey)
         if log is None:
-            log = self._logs[skey] = EventLog(self.log_capacity)
+            log = self._logs[skey] = EventLog(self.log_capacity, exact=self.exact_window)
         return log
+
+    exact_window = False
+
+    def set_window(self, events: int) -> None:
+        """Remember exactly the last ``events`` events per resource from now on (older ones: 410 Gone)."""
+        self.log_capacity, self.exact_window = events, True
+        for log in self._logs.values():
+            log.capacity, log.exact = events, True
+            log.trim()
 
     def subscribe(self, skey: StorageKey, subscriber: Subscriber) -> None:
         self._subscribers.setdefault(skey, set()).add(subscriber)

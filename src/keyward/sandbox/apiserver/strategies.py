@@ -16,6 +16,7 @@ from keyward.sandbox.apiserver.errors import FieldError, bad_request
 from keyward.sandbox.apiserver.objects import Obj, clone, meta
 
 if TYPE_CHECKING:
+    from keyward.sandbox.apiserver.auth import UserInfo
     from keyward.sandbox.apiserver.operations import Cluster
     from keyward.sandbox.apiserver.resources import View
 
@@ -29,11 +30,14 @@ _CONFIG_KEY_RULE = (
 class Strategy:
     """Defaults for any resource: plain CRUD plus the status subresource when the view declares it."""
 
-    name_is_label = False  # namespaces need DNS labels, everything else DNS subdomains
+    name_rule = "subdomain"  # see objects.name_problems: namespaces "label", services "dns1035", RBAC "path"
 
     def prepare_create(self, obj: Obj, view: View) -> None:
         if "status" in view.spec.subresources:
             obj.pop("status", None)
+
+    def set_requester(self, obj: Obj, user: UserInfo) -> None:
+        """Record who created the object, for the kinds that keep it (CSRs)."""
 
     def validate_create(self, obj: Obj, view: View) -> list[FieldError]:
         return []
@@ -146,7 +150,7 @@ class KeyedDataStrategy(Strategy):
 class NamespaceStrategy(Strategy):
     """Namespaces: DNS-label names, phase Active, the ``kubernetes`` finalizer, the name label."""
 
-    name_is_label = True
+    name_rule = "label"
 
     def prepare_create(self, obj: Obj, view: View) -> None:
         obj["status"] = {"phase": "Active"}

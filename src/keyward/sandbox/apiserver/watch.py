@@ -40,6 +40,7 @@ class Watcher:
         self.render = render
         self.queue: asyncio.Queue[Item] = asyncio.Queue()
         self.closed = False
+        self.cut = False  # closed mid-stream by a fault plan
         self._everything = selection == ObjectFilter()
 
     def matches(self, obj: Obj) -> bool:
@@ -99,8 +100,12 @@ async def serve_watch(
     bookmark_interval: float | None,
     render: Render | None,
     watchers: set[Watcher],
+    cut_after: int | None = None,
 ) -> web.StreamResponse:
-    """Answer a watch request; returns when the timeout passes, the client leaves or the server stops."""
+    """Answer a watch request; returns when the timeout passes, the client leaves or the server stops.
+
+    ``cut_after`` (a fault plan's cut-watch): close the connection mid-stream after that many events.
+    """
     store = cluster.store
     skey = view.resource.storage_key
     watcher = Watcher(view, selection, render)
@@ -135,7 +140,9 @@ async def serve_watch(
         )
         await response.prepare(request)
         with contextlib.suppress(ConnectionResetError):
-            await _pump(watcher, response, cluster, lifetime, bookmark_interval)
+            await _pump(watcher, response, cluster, lifetime, bookmark_interval, cut_after)
+        if watcher.cut and request.transport is not None:
+            request.transport.close()  # no final chunk: the client sees the stream break off
         return response
     finally:
         store.unsubscribe(skey, watcher)
@@ -149,7 +156,11 @@ async def _pump(
     cluster: Cluster,
     lifetime: float | None,
     bookmark_interval: float | None,
+    cut_after: int | None = None,
 ) -> None:
+    if cut_after is not None:
+        await _pump_until_cut(watcher, response, cut_after)
+        return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + lifetime if lifetime else None
     next_bookmark = loop.time() + bookmark_interval if bookmark_interval else None
@@ -182,3 +193,16 @@ async def _pump(
 
 def _encoded(watcher: Watcher, item: tuple[WatchEvent, str] | bytes) -> bytes:
     return item if isinstance(item, bytes) else watcher.encode(*item)
+
+
+async def _pump_until_cut(watcher: Watcher, response: web.StreamResponse, events: int) -> None:
+    """Send events one by one and stop (marking the cut) once ``events`` of them went out."""
+    sent = 0
+    while sent < events:
+        item = await watcher.queue.get()
+        if item is None:
+            return
+        await response.write(_encoded(watcher, item))
+        if isinstance(item, tuple):
+            sent += 1
+    watcher.cut = True

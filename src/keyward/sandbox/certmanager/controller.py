@@ -22,8 +22,6 @@ from typing import Any
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CERTIFICATES, SECRETS
 from keyward.kube.watching import Backoff, list_and_watch
-from keyward.pki.issue import certificate_matches_key
-from keyward.pki.pem import load_pem_chain
 from keyward.sandbox.certmanager.conditions import (
     conditions_of,
     find_condition,
@@ -37,10 +35,12 @@ from keyward.sandbox.certmanager.keys import (
     KeySpec,
     PrivateKey,
     SpecError,
+    certifies,
     encode_private_key,
     generate_private_key,
     key_mismatches,
     key_spec,
+    load_chain,
     load_private_key,
 )
 from keyward.sandbox.certmanager.names import (
@@ -52,8 +52,6 @@ from keyward.sandbox.certmanager.names import (
     NEXT_PRIVATE_KEY_LABEL,
     PRIVATE_KEY_SECRET,
     READY_MESSAGE,
-    REQUESTOR,
-    REQUESTOR_GROUPS,
     annotations_of,
     is_owned_by,
     metadata,
@@ -451,8 +449,6 @@ class CertManagerStandIn:
             "request": _b64(csr_pem(csr)),
             "issuerRef": dict(spec.get("issuerRef") or {}),
             "usages": request_usages(spec),
-            "username": REQUESTOR,
-            "groups": list(REQUESTOR_GROUPS),
         }
         if spec.get("duration"):
             request_spec["duration"] = spec["duration"]
@@ -540,7 +536,7 @@ class CertManagerStandIn:
         try:
             chain_pem = base64.b64decode(status.get("certificate") or "")
             ca_pem = base64.b64decode(status.get("ca") or "")
-            leaf = load_pem_chain(chain_pem)[0]
+            leaf = load_chain(chain_pem)[0]
         except ValueError:
             await self._report_failure(
                 certificate,
@@ -556,7 +552,7 @@ class CertManagerStandIn:
             else await self._kube.find(SECRETS, key_secret, namespace)
         )
         key = load_private_key(secret_bytes(holder, "tls.key"))
-        if key is None or not certificate_matches_key(leaf, key.public_key()):
+        if key is None or not certifies(leaf, key.public_key()):
             await self._report_failure(
                 certificate,
                 request,

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -109,6 +110,30 @@ def encode_private_key(key: PrivateKey, encoding: str) -> bytes:
     traditional = encoding == "PKCS1" and not isinstance(key, ed25519.Ed25519PrivateKey)
     fmt = PrivateFormat.TraditionalOpenSSL if traditional else PrivateFormat.PKCS8
     return key.private_bytes(Encoding.PEM, fmt, NoEncryption())
+
+
+def signing_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
+    """The hash cert-manager signs a CSR with: by RSA size or curve; None for Ed25519."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < 3072:
+            return hashes.SHA256()
+        return hashes.SHA384() if key.key_size < 4096 else hashes.SHA512()
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if key.curve.key_size <= 256:
+            return hashes.SHA256()
+        return hashes.SHA384() if key.curve.key_size <= 384 else hashes.SHA512()
+    return None
+
+
+def certifies(certificate: x509.Certificate, public_key: PublicKey) -> bool:
+    """Whether ``certificate`` is for ``public_key`` (compared as SubjectPublicKeyInfo)."""
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return certificate.public_key().public_bytes(*spki) == public_key.public_bytes(*spki)
+
+
+def load_chain(pem: bytes) -> list[x509.Certificate]:
+    """The PEM CERTIFICATE blocks of ``pem``, leaf first; ``ValueError`` when none or one is malformed."""
+    return x509.load_pem_x509_certificates(pem)
 
 
 def load_private_key(pem: bytes) -> PrivateKey | None:

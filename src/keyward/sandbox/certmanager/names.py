@@ -18,9 +18,6 @@ URI_SANS = "cert-manager.io/uri-sans"
 #: a later renew (or spec change) knows to replace it rather than report it again.
 FAILURE_REPORTED = "sandbox.keyward.io/failure-reported"
 
-#: The requester cert-manager's webhook records for the requests its controller creates.
-REQUESTOR = "system:serviceaccount:cert-manager:cert-manager"
-REQUESTOR_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:cert-manager", "system:authenticated")
 
 APPROVER_REASON = "cert-manager.io"
 APPROVER_MESSAGE = "Certificate request has been approved by cert-manager.io"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,11 +22,16 @@ from typing import Any
 from cryptography import x509
 
 from keyward.kube.objects import decode_bytes
-from keyward.pki.durations import parse_duration
-from keyward.pki.issue import certificate_matches_key
-from keyward.pki.pem import load_pem_chain
 from keyward.sandbox.certmanager.conditions import format_time
-from keyward.sandbox.certmanager.keys import PrivateKey, SpecError, key_mismatches, key_spec, load_private_key
+from keyward.sandbox.certmanager.keys import (
+    PrivateKey,
+    SpecError,
+    certifies,
+    key_mismatches,
+    key_spec,
+    load_chain,
+    load_private_key,
+)
 from keyward.sandbox.certmanager.request import (
     check_names,
     identity_from_spec,
@@ -55,6 +61,32 @@ class Issued:
 
     certificate: x509.Certificate
     key: PrivateKey
+
+
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,
+    "\u03bcs": 1e-6,
+    "ms": 1e-3,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+}
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Go's ``time.ParseDuration`` for the non-negative durations of a Certificate (``2160h``, ``1h30m``)."""
+    body = text.strip().lstrip("+")
+    if body == "0":
+        return timedelta(0)
+    parts = _DURATION_PART.findall(body)
+    if not body or "".join(number + unit for number, unit in parts) != body:
+        raise ValueError(
+            f'invalid duration "{text}": expected a Go duration such as "2160h", "1h30m" or "90m"'
+        )
+    return timedelta(seconds=sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts))
 
 
 def secret_bytes(secret: Mapping[str, Any] | None, field: str) -> bytes:
@@ -145,13 +177,13 @@ def read_issued(secret: Mapping[str, Any] | None) -> Issued | Trigger:
     if not key_pem:
         return Trigger("MissingData", "Issuing certificate as Secret does not contain a private key")
     try:
-        certificate = load_pem_chain(certificate_pem)[0]
+        certificate = load_chain(certificate_pem)[0]
     except ValueError:
         return Trigger("InvalidCertificate", "Issuing certificate as Secret contains an invalid certificate")
     key = load_private_key(key_pem)
     if key is None:
         return Trigger("InvalidKeyPair", "Issuing certificate as Secret contains an invalid private key")
-    if not certificate_matches_key(certificate, key.public_key()):
+    if not certifies(certificate, key.public_key()):
         return Trigger(
             "InvalidKeyPair",
             "Issuing certificate as Secret contains a private key that does not match the certificate",

@@ -16,11 +16,19 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from keyward.pki.errors import RequestError
-from keyward.pki.keys import signature_hash
-from keyward.pki.names import SUBJECT_LIST_FIELDS
-from keyward.pki.usages import DEFAULT_USAGES, resolve_usages
-from keyward.sandbox.certmanager.keys import PrivateKey, SpecError
+from keyward.sandbox.certmanager.keys import PrivateKey, SpecError, signing_hash
+from keyward.sandbox.usages import DEFAULT_USAGES, KEY_USAGE_BITS, expected_usages
+
+#: spec.subject list fields in the order cert-manager puts them in the subject (pkg/util/pki/csr.go).
+SUBJECT_LIST_FIELDS = (
+    ("countries", NameOID.COUNTRY_NAME),
+    ("organizations", NameOID.ORGANIZATION_NAME),
+    ("organizationalUnits", NameOID.ORGANIZATIONAL_UNIT_NAME),
+    ("localities", NameOID.LOCALITY_NAME),
+    ("provinces", NameOID.STATE_OR_PROVINCE_NAME),
+    ("streetAddresses", NameOID.STREET_ADDRESS),
+    ("postalCodes", NameOID.POSTAL_CODE),
+)
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -160,17 +168,19 @@ def request_usages(spec: Mapping[str, Any]) -> list[str]:
 
 def _usage_extensions(spec: Mapping[str, Any]) -> list[tuple[x509.ExtensionType, bool]]:
     """keyUsage (critical) and extendedKeyUsage as cert-manager puts them in its CSRs; a CA gets cert sign."""
-    try:
-        usages = resolve_usages(request_usages(spec))
-    except RequestError as exc:
-        raise SpecError(f"spec.usages: {exc}") from None
-    if spec.get("isCA"):
-        usages = usages.with_cert_sign()
+    usages, unknown = expected_usages(request_usages(spec), bool(spec.get("isCA")))
+    if unknown:
+        raise SpecError(
+            f"spec.usages: unknown usages {', '.join(unknown)}; use cert-manager's key usage names"
+        )
+    if usages.bits & {"encipher_only", "decipher_only"} and "key_agreement" not in usages.bits:
+        raise SpecError('spec.usages: "encipher only" and "decipher only" need "key agreement"; add it')
     extensions: list[tuple[x509.ExtensionType, bool]] = []
-    if usages.key_usage is not None:
-        extensions.append((usages.key_usage, True))
+    if usages.bits:
+        extensions.append((x509.KeyUsage(**{bit: bit in usages.bits for bit in KEY_USAGE_BITS}), True))
     if usages.extended:
-        extensions.append((x509.ExtendedKeyUsage(list(usages.extended)), False))
+        oids = [x509.ObjectIdentifier(oid) for oid in dict.fromkeys(usages.extended)]
+        extensions.append((x509.ExtendedKeyUsage(oids), False))
     return extensions
 
 
@@ -228,7 +238,7 @@ def build_csr(spec: Mapping[str, Any], key: PrivateKey) -> x509.CertificateSigni
         builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
     for extension, critical in _usage_extensions(spec):
         builder = builder.add_extension(extension, critical=critical)
-    algorithm = signature_hash(key)
+    algorithm = signing_hash(key)
     if isinstance(algorithm, hashes.SHA256 | hashes.SHA384 | hashes.SHA512):
         return builder.sign(key, algorithm)
     return builder.sign(key, None)
