@@ -82,7 +82,16 @@ def version() -> None:
     "[env KEYWARD_SIGNING_PROCESSES; default one per usable core (the container's CPU limit counts), "
     "at most 8; 0 on one core].",
 )
-@click.option("--health-listen", metavar="HOST:PORT", help="Liveness endpoint [default 0.0.0.0:8083].")
+@click.option(
+    "--health-listen",
+    metavar="HOST:PORT",
+    help="/healthz and /readyz [env KEYWARD_HEALTH_LISTEN; default 0.0.0.0:8083; port 0: not served].",
+)
+@click.option(
+    "--metrics-listen",
+    metavar="HOST:PORT",
+    help="Prometheus /metrics [env KEYWARD_METRICS_LISTEN; default 0.0.0.0:8082; port 0: not served].",
+)
 @click.option(
     "--est-listen",
     metavar="HOST:PORT",

@@ -62,10 +62,6 @@ async def configure(settings: kopf.OperatorSettings, memo: Services, **_: Any) -
         memo.kube_client = await Kube.connect()
     build(memo)
     elect(memo)
-    memo.probes = ProbeServer(
-        memo.settings.health_listen, memo.settings.metrics_listen, lambda: missing(memo)
-    )
-    await memo.probes.start()
     _spawn(open_token(memo), "open the token")
 
 
@@ -219,8 +215,6 @@ def _spawn(work: Coroutine[Any, Any, None], name: str) -> None:
 
 @kopf.on.cleanup(registry=registry)
 async def stop(memo: Services, **_: Any) -> None:
-    if memo.probes is not None:
-        await memo.probes.stop()
     if memo.elector is not None:
         await memo.elector.stop()
     if memo.est_service is not None:
@@ -280,14 +274,13 @@ async def _check_api_reachable() -> None:
         ) from exc
 
 
-def run(settings: Settings) -> None:
-    """Run the operator until it is stopped (SIGINT/SIGTERM)."""
-    memo = Services(settings=settings)
-    kopf.configure(verbose=settings.verbose, log_prefix=False)
-    for noisy in ("httpx", "httpcore", "kr8s"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if settings.verbose else logging.WARNING)
-    asyncio.run(
-        kopf.operator(
+async def _serve(memo: Services) -> None:
+    """The probes and metrics first (a port in use is one clear error), then kopf until stopped."""
+    settings = memo.settings
+    probes = memo.probes = ProbeServer(settings.health_listen, settings.metrics_listen, lambda: missing(memo))
+    await probes.start()
+    try:
+        await kopf.operator(
             registry=registry,
             memo=memo,
             standalone=settings.standalone,
@@ -295,6 +288,16 @@ def run(settings: Settings) -> None:
             namespaces=list(settings.namespaces),
             stop_flag=memo.stop_requested,
         )
-    )
+    finally:
+        await probes.stop()
+
+
+def run(settings: Settings) -> None:
+    """Run the operator until it is stopped (SIGINT/SIGTERM)."""
+    memo = Services(settings=settings)
+    kopf.configure(verbose=settings.verbose, log_prefix=False)
+    for noisy in ("httpx", "httpcore", "kr8s"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if settings.verbose else logging.WARNING)
+    asyncio.run(_serve(memo))
     if settings.leader_elect and memo.stop_requested.is_set():
         raise SystemExit(1)  # leadership lost: restarted as a standby (the pod's restart policy)

@@ -7,7 +7,7 @@ the API and builds the controllers (``operator.app``).
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -43,8 +43,8 @@ class Services:
     #: Whether this replica leads (always, without --leader-elect).
     leadership: Leadership = field(default_factory=Leadership)
     elector: LeaderElector | None = None
-    #: Set to stop the operator (kopf's stop flag): when a leader lost its Lease.
-    stop_requested: threading.Event = field(default_factory=threading.Event)
+    #: Set to stop the operator (kopf's stop flag, awaited on the loop): when a leader lost its Lease.
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     kube_client: Kube | None = None
     writer: StatusWriter | None = None
     tcs_issuer_checks: TcsIssuers | None = None

@@ -30,6 +30,8 @@ def operator_command(
         operator_namespace,
         "--health-listen",
         "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
         *extra_args,
     ]
 
