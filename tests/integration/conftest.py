@@ -47,7 +47,7 @@ class OperatorRunner:
 
     async def start(self, *extra_args: str, hsm_config: Path | None = None) -> OperatorProcess:
         command = operator_command(
-            self.sandbox.kubeconfig,
+            self.sandbox.operator_kubeconfig,  # ServiceAccount keyward, bound to the RBAC keyward ships
             hsm_config or self.sandbox.hsm_config_path,
             operator_namespace=OPERATOR_NAMESPACE,
             extra_args=extra_args,

@@ -35,7 +35,9 @@ def plain(body: Mapping[str, Any]) -> Body:
 
 
 def owner_reference(owner: Mapping[str, Any], *, controller: bool = True) -> Body:
-    """An ownerReference to ``owner``: the garbage collector deletes the dependent with it."""
+    """An ownerReference to ``owner``: the garbage collector deletes the dependent with it. Without
+    ``blockOwnerDeletion``, which would need update on the owner's finalizers where kube-apiserver's
+    OwnerReferencesPermissionEnforcement plugin is on, and only matters for foreground deletion."""
     meta = owner["metadata"]
     return {
         "apiVersion": owner["apiVersion"],
@@ -43,7 +45,6 @@ def owner_reference(owner: Mapping[str, Any], *, controller: bool = True) -> Bod
         "name": meta["name"],
         "uid": meta["uid"],
         "controller": controller,
-        "blockOwnerDeletion": True,
     }
 
 

@@ -31,6 +31,8 @@ from keyward.sandbox.apiserver import ApiServer
 from keyward.sandbox.apiserver.faults import FaultSpecError
 from keyward.sandbox.certmanager import NAMESPACE, RBAC_PATH, SERVICE_ACCOUNT, CertManagerStandIn
 from keyward.sandbox.operator_process import OperatorProcess, operator_command
+from keyward.sandbox.rbac import SERVICE_ACCOUNT as OPERATOR_ACCOUNT
+from keyward.sandbox.rbac import operator_roles
 
 log = logging.getLogger("keyward.sandbox")
 
@@ -86,6 +88,8 @@ class Sandbox:
         self.hsm: HsmConfig | None = None
         self.kube: Kube | None = None
         self.operator: OperatorProcess | None = None
+        #: The operator's own kubeconfig: ServiceAccount keyward bound to the RBAC keyward ships.
+        self.operator_kubeconfig = self.state_dir / "operator.kubeconfig"
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -109,10 +113,16 @@ class Sandbox:
         standin_kube = Kube(await kr8s.asyncio.api(kubeconfig=str(standin_config)))
         standin = CertManagerStandIn(standin_kube, auto_approve=self.options.auto_approve)
         self._tasks.append(asyncio.create_task(standin.run(), name="cert-manager stand-in"))
+        self.operator_kubeconfig = self.service_account_kubeconfig(
+            self.options.operator_namespace,
+            OPERATOR_ACCOUNT,
+            roles=operator_roles(self.options.operator_namespace),
+            path=self.state_dir / "operator.kubeconfig",
+        )
         if self.options.run_operator:
             self.operator = OperatorProcess(
                 operator_command(
-                    self.kubeconfig,
+                    self.operator_kubeconfig,
                     self.hsm_config_path,
                     operator_namespace=self.options.operator_namespace,
                     extra_args=self.options.operator_args,
