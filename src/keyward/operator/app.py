@@ -11,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from keyward import fips
 from keyward.errors import UserError
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, EST_ORDERS, Resource
@@ -286,6 +287,9 @@ def run(settings: Settings) -> None:
     kopf.configure(verbose=settings.verbose, log_prefix=False)
     for noisy in ("httpx", "httpcore", "kr8s"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if settings.verbose else logging.WARNING)
+    fips_status = fips.last_status()
+    if fips_status is not None:
+        log.info("%s", fips_status.describe())
     asyncio.run(
         kopf.operator(
             registry=registry,
