@@ -81,6 +81,13 @@ def refusal(what: str, allowed: str) -> str:
     return f"{what}, which FIPS mode does not allow; use {allowed}"
 
 
+def tls12_ciphers(ciphers: str) -> str:
+    """An OpenSSL cipher list for TLS 1.2, in FIPS mode without ChaCha20-Poly1305 (not approved; the FIPS
+    provider does not offer it either, nor its TLS 1.3 suite): ECDHE/DHE with AES-GCM or AES-CBC remain
+    (NIST SP 800-52 Rev. 2)."""
+    return f"{ciphers}:!CHACHA20" if enabled() else ciphers
+
+
 def random_bytes(count: int) -> bytes:
     """Random bytes: in FIPS mode from the FIPS provider's DRBG (OpenSSL's RAND_bytes), else the OS."""
     if enabled():
