@@ -94,6 +94,8 @@ FIPS_DIR := $(BUILD)/fips
 FIPS_SOURCE ?=
 FIPS_SHA256 ?=
 FIPS_IMAGE ?= localhost/keyward:$(VERSION)-fips
+# The image Containerfile.fips builds on, under a tag of its own (another `make image` may retag IMAGE).
+FIPS_BASE_IMAGE ?= localhost/keyward-fips-base:$(VERSION)
 
 fips: $(FIPS_DIR)/openssl.cnf
 
@@ -109,8 +111,9 @@ fips-packages:
 
 # localhost/keyward:<version>-fips: the image plus the FIPS provider built from FIPS_SOURCE (default: the
 # tarball `make fips` fetched), checked against FIPS_SHA256, installed and self-tested (`keyward fips-check`).
-image-fips: image fips
+image-fips: image-packages $(BASE_TAR) fips
+	CONTAINERS_CONF=$(CURDIR)/scripts/image/containers.conf scripts/image/build.sh image $(BASE_TAR) $(FIPS_BASE_IMAGE)
 	@source="$(FIPS_SOURCE)"; [ -n "$$source" ] || source=$$(ls -t $(FIPS_DIR)/source/openssl_*.orig.tar.gz | head -n 1); \
 	sha="$(FIPS_SHA256)"; [ -n "$$sha" ] || sha=$$(sha256sum "$$source" | cut -d' ' -f1); \
 	CONTAINERS_CONF=$(CURDIR)/scripts/image/containers.conf \
-	  scripts/image/build.sh fips $(IMAGE) "$$source" "$$sha" $(FIPS_IMAGE)
+	  scripts/image/build.sh fips $(FIPS_BASE_IMAGE) "$$source" "$$sha" $(FIPS_IMAGE)

@@ -76,7 +76,9 @@ install_module() {
         || { say "openssl fipsinstall failed: the module's self-tests did not pass"; exit 1; }
     cat > "$conf/openssl.cnf" <<CNF
 # OpenSSL configuration for FIPS mode: the FIPS provider and the base provider (encoders and decoders)
-# active, and only approved implementations chosen (default properties fips=yes).
+# active, only approved implementations chosen (default properties fips=yes), and TLS (every client and
+# server of the libssl reading this file) at 1.2 or later with the approved key exchange groups only
+# (the FIPS provider of OpenSSL 3.0 also offers X25519 and X448, which NIST SP 800-56A does not approve).
 config_diagnostics = 1
 openssl_conf = openssl_init
 
@@ -85,6 +87,7 @@ openssl_conf = openssl_init
 [openssl_init]
 providers = provider_sect
 alg_section = algorithm_sect
+ssl_conf = ssl_sect
 
 [provider_sect]
 fips = fips_sect
@@ -95,6 +98,13 @@ activate = 1
 
 [algorithm_sect]
 default_properties = fips=yes
+
+[ssl_sect]
+system_default = tls_sect
+
+[tls_sect]
+MinProtocol = TLSv1.2
+Groups = P-256:P-384:P-521:ffdhe2048:ffdhe3072:ffdhe4096:ffdhe6144:ffdhe8192
 CNF
     say "installed $module: $conf/openssl.cnf"
 }

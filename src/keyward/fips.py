@@ -81,11 +81,16 @@ def refusal(what: str, allowed: str) -> str:
     return f"{what}, which FIPS mode does not allow; use {allowed}"
 
 
-def tls12_ciphers(ciphers: str) -> str:
-    """An OpenSSL cipher list for TLS 1.2, in FIPS mode without ChaCha20-Poly1305 (not approved; the FIPS
-    provider does not offer it either, nor its TLS 1.3 suite): ECDHE/DHE with AES-GCM or AES-CBC remain
-    (NIST SP 800-52 Rev. 2)."""
-    return f"{ciphers}:!CHACHA20" if enabled() else ciphers
+def configure_tls(context: ssl.SSLContext, tls12_ciphers: str) -> None:
+    """Set the TLS 1.2 cipher list of ``context``; in FIPS mode without ChaCha20-Poly1305 (not approved),
+    leaving ECDHE/DHE with AES-GCM or AES-CBC (NIST SP 800-52 Rev. 2), and with P-256 as the one key
+    exchange group (the FIPS provider of OpenSSL 3.0 still offers X25519, which SP 800-56A does not
+    approve; Python's ssl sets a single group). TLS 1.3's ChaCha20 suite is not in the FIPS provider."""
+    if not enabled():
+        context.set_ciphers(tls12_ciphers)
+        return
+    context.set_ciphers(f"{tls12_ciphers}:!CHACHA20")
+    context.set_ecdh_curve("prime256v1")
 
 
 def random_bytes(count: int) -> bytes:

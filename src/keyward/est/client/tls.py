@@ -67,7 +67,7 @@ def client_ssl_context(
         )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers(fips.tls12_ciphers(CLIENT_TLS12_CIPHERS))
+    fips.configure_tls(context, CLIENT_TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
