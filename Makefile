@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 DEBS := softhsm2 opensc openssl curl wrk prometheus
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit setup system-packages clean image image-packages helm manifests
+.PHONY: demo test lint typecheck unit setup system-packages clean image image-packages helm manifests \
+	fips fips-packages image-fips
 
 demo: setup
 	$(BIN)/python scripts/demo.py
 
-test: setup
+test: setup fips
 	@start=$$(date +%s); $(MAKE) --no-print-directory lint typecheck unit; rc=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s wall time"; exit $$rc
 
@@ -84,3 +85,35 @@ $(HELM): scripts/helm.py | $(STAMP)
 # deploy/keyward.yaml: the chart rendered for `kubectl apply -f` (tests/deploy checks it is current).
 manifests: $(HELM) | $(STAMP)
 	$(BIN)/python scripts/helm.py manifest deploy/keyward.yaml
+
+# ---- FIPS mode: OpenSSL's FIPS provider ----------------------------------------------------------------
+# build/fips: fips.so built from Debian's OpenSSL source tarball (once per machine), its fipsmodule.cnf
+# and the openssl.cnf that activates it (OPENSSL_CONF); the FIPS tests run keyward against it.
+# FIPS_SOURCE=openssl-X.tar.gz FIPS_SHA256=... builds another release, e.g. a FIPS 140-3 validated one.
+FIPS_DIR := $(BUILD)/fips
+FIPS_SOURCE ?=
+FIPS_SHA256 ?=
+FIPS_IMAGE ?= localhost/keyward:$(VERSION)-fips
+# The image Containerfile.fips builds on, under a tag of its own (another `make image` may retag IMAGE).
+FIPS_BASE_IMAGE ?= localhost/keyward-fips-base:$(VERSION)
+
+fips: $(FIPS_DIR)/openssl.cnf
+
+$(FIPS_DIR)/openssl.cnf: scripts/fips/provider.sh | fips-packages
+	@start=$$(date +%s); set -e; \
+	source="$(FIPS_SOURCE)"; [ -n "$$source" ] || source=$$(scripts/fips/provider.sh fetch $(FIPS_DIR)); \
+	scripts/fips/provider.sh build "$$source" "$(FIPS_SHA256)" $(FIPS_DIR); \
+	scripts/fips/provider.sh install $(FIPS_DIR)/fips.so $(FIPS_DIR); \
+	echo "make fips: $$(( $$(date +%s) - start )) s"
+
+fips-packages:
+	$(call install-debs,gcc make perl libc6-dev openssl)
+
+# localhost/keyward:<version>-fips: the image plus the FIPS provider built from FIPS_SOURCE (default: the
+# tarball `make fips` fetched), checked against FIPS_SHA256, installed and self-tested (`keyward fips-check`).
+image-fips: image-packages $(BASE_TAR) fips
+	CONTAINERS_CONF=$(CURDIR)/scripts/image/containers.conf scripts/image/build.sh image $(BASE_TAR) $(FIPS_BASE_IMAGE)
+	@source="$(FIPS_SOURCE)"; [ -n "$$source" ] || source=$$(ls -t $(FIPS_DIR)/source/openssl_*.orig.tar.gz | head -n 1); \
+	sha="$(FIPS_SHA256)"; [ -n "$$sha" ] || sha=$$(sha256sum "$$source" | cut -d' ' -f1); \
+	CONTAINERS_CONF=$(CURDIR)/scripts/image/containers.conf \
+	  scripts/image/build.sh fips $(FIPS_BASE_IMAGE) "$$source" "$$sha" $(FIPS_IMAGE)

@@ -6,7 +6,11 @@
 #   scripts/image/build.sh image TARBALL IMAGE  import TARBALL as $BASE_IMAGE (when missing or older than
 #                                               TARBALL), then build Containerfile on it as IMAGE
 #
-# `make image` runs both; the tarball stays in build/, so a second build skips mmdebstrap.
+#   scripts/image/build.sh fips IMAGE SOURCE SHA256 FIPS_IMAGE
+#                                               Containerfile.fips on IMAGE: the FIPS provider built from
+#                                               the OpenSSL SOURCE tarball (checked against SHA256)
+#
+# `make image` runs the first two; the tarball stays in build/, so a second build skips mmdebstrap.
 # Environment: BASE_IMAGE (default localhost/debian:bookworm-slim), DEBIAN_MIRROR and DEBIAN_SECURITY
 # (default: the mirror of /etc/apt/sources.list*, else deb.debian.org), CONTAINERS_CONF (set by make).
 set -euo pipefail
@@ -70,8 +74,19 @@ build_image() {
         --tag "$image" --file Containerfile .
 }
 
+build_fips_image() {
+    local image=$1 source=$2 sha256=$3 fips_image=$4
+    mkdir -p build/fips-image
+    cp "$source" build/fips-image/openssl.tar.gz
+    say "building $fips_image on $image with the FIPS provider of $(basename "$source")"
+    podman build --network host --layers \
+        --build-arg "BASE=$BASE_IMAGE" --build-arg "IMAGE=$image" --build-arg "FIPS_SHA256=$sha256" \
+        --tag "$fips_image" --file Containerfile.fips .
+}
+
 case "${1:-}" in
     base) make_base "$2" ;;
     image) build_image "$2" "$3" ;;
-    *) echo "usage: $0 base TARBALL | image TARBALL IMAGE" >&2; exit 2 ;;
+    fips) build_fips_image "$2" "$3" "$4" "$5" ;;
+    *) echo "usage: $0 base TARBALL | image TARBALL IMAGE | fips IMAGE SOURCE SHA256 FIPS_IMAGE" >&2; exit 2 ;;
 esac

@@ -42,20 +42,25 @@ CSRATTRS_BODY = (
 )
 
 
-def md5(text: str) -> str:
-    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
-
-
 class DigestCheck:
-    """RFC 7616 Digest (MD5, qop=auth) written out, so that the client is checked against the RFC."""
+    """RFC 7616 Digest (qop=auth) written out, so that the client is checked against the RFC: one challenge
+    per algorithm offered (MD5 unless told), an answer accepted with any of them (``answered_with``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, algorithms: tuple[str, ...] = ("MD5",)) -> None:
+        self.algorithms = algorithms
         self.nonces: set[str] = set()
+        self.answered_with: list[str] = []
 
     def challenge(self) -> str:
+        return self.challenges()[0]
+
+    def challenges(self) -> list[str]:
         nonce = secrets.token_hex(16)
         self.nonces.add(nonce)
-        return f'Digest realm="{REALM}", qop="auth", algorithm=MD5, nonce="{nonce}"'
+        return [
+            f'Digest realm="{REALM}", qop="auth", algorithm={algorithm}, nonce="{nonce}"'
+            for algorithm in self.algorithms
+        ]
 
     def valid(self, method: str, path: str, authorization: str | None) -> bool:
         scheme, _, rest = (authorization or "").partition(" ")
@@ -64,11 +69,24 @@ class DigestCheck:
         fields = urllib.request.parse_keqv_list(urllib.request.parse_http_list(rest))
         if fields.get("nonce") not in self.nonces or fields.get("uri") != path:
             return False
-        ha1 = md5(f"{USER}:{REALM}:{PASSWORD}")
-        ha2 = md5(f"{method}:{path}")
+        algorithm = fields.get("algorithm", "MD5")
+        if algorithm not in self.algorithms:
+            return False
+        hash_name = _DIGEST_HASHES[algorithm]
+
+        def digest(text: str) -> str:
+            return hashlib.new(hash_name, text.encode(), usedforsecurity=False).hexdigest()
+
+        ha1 = digest(f"{USER}:{REALM}:{PASSWORD}")
+        ha2 = digest(f"{method}:{path}")
         parts = [fields.get(k, "") for k in ("nonce", "nc", "cnonce", "qop")]
-        expected = md5(":".join([ha1, *parts, ha2]))
+        expected = digest(":".join([ha1, *parts, ha2]))
+        self.answered_with.append(algorithm)
         return fields.get("username") == USER and hmac.compare_digest(expected, fields.get("response", ""))
+
+
+#: RFC 7616 section 3.2: algorithm names of a challenge and their hashes.
+_DIGEST_HASHES = {"MD5": "md5", "SHA-256": "sha256"}
 
 
 @dataclass

@@ -6,6 +6,7 @@ import base64
 
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from keyward.est.client import BasicAuth, DigestAuth, EstClient, EstError
 
@@ -27,15 +28,15 @@ BASIC_HEADER = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode
 class DigestServer:
     """Answers 401 with a Digest challenge until the request carries a valid Digest response."""
 
-    def __init__(self, issuer: Issuer) -> None:
+    def __init__(self, issuer: Issuer, algorithms: tuple[str, ...] = ("MD5",)) -> None:
         self.issuer = issuer
-        self.digest = DigestCheck()
+        self.digest = DigestCheck(algorithms)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         authorization = request.headers.get("Authorization")
         if not self.digest.valid(request.method, request.path_qs, authorization):
-            challenge = self.digest.challenge()
-            return web.Response(status=401, text="digest required", headers={"WWW-Authenticate": challenge})
+            headers = CIMultiDict(("WWW-Authenticate", challenge) for challenge in self.digest.challenges())
+            return web.Response(status=401, text="digest required", headers=headers)
         return pkcs7_response(await issue_from_body(self.issuer, request))
 
 
@@ -126,3 +127,42 @@ async def test_a_broken_client_certificate_is_a_configuration_error(pki: Pki) ->
         EstClient(endpoint(pki, 443), client_cert=mismatched)
     assert refused.value.kind == "config"
     assert "key must belong to the first certificate" in str(refused.value)
+
+
+@pytest.fixture
+def fips_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """keyward's own choices in FIPS mode (this process's OpenSSL stays as it is; tests/fips runs keyward
+    on the FIPS provider)."""
+    monkeypatch.setenv("KEYWARD_FIPS", "1")
+
+
+@pytest.mark.usefixtures("fips_mode")
+async def test_fips_mode_refuses_md5_digest_before_sending_credentials(pki: Pki, peer: PeerFactory) -> None:
+    server = await peer(DigestServer(pki.alpha).handle)
+    async with EstClient(endpoint(pki, server.port), auth=DigestAuth(USER, PASSWORD)) as client:
+        with pytest.raises(EstError) as refused:
+            await client.simpleenroll(make_csr("digest-device")[0])
+    assert refused.value.kind == "config"
+    assert "the server asks for HTTP Digest with MD5, which FIPS mode does not allow" in str(refused.value)
+    assert "SHA-256" in str(refused.value) and "Basic" in str(refused.value)
+    assert [seen.authorization for seen in server.seen] == [None]
+
+
+@pytest.mark.usefixtures("fips_mode")
+@pytest.mark.parametrize("offered", [("SHA-256",), ("MD5", "SHA-256")], ids=["sha256", "md5-and-sha256"])
+async def test_fips_mode_answers_sha256_digest(pki: Pki, peer: PeerFactory, offered: tuple[str, ...]) -> None:
+    digest_server = DigestServer(pki.alpha, offered)
+    server = await peer(digest_server.handle)
+    csr, _ = make_csr("digest-device")
+    async with EstClient(endpoint(pki, server.port), auth=DigestAuth(USER, PASSWORD)) as client:
+        chain = await client.simpleenroll(csr)
+    assert isinstance(chain, list) and chain[0].subject == name("digest-device")
+    assert digest_server.digest.answered_with == ["SHA-256"]
+
+
+@pytest.mark.usefixtures("fips_mode")
+async def test_fips_mode_leaves_basic_auth_alone(pki: Pki, peer: PeerFactory) -> None:
+    server = await peer(CertificateOrBasic(pki.alpha).handle)
+    async with EstClient(endpoint(pki, server.port), auth=BasicAuth(USER, PASSWORD)) as client:
+        chain = await client.simpleenroll(make_csr("basic-device")[0])
+    assert isinstance(chain, list) and chain[0].subject == name("basic-device")

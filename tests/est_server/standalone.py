@@ -28,6 +28,7 @@ class StandaloneServer:
     state_dir: Path
     extra_args: tuple[str, ...] = ()
     listen: str = "127.0.0.1:0"
+    env: dict[str, str] | None = None  # the server's whole environment (default: this process's)
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
     banner: str = ""
@@ -40,7 +41,7 @@ class StandaloneServer:
         command = [sys.executable, "-m", "keyward", "est-server", "--state-dir", str(self.state_dir)]
         command += ["--listen", self.listen, *self.extra_args]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log)
+            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, env=self.env)
         assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
         lines: list[str] = []

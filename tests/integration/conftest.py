@@ -45,7 +45,9 @@ class OperatorRunner:
         self.log_dir = log_dir
         self.processes: list[OperatorProcess] = []
 
-    async def start(self, *extra_args: str, hsm_config: Path | None = None) -> OperatorProcess:
+    async def start(
+        self, *extra_args: str, hsm_config: Path | None = None, env: dict[str, str] | None = None
+    ) -> OperatorProcess:
         command = operator_command(
             self.sandbox.operator_kubeconfig,  # ServiceAccount keyward, bound to the RBAC keyward ships
             hsm_config or self.sandbox.hsm_config_path,
@@ -53,7 +55,7 @@ class OperatorRunner:
             extra_args=extra_args,
         )
         process = OperatorProcess(
-            command, log_path=self.log_dir / f"operator-{len(self.processes)}.log", restart=False
+            command, log_path=self.log_dir / f"operator-{len(self.processes)}.log", restart=False, env=env
         )
         await process.start()
         self.processes.append(process)

@@ -77,6 +77,14 @@ async def create_issuer(
     return await kube.create(resource, {"metadata": meta, "spec": spec or {}}, namespace)
 
 
+async def ready_issuer_ca(kube: Kube, name: str, namespace: str, spec: dict[str, Any]) -> x509.Certificate:
+    """Create a TCSIssuer, wait until it is Ready and return the CA certificate of its Secret."""
+    await create_issuer(kube, name, namespace, spec)
+    await wait_ready(kube, name, namespace)
+    _, ca = await ca_from_secret(kube, spec["secretName"], namespace)
+    return ca
+
+
 async def ca_from_secret(kube: Kube, name: str, namespace: str) -> tuple[dict[str, Any], x509.Certificate]:
     secret = await wait_for(lambda: kube.find(SECRETS, name, namespace), what=f"Secret {namespace}/{name}")
     return secret, x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))

@@ -19,12 +19,11 @@ from keyward.sandbox.certmanager import approve, deny
 from keyward.sandbox.runner import Sandbox
 from tests.integration.conftest import OperatorRunner
 from tests.integration.helpers import (
-    ca_from_secret,
     create_issuer,
     openssl_verify,
     ready_condition,
+    ready_issuer_ca,
     wait_for,
-    wait_ready,
 )
 from tests.integration.requests_helpers import (
     CertificatesSeen,
@@ -47,10 +46,9 @@ pytestmark = pytest.mark.usefixtures("operator")
 
 @pytest.fixture
 async def issuer(kube: Kube, namespace: str) -> x509.Certificate:
-    await create_issuer(kube, "my-ca", namespace, {"secretName": "my-ca-cert", "maxDuration": "720h"})
-    await wait_ready(kube, "my-ca", namespace)
-    _, ca = await ca_from_secret(kube, "my-ca-cert", namespace)
-    return ca
+    return await ready_issuer_ca(
+        kube, "my-ca", namespace, {"secretName": "my-ca-cert", "maxDuration": "720h"}
+    )
 
 
 async def test_seed_certificate_walkthrough(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from keyward.cli.fips import fips_option
+from keyward.cli.fips import start as start_fips_mode
 from keyward.host import MAX_SIGNING_PROCESSES, run_until_signalled
 
 KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-256", "ECDSA-384")
@@ -63,6 +65,7 @@ def _checked_hostnames(
     help="Processes that serve on the port, each signing in its own token session; 0 serves in this "
     "process and signs in threads [default one per usable core, at most 8; 0 on one core].",
 )
+@fips_option
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs, and tracebacks on errors.")
 def est_server(
     state_dir: Path,
@@ -70,9 +73,11 @@ def est_server(
     key_algorithm: str | None,
     hostnames: tuple[str, ...],
     workers: int | None,
+    fips: bool,
     verbose: bool,
 ) -> None:
     """Serve RFC 7030 EST from a CA whose key is in a local SoftHSM2 token (no cluster needed)."""
+    fips_status = start_fips_mode(fips)
     from keyward.estserver.serve import LOG_FORMAT, StandaloneOptions, serve
     from keyward.estserver.state import DEFAULT_HOSTNAMES
     from keyward.host import ListenAddress, processes_per_core
@@ -84,6 +89,8 @@ def est_server(
         level=logging.DEBUG if verbose else logging.INFO,
         format=LOG_FORMAT,
     )
+    if fips_status is not None:
+        logging.getLogger("keyward.fips").info("%s", fips_status.describe())
     key_spec = None
     if key_algorithm:
         algorithm, _, size = key_algorithm.partition("-")

@@ -15,6 +15,9 @@ from collections.abc import Sequence
 import click
 
 from keyward import __version__
+from keyward.cli import fips as fips_mode
+from keyward.cli.fips import fips_option
+from keyward.cli.fips import start as start_fips_mode
 from keyward.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -121,9 +124,11 @@ def version() -> None:
     help="Start even when the PKCS#11 token cannot be opened "
     "yet; issuers report the fault and recover once it is fixed.",
 )
+@fips_option
 @click.option("-v", "--verbose", is_flag=True, help="Verbose logs, and tracebacks on errors.")
-def operator(kubeconfig: str | None, wait_for_token: bool, **flags: object) -> None:
+def operator(kubeconfig: str | None, wait_for_token: bool, fips: bool, **flags: object) -> None:
     """Run the controllers against the current cluster."""
+    start_fips_mode(fips)
     from keyward.operator.app import preflight, run
     from keyward.operator.settings import load_settings
 
@@ -144,8 +149,9 @@ def _register_subcommands() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _register_subcommands()
     args = list(sys.argv[1:] if argv is None else argv)
+    fips_mode.prepare(args)
+    _register_subcommands()
     verbose = "-v" in args or "--verbose" in args or os.environ.get("KEYWARD_VERBOSE") == "1"
     try:
         cli.main(args=args, prog_name="keyward", standalone_mode=False)

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import _serialization, hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 
+from keyward.keystore.approved import check_mechanism
 from keyward.keystore.errors import KeyNotExtractable, KeyNotFound, KeystoreError
 from keyward.keystore.sessions import ThreadSession, TokenSessions
 from keyward.keystore.signing import (
@@ -46,6 +47,8 @@ class _TokenKey:
         return self._key_id
 
     def _sign_in_token(self, signature: TokenSignature) -> bytes:
+        check_mechanism(signature.mechanism, f"signing with key '{self._label}'")
+
         def sign(session: ThreadSession) -> bytes | None:
             return session.use_private_key(
                 self._key_id,

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 from pkcs11 import KeyType, Mechanism
 
+from keyward.keystore.approved import check_signature_hash
 from keyward.keystore.errors import UnsupportedOperation
 
 RSAHashChoice = utils.Prehashed | hashes.HashAlgorithm | utils.NoDigestInfo
@@ -70,8 +71,10 @@ def rsa_signature(data: bytes, pad: padding.AsymmetricPadding, choice: RSAHashCh
             "sign with padding.PKCS1v15()",
         )
     if isinstance(choice, utils.NoDigestInfo):
+        check_signature_hash("no digest", "an RSA signature over raw data")
         return TokenSignature(Mechanism.RSA_PKCS, None, data)
     algorithm = choice._algorithm if isinstance(choice, utils.Prehashed) else choice
+    check_signature_hash(algorithm.name, "an RSA PKCS#1 v1.5 signature")
     if algorithm.name not in _DIGEST_INFO_HASHES:
         raise UnsupportedOperation(
             f"RSA PKCS#1 v1.5 with {algorithm.name} is not supported by keyward's token keys",
@@ -93,7 +96,9 @@ def ecdsa_signature(data: bytes, algorithm: ec.EllipticCurveSignatureAlgorithm) 
             "deterministic ECDSA (RFC 6979) is not available from PKCS#11 tokens",
             "sign with ec.ECDSA(hash) (randomized)",
         )
-    _, digest = _digest(data, algorithm.algorithm)
+    choice = algorithm.algorithm
+    check_signature_hash((choice._algorithm if isinstance(choice, utils.Prehashed) else choice).name, "ECDSA")
+    _, digest = _digest(data, choice)
     return TokenSignature(Mechanism.ECDSA, None, digest)
 
 

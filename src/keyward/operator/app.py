@@ -11,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from keyward import fips
 from keyward.errors import UserError
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, EST_ORDERS, Resource
@@ -298,6 +299,9 @@ def run(settings: Settings) -> None:
     kopf.configure(verbose=settings.verbose, log_prefix=False)
     for noisy in ("httpx", "httpcore", "kr8s"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if settings.verbose else logging.WARNING)
+    fips_status = fips.last_status()
+    if fips_status is not None:
+        log.info("%s", fips_status.describe())
     asyncio.run(_serve(memo))
     if settings.leader_elect and memo.stop_requested.is_set():
         raise SystemExit(1)  # leadership lost: restarted as a standby (the pod's restart policy)

@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from keyward.pki.errors import RequestError
-from keyward.pki.keys import check_request_key
+from keyward.pki.keys import check_request_algorithms
 
 DEFAULT_MAX_SIZE = 64 * 1024
 NOT_A_CSR = "request is not a PEM or DER PKCS#10 certificate signing request"
@@ -59,13 +59,13 @@ def load_csr(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> x509.Certifica
         )
     csr = _parse(data)
     try:
-        public_key = csr.public_key()
+        csr.public_key()
         # Parse the subject and the extensions now, so that issuing never trips over them later.
         _ = csr.subject
         _ = csr.extensions
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise RequestError(f"{NOT_A_CSR}: {exc}") from None
-    check_request_key(public_key)
+    check_request_algorithms(csr)
     try:
         valid = csr.is_signature_valid
     except (ValueError, UnsupportedAlgorithm):

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from keyward.pki import pickling as _pickling  # noqa: F401 (certificates pickle as DER)
 from keyward.pki.errors import IssuerError, RequestError
-from keyward.pki.keys import check_request_key, signature_hash
+from keyward.pki.keys import check_ca_key, check_request_algorithms, random_serial_number, signature_hash
 from keyward.pki.names import subject_from_spec
 from keyward.pki.pem import load_pem_chain, pem_chain
 from keyward.pki.policy import check_subject, comparable_name, requested_names
@@ -74,6 +74,7 @@ class CertificateAuthority:
             raise IssuerError(
                 "the CA certificate does not match the CA key; the issuer's key material is inconsistent"
             )
+        check_ca_key(self.certificate.public_key())
 
     @cached_property
     def public_key(self) -> CertificateIssuerPublicKeyTypes:
@@ -275,7 +276,7 @@ def issue_certificate(
     moment = _utc_now(now)
     public_key = csr.public_key()
     duration, usages = check_profile(profile, policy, public_key)
-    check_request_key(public_key)
+    check_request_algorithms(csr)
     if not signature_checked and not csr.is_signature_valid:
         raise RequestError(
             "the request's signature does not verify (no proof of possession of the private key)"
@@ -301,7 +302,7 @@ def issue_certificate(
         issuer_name=ca.certificate.subject,
         subject_name=subject,
         public_key=public_key,
-        serial_number=x509.random_serial_number(),
+        serial_number=random_serial_number(),
         not_valid_before=_naive(not_before),
         not_valid_after=_naive(not_after),
         extensions=extensions,
@@ -328,7 +329,7 @@ def self_signed_ca(
         .subject_name(subject)
         .issuer_name(subject)
         .public_key(public_key)
-        .serial_number(x509.random_serial_number())
+        .serial_number(random_serial_number())
         .not_valid_before(moment - CLOCK_SKEW)
         .not_valid_after(moment + duration)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)

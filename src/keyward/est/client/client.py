@@ -13,16 +13,20 @@ of the request).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import types
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 import keyward
+from keyward import fips
 from keyward.est import wire
 from keyward.est.client.answers import certificates_of, chain_for_key, wrong_type
 from keyward.est.client.errors import ErrorKind, EstError, server_text, status_error
@@ -334,8 +338,43 @@ def _http_auth(auth: BasicAuth | DigestAuth | None) -> httpx.Auth | None:
     if isinstance(auth, BasicAuth):
         return httpx.BasicAuth(auth.username, auth.password)
     if isinstance(auth, DigestAuth):
-        return httpx.DigestAuth(auth.username, auth.password)
+        return (
+            _FipsDigestAuth(auth.username, auth.password)
+            if fips.enabled()
+            else httpx.DigestAuth(auth.username, auth.password)
+        )
     return None
+
+
+class _FipsDigestAuth(httpx.DigestAuth):
+    """HTTP Digest in FIPS mode: SHA-256 only (RFC 7616). Of several challenges the server offers, the
+    SHA-256 one is answered; MD5 or SHA-1 alone is refused with an ``EstError`` naming FIPS, before any
+    response is computed (``hashlib`` would otherwise fall back to its own MD5 outside the provider)."""
+
+    _ALGORITHM_TO_HASH_FUNCTION: dict[str, Callable[[bytes], Any]] = {
+        "SHA-256": hashlib.sha256,
+        "SHA-256-SESS": hashlib.sha256,
+    }
+
+    def _parse_challenge(self, request: httpx.Request, response: httpx.Response, auth_header: str) -> Any:
+        offered = [
+            super(_FipsDigestAuth, self)._parse_challenge(request, response, header)
+            for header in response.headers.get_list("www-authenticate")
+            if header.lower().startswith("digest ")
+        ]
+        for challenge in offered:
+            if challenge.algorithm.upper() in self._ALGORITHM_TO_HASH_FUNCTION:
+                return challenge
+        asked = " or ".join(dict.fromkeys(c.algorithm.upper() for c in offered)) or "MD5"
+        raise EstError(
+            "config",
+            f"EST at {request.url}: "
+            + fips.refusal(
+                f"the server asks for HTTP Digest with {asked}",
+                "Digest with SHA-256 (configure the server for algorithm=SHA-256), or Basic or a TLS "
+                "client certificate (spec.authMethod)",
+            ),
+        )
 
 
 def _where(operation: str, url: httpx.URL) -> str:

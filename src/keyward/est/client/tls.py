@@ -19,6 +19,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from keyward import fips
 from keyward.est.client.errors import EstError
 from keyward.pki.pem import unique_certificates
 
@@ -66,7 +67,7 @@ def client_ssl_context(
         )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers(CLIENT_TLS12_CIPHERS)
+    fips.configure_tls(context, CLIENT_TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED

@@ -32,6 +32,8 @@ from keyward.est.server.auth import (
 from keyward.est.server.ca import CaUnavailable, ClientIdentity, EnrollPending, EnrollRejected, EstCa
 from keyward.est.server.logs import printable
 from keyward.est.server.routes import Operation, parse_est_path
+from keyward.pki.errors import RequestError
+from keyward.pki.keys import check_request_algorithms
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +148,10 @@ class EstRequestHandler:
         try:
             csr = wire.decode_csr(body)
         except wire.WireError as exc:
+            raise Refusal(400, str(exc)) from None
+        try:
+            check_request_algorithms(csr)  # before the signature: a refusal names the algorithm
+        except RequestError as exc:
             raise Refusal(400, str(exc)) from None
         if not wire.csr_signature_valid(csr):
             raise Refusal(400, "the CSR signature does not verify; sign the request with the key it contains")

@@ -16,6 +16,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from keyward import fips
 from keyward.errors import UserError
 from keyward.pki.pem import unique_certificates
 
@@ -83,7 +84,7 @@ def _build_context(
     _check_pem(cert_chain_pem, key_pem)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers(TLS12_CIPHERS)
+    fips.configure_tls(context, TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
     # Certificates are optional: Basic-authenticated clients have none. One that is presented must chain
     # to an anchor (any certificate in the trust list, hence PARTIAL_CHAIN), or the handshake fails.

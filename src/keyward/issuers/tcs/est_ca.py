@@ -33,7 +33,7 @@ from keyward.keystore.spec import RSA_SIZES
 from keyward.kube.resources import TCS_GROUP
 from keyward.pki.errors import IssuerError, RequestError
 from keyward.pki.issue import CertificateAuthority, IssuedCertificate
-from keyward.pki.keys import signature_hash
+from keyward.pki.keys import fips_key_problem, signature_hash
 from keyward.pki.profile import IssuerPolicy, RequestProfile
 
 __all__ = [
@@ -142,6 +142,9 @@ def csr_attributes_for(ca_certificate: x509.Certificate) -> CsrAttrs | None:
     return None
 
 
+_TEMPLATE_KEYS = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)
+
+
 def serverkeygen_key(requested: object, issuer: object) -> PrivateKey:
     """A fresh in-memory key for /serverkeygen, of the CSR's key type when that is one we certify
     (RSA 2048/3072/4096, ECDSA P-256/P-384/P-521, Ed25519), else of the issuer's own type.
@@ -150,6 +153,8 @@ def serverkeygen_key(requested: object, issuer: object) -> PrivateKey:
     way to say which algorithm it can use without CSR attributes, so it is honoured.
     """
     for template in (requested, issuer):
+        if isinstance(template, _TEMPLATE_KEYS) and fips_key_problem(template):
+            continue  # FIPS mode: approved keys only (the request was refused unless it is the issuer)
         if isinstance(template, rsa.RSAPublicKey) and template.key_size in RSA_SIZES:
             return rsa.generate_private_key(public_exponent=65537, key_size=template.key_size)
         if isinstance(template, ec.EllipticCurvePublicKey) and type(template.curve) in _CURVE_OIDS:
