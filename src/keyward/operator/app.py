@@ -41,7 +41,8 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup(registry=registry)
 async def configure(settings: kopf.OperatorSettings, memo: Services, **_: Any) -> None:
-    settings.peering.name = "keyward"  # auto-detected: used when the KopfPeering CRDs are installed
+    if memo.settings.peering_name is None:
+        settings.peering.name = "keyward"  # auto-detected: used when the KopfPeering CRDs are installed
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="keyward.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -163,21 +164,49 @@ async def _check_api_reachable() -> None:
         ) from exc
 
 
+def configure_logging(settings: Settings) -> None:
+    """Log level and format (kopf's --debug/--verbose/--quiet/--log-format, the TCS seed's --zap-*)."""
+    kopf.configure(
+        debug=settings.debug, log_format=kopf.LogFormat[settings.log_format.upper()], log_prefix=False
+    )
+    logging.getLogger().setLevel(settings.log_level)
+    for noisy in ("httpx", "httpcore", "kr8s"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if settings.debug else logging.WARNING)
+
+
+def log_start(settings: Settings) -> None:
+    """What a user migrating from a seed needs to see once: where CAs live and where Secrets go."""
+    hsm = settings.hsm
+    log.info(
+        "PKCS#11 module %s (%s), token %r", hsm.module, hsm.module_source or "configured", hsm.token_label
+    )
+    log.info(
+        "operator namespace %s (from %s): cluster issuers' Secrets live there",
+        settings.operator_namespace,
+        settings.operator_namespace_source,
+    )
+    if not settings.cert_manager_issuer:
+        log.info("--cert-manager-issuer=false: cert-manager CertificateRequests are left to others")
+
+
 def run(settings: Settings) -> None:
     """Run the operator until it is stopped (SIGINT/SIGTERM)."""
     memo = Services(settings=settings)
-    kopf.configure(verbose=settings.verbose, log_prefix=False)
-    for noisy in ("httpx", "httpcore", "kr8s"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if settings.verbose else logging.WARNING)
+    configure_logging(settings)
+    log_start(settings)
     asyncio.run(
         kopf.operator(
             registry=registry,
             memo=memo,
             standalone=settings.standalone,
+            peering_name=settings.peering_name,
+            priority=settings.priority,
             clusterwide=not settings.namespaces,
             namespaces=list(settings.namespaces),
             liveness_endpoint=(
-                f"http://{settings.health_listen}/healthz" if settings.health_listen.port else None
+                f"http://{settings.health_listen}{settings.health_path}"
+                if settings.health_listen.port
+                else None
             ),
         )
     )

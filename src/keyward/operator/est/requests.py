@@ -218,7 +218,7 @@ class EstRequests:
 
 
 def _is_est_request(spec: Any, memo: Services, **_: Any) -> bool:
-    return memo.est.requests.kinds.certificate_requests.wants(spec)
+    return memo.settings.cert_manager_issuer and memo.est.requests.kinds.certificate_requests.wants(spec)
 
 
 def _is_est_signer(spec: Any, memo: Services, **_: Any) -> bool:
