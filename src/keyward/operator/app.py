@@ -12,6 +12,7 @@ import kopf
 
 from keyward.errors import UserError
 from keyward.kube.client import Kube
+from keyward.operator import upstream  # noqa: F401
 
 # Importing the handler modules registers their handlers on the registry.
 from keyward.operator.est import issuers as est_issuers  # noqa: F401
