@@ -4,11 +4,12 @@ scriptable in-memory CA, and small aiohttp peers that misbehave on purpose."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import ipaddress
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ class ScriptedCa:
     label: str
     issuer: Issuer
     password: str = PASSWORD
+    username: str = USER
     pending_times: int = 2
     held: set[str] = field(default_factory=set)
     enrollments: list[Enrollment] = field(default_factory=list)
@@ -66,7 +68,7 @@ class ScriptedCa:
         return None
 
     def check_basic(self, username: str, password: str) -> bool:
-        user_ok = hmac.compare_digest(username.encode(), USER.encode())
+        user_ok = hmac.compare_digest(username.encode(), self.username.encode())
         return hmac.compare_digest(password.encode(), self.password.encode()) and user_ok
 
     def client_ca_trust(self) -> Sequence[x509.Certificate]:
@@ -119,6 +121,20 @@ class RunningEst:
 
     async def stop(self) -> None:
         await self.server.stop()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    est_ca: Issuer, *, username: str = USER, password: str = PASSWORD
+) -> AsyncIterator[RunningEst]:
+    """The project's EST server for ``est_ca`` on 127.0.0.1, taking these Basic credentials, while in use."""
+    running = est_server(est_ca, Issuer.self_signed("Some Other CA"))
+    running.ca.username, running.ca.password = username, password
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
 
 
 def est_server(est_ca: Issuer, other_ca: Issuer) -> RunningEst:

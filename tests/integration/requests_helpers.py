@@ -49,13 +49,14 @@ async def create_request(
     *,
     issuer: str = "my-ca",
     kind: str = "TCSIssuer",
+    group: str = "tcs.intel.com",
     duration: str | None = None,
     usages: list[str] | None = None,
     is_ca: bool = False,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "request": base64.b64encode(pem).decode(),
-        "issuerRef": {"group": "tcs.intel.com", "kind": kind, "name": issuer},
+        "issuerRef": {"group": group, "kind": kind, "name": issuer},
     }
     if duration:
         spec["duration"] = duration

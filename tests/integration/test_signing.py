@@ -74,6 +74,8 @@ async def test_seed_certificate_walkthrough(
     issued = await wait_request(kube, namespace, name, reason="Issued")
     assert ready_condition(issued)["status"] == "True"
     assert base64.b64decode(issued["status"]["ca"]) == issuer.public_bytes(serialization.Encoding.PEM)
+    (leaf,) = chain_of(issued)  # cert-manager's convention: the self-signed root is in status.ca only
+    assert leaf.issuer == issuer.subject
 
     async def secret() -> dict[str, Any] | None:
         return await kube.find(SECRETS, "demo-cert-tls", namespace)
@@ -81,7 +83,7 @@ async def test_seed_certificate_walkthrough(
     tls = await wait_for(secret, what="Secret demo-cert-tls")
     chain = base64.b64decode(tls["data"]["tls.crt"])
     assert openssl_verify(tmp_path, issuer, chain).endswith(": OK")
-    leaf = x509.load_pem_x509_certificates(chain)[0]
+    assert x509.load_pem_x509_certificates(chain) == [leaf], "the workload's tls.crt holds no root"
     assert leaf.subject.rfc4514_string() == "CN=intel.sgx.demo"
 
     events = await kube.list(EVENTS, namespace)
@@ -120,7 +122,7 @@ async def test_missing_issuer_is_pending_then_issued_once_it_is_ready(kube: Kube
     )
     await create_issuer(kube, "late-ca", namespace, {"secretName": "late-ca-cert"})
     issued = await wait_request(kube, namespace, "early", reason="Issued")
-    assert len(chain_of(issued)) == 2
+    assert len(chain_of(issued)) == 1 and issued["status"]["ca"]
 
 
 async def test_issuer_of_another_namespace_is_not_used(
@@ -153,15 +155,16 @@ async def test_requested_duration_and_usages_are_honoured(
     await create_request(kube, namespace, "too-long", make_csr(), duration="2000h")
     for name in ("profile", "too-long"):
         await approve(kube, name, namespace)
-    leaf, ca = chain_of(await wait_request(kube, namespace, "profile", reason="Issued"))
-    assert ca == issuer
+    profile = await wait_request(kube, namespace, "profile", reason="Issued")
+    (leaf,) = chain_of(profile)
+    assert x509.load_pem_x509_certificate(base64.b64decode(profile["status"]["ca"])) == issuer
     assert timedelta(hours=48) <= lifetime(leaf) <= timedelta(hours=48, minutes=10)
     eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["api.example", "b.example"]
     assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    capped, _ = chain_of(await wait_request(kube, namespace, "too-long", reason="Issued"))
+    (capped,) = chain_of(await wait_request(kube, namespace, "too-long", reason="Issued"))
     assert timedelta(hours=720) <= lifetime(capped) <= timedelta(hours=720, minutes=10), (
         "capped at maxDuration"
     )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given
 from hypothesis import strategies as st
 from tests.est.helpers import Issuer, ec_key, name
@@ -33,6 +35,7 @@ from keyward.issuers.est.orders import (
     order_owner,
     renewal_identity,
     start_attempt,
+    upstream_order_name,
     wait_for_issuer,
 )
 from keyward.issuers.signer_names import IssuerRef
@@ -282,3 +285,63 @@ def test_est_errors_map_to_outcomes(kind: str, outcome: type) -> None:
 def test_unknown_state_reads_as_pending() -> None:
     assert OrderProgress.from_status({"state": "Bogus"}).state is OrderState.PENDING
     assert OrderProgress.from_status(None) == OrderProgress()
+
+
+# ---- orders the EST seed made ---------------------------------------------------------------------------
+
+
+def seed_order(
+    status: dict[str, object] | None = None, annotations: dict[str, str] | None = None
+) -> dict[str, object]:
+    """An EstOrder as the EST seed's kopf handler leaves it (its certificaterequest.py, estorder.py)."""
+    return {
+        "metadata": {
+            "name": "test-cert-abcde-order",
+            "namespace": "est-operator-test",
+            "annotations": {"kopf.zalando.org/last-handled-configuration": "{}", **(annotations or {})},
+            "ownerReferences": [
+                {
+                    "apiVersion": "cert-manager.io/v1",
+                    "kind": "CertificateRequest",
+                    "name": "test-cert-abcde",
+                    "uid": "u-1",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {"issuerRef": {"name": "testrfc7030", "kind": "EstIssuer", "group": "est.mitre.org"}},
+        "status": status or {},
+    }
+
+
+def test_an_order_the_seed_issued_is_finished_with_its_certificate(ca: Issuer) -> None:
+    leaf = ca.issue(name("example.com"), ec_key().public_key())
+    certificate = base64.b64encode(leaf.public_bytes(Encoding.PEM)).decode()
+    progress = OrderProgress.of(seed_order({"estorder_create": {"certificate": certificate}}))
+    assert progress.state is OrderState.ISSUED and progress.finished
+    assert progress.enrolled() == (leaf,)
+    assert order_owner(seed_order())["uid"] == "u-1"  # type: ignore[index]
+    assert upstream_order_name("test-cert-abcde") == "test-cert-abcde-order"
+
+
+def test_an_order_the_seed_was_retrying_waits_until_the_retry_it_scheduled() -> None:
+    record = {"started": "2026-01-01T11:00:00.000000", "delayed": "2026-01-01T12:10:00.000000", "retries": 3}
+    by_annotation = OrderProgress.of(
+        seed_order(annotations={"kopf.zalando.org/estorder_create": json.dumps(record)})
+    )
+    by_status = OrderProgress.of(seed_order({"kopf": {"progress": {"estorder_create": record}}}))
+    for progress in (by_annotation, by_status):
+        assert progress.state is OrderState.WAITING and not progress.finished
+        assert progress.due() == NOW + timedelta(minutes=10)
+        assert progress.attempts == 3
+
+
+def test_a_seed_order_without_progress_is_enrolled_and_keywards_own_status_wins() -> None:
+    started = OrderProgress.of(seed_order({"kopf": {"progress": {"estorder_create": {"retries": 0}}}}))
+    assert started.state is OrderState.PENDING and started.due() == datetime.min.replace(tzinfo=UTC)
+    taken_over = seed_order({"estorder_create": {"certificate": "x"}, "state": "Waiting", "attempts": 4})
+    assert OrderProgress.of(taken_over).state is OrderState.WAITING, (
+        "keyward's status, once written, is the truth"
+    )
+    assert OrderProgress.of({"metadata": {}, "status": {"state": "Failed"}}).state is OrderState.FAILED

@@ -18,6 +18,8 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "keyward"
 #: The signer (issuer) an object keyward created belongs to.
 SIGNER_ANNOTATION = "keyward.io/signer-name"
+#: The TCS seed's finalizer on the CA Secrets and QuoteAttestations it created (internal/k8sutil).
+TCS_SEED_FINALIZER = "tcs.intel.com/issuer-protection"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,10 @@ from keyward import fips
 from keyward.errors import UserError
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, EST_ORDERS, Resource
-from keyward.operator import metrics
+from keyward.operator import (
+    metrics,
+    upstream,  # noqa: F401
+)
 
 # Importing the handler modules registers their handlers on the registry.
 from keyward.operator.est import issuers as est_issuers  # noqa: F401
@@ -47,7 +50,8 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup(registry=registry)
 async def configure(settings: kopf.OperatorSettings, memo: Services, **_: Any) -> None:
-    settings.peering.name = "keyward"  # auto-detected: used when the KopfPeering CRDs are installed
+    if memo.settings.peering_name is None:
+        settings.peering.name = "keyward"  # auto-detected: used when the KopfPeering CRDs are installed
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="keyward.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -278,13 +282,20 @@ async def _check_api_reachable() -> None:
 async def _serve(memo: Services) -> None:
     """The probes and metrics first (a port in use is one clear error), then kopf until stopped."""
     settings = memo.settings
-    probes = memo.probes = ProbeServer(settings.health_listen, settings.metrics_listen, lambda: missing(memo))
+    probes = memo.probes = ProbeServer(
+        settings.health_listen,
+        settings.metrics_listen,
+        lambda: missing(memo),
+        health_path=settings.health_path,
+    )
     await probes.start()
     try:
         await kopf.operator(
             registry=registry,
             memo=memo,
             standalone=settings.standalone,
+            peering_name=settings.peering_name,
+            priority=settings.priority,
             clusterwide=not settings.namespaces,
             namespaces=list(settings.namespaces),
             stop_flag=memo.stop_requested,
@@ -293,12 +304,36 @@ async def _serve(memo: Services) -> None:
         await probes.stop()
 
 
+def configure_logging(settings: Settings) -> None:
+    """Log level and format (kopf's --debug/--verbose/--quiet/--log-format, the TCS seed's --zap-*)."""
+    kopf.configure(
+        debug=settings.debug, log_format=kopf.LogFormat[settings.log_format.upper()], log_prefix=False
+    )
+    logging.getLogger().setLevel(settings.log_level)
+    for noisy in ("httpx", "httpcore", "kr8s"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if settings.debug else logging.WARNING)
+
+
+def log_start(settings: Settings) -> None:
+    """What a user migrating from a seed needs to see once: where CAs live and where Secrets go."""
+    hsm = settings.hsm
+    log.info(
+        "PKCS#11 module %s (%s), token %r", hsm.module, hsm.module_source or "configured", hsm.token_label
+    )
+    log.info(
+        "operator namespace %s (from %s): cluster issuers' Secrets live there",
+        settings.operator_namespace,
+        settings.operator_namespace_source,
+    )
+    if not settings.cert_manager_issuer:
+        log.info("--cert-manager-issuer=false: cert-manager CertificateRequests are left to others")
+
+
 def run(settings: Settings) -> None:
     """Run the operator until it is stopped (SIGINT/SIGTERM)."""
     memo = Services(settings=settings)
-    kopf.configure(verbose=settings.verbose, log_prefix=False)
-    for noisy in ("httpx", "httpcore", "kr8s"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if settings.verbose else logging.WARNING)
+    configure_logging(settings)
+    log_start(settings)
     fips_status = fips.last_status()
     if fips_status is not None:
         log.info("%s", fips_status.describe())

@@ -39,8 +39,16 @@ def _metrics(_: web.Request) -> web.Response:
 class ProbeServer:
     """The health endpoints and the metrics endpoint."""
 
-    def __init__(self, health: ListenAddress, metrics: ListenAddress, readiness: Readiness) -> None:
+    def __init__(
+        self,
+        health: ListenAddress,
+        metrics: ListenAddress,
+        readiness: Readiness,
+        *,
+        health_path: str = "/healthz",
+    ) -> None:
         self._health = health
+        self._health_path = health_path
         self._metrics = metrics
         self._readiness = readiness
         self._runners: list[web.AppRunner] = []
@@ -58,7 +66,8 @@ class ProbeServer:
         routes: dict[ListenAddress, list[web.RouteDef]] = {}
         if self._health.port:
             routes.setdefault(self._health, []).extend(
-                [web.get("/healthz", _healthz), web.get("/readyz", self._readyz)]
+                [web.get(path, _healthz) for path in {"/healthz", self._health_path}]
+                + [web.get("/readyz", self._readyz)]
             )
         if self._metrics.port:
             routes.setdefault(self._metrics, []).append(web.get("/metrics", self._metrics_handler))

@@ -39,7 +39,11 @@ Status = dict[str, Any]
 
 
 class RequestKind(Protocol):
-    """How one kind of request (CertificateRequest, CSR) reads and is written, for one issuer group."""
+    """How one kind of request (CertificateRequest, CSR) reads and is written, for one issuer group.
+
+    ``issued_status`` takes cert-manager's split (``keyward.pki.pem.split_chain``): ``chain`` is the leaf
+    and its intermediates, never a self-signed root; ``ca`` the certificates above (the root).
+    """
 
     resource: Resource
     noun: str
@@ -171,7 +175,12 @@ class Csrs:
         ca: Sequence[x509.Certificate],
         message: str,
     ) -> Status:
-        return {"certificate": _b64(chain if self.full_chain else chain[:1])}
+        """The leaf alone (what Kubernetes' own signers give), or with --csr-full-cert-chain the leaf,
+        its intermediates and the root they lead to (Istio 1.12+ expects the root in the chain)."""
+        if not self.full_chain:
+            return {"certificate": _b64(chain[:1])}
+        root = [c for c in ca if c.subject == chain[-1].issuer and c not in chain][:1]
+        return {"certificate": _b64([*chain, *root])}
 
     def failed_status(self, body: Mapping[str, Any], reason: str, message: str) -> Status:
         previous = (body.get("status") or {}).get("conditions")

@@ -1,23 +1,36 @@
 """The operator's settings, in one typed place.
 
-Precedence: command-line flags override environment variables, which override defaults.
+Precedence: command-line flags override environment variables, which override defaults. The two seeds'
+spellings are settings too: the TCS seed's flags (``--metrics-bind-address``, ``--leader-elect``, the
+``--zap-*`` logging flags ...), its ``WATCH_NAMESPACE`` and the pod's own namespace, kopf's run options
+(``--liveness``, ``--quiet``, ``--log-format`` ...) and the EST seed's ``CLUSTER_SCOPE_NAMESPACE``.
 """
 
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, cast
 
 from keyward.errors import UserError
 from keyward.host import MAX_SIGNING_PROCESSES, ListenAddress, processes_per_core
-from keyward.keystore.config import HsmConfig, load_hsm_config
+from keyward.keystore.config import HsmConfig, HsmFallback, load_hsm_config
+from keyward.keystore.store import WrapMechanism
 from keyward.pki.durations import parse_duration
 
 DEFAULT_OPERATOR_NAMESPACE = "keyward-system"
+#: The TCS seed's HSM config path: read when no other is given and the file exists (its Helm chart
+#: mounts none and relies on this default).
+DEFAULT_HSM_CONFIG_FILE = Path("/etc/hsm/config.json")
+#: Where Kubernetes tells a pod its namespace (the TCS seed's fallback for its operator namespace).
+SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 ENV_OPERATOR_NAMESPACE = "KEYWARD_OPERATOR_NAMESPACE"
+ENV_WATCH_NAMESPACE = "WATCH_NAMESPACE"  # the TCS seed's: its operator namespace (cluster issuers' Secrets)
+ENV_POD_NAMESPACE = "POD_NAMESPACE"  # the downward API's usual name for the pod's namespace
 ENV_CLUSTER_SCOPE_NAMESPACE = "CLUSTER_SCOPE_NAMESPACE"  # the EST seed's variable for cluster issuers
 ENV_WATCH_NAMESPACES = "KEYWARD_NAMESPACES"  # comma-separated; empty = all namespaces
 ENV_HSM_CONFIG_FILE = "KEYWARD_HSM_CONFIG_FILE"
@@ -73,24 +86,49 @@ class EstClientSettings:
         )
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["plain", "full", "json"]
+WRAP_MECHANISMS: tuple[WrapMechanism, ...] = ("aes_gcm", "aes_key_wrap_pad")
+#: controller-runtime's zap flags and the values they accept (a positive number is a debug verbosity).
+ZAP_LEVELS: dict[str, LogLevel] = {"debug": "DEBUG", "info": "INFO", "error": "ERROR"}
+ZAP_ENCODERS: dict[str, LogFormat] = {"json": "json", "console": "full"}
+ZAP_STACKTRACE_LEVELS = ("info", "error", "panic")
+ZAP_TIME_ENCODINGS = ("epoch", "millis", "nano", "iso8601", "rfc3339", "rfc3339nano")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the operator needs to know before it starts."""
 
     operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE
+    #: Where operator_namespace came from, for the start-up log line.
+    operator_namespace_source: str = "the default"
     #: Namespace of EST cluster issuers' Secrets (the seed's CLUSTER_SCOPE_NAMESPACE), default: operator ns.
     cluster_scope_namespace: str | None = None
     #: Namespaces to watch; empty = the whole cluster.
     namespaces: tuple[str, ...] = ()
     hsm_config_file: Path | None = None
     hsm: HsmConfig = field(default_factory=HsmConfig)
+    #: The TCS seed's deprecated --token-label/--user-pin/--so-pin: only where the config file is silent.
+    hsm_fallback: HsmFallback = field(default_factory=HsmFallback)
     standalone: bool = False
+    #: kopf peering: the peering object's name (default "keyward") and this operator's priority in it.
+    peering_name: str | None = None
+    priority: int | None = None
     #: Several replicas, one leading through a coordination.k8s.io Lease (the others stand by).
     leader_elect: bool = False
     #: Seconds a leader's Lease lasts without renewal (client-go's default 15; renewed every 2/15 of it).
     lease_duration: float = 15.0
     health_listen: ListenAddress = ListenAddress("0.0.0.0", 8083)  # noqa: S104
+    #: The path of the health endpoint on health_listen (kopf's --liveness URL may name another).
+    health_path: str = "/healthz"
     metrics_listen: ListenAddress = ListenAddress("0.0.0.0", 8082)  # noqa: S104
+    #: Key provisioning (TCS seed): a random nonce in the attestation evidence, and the wrapping of the
+    #: CA key the key manager sends (tcs.md: AES key wrap with padding, or AES-GCM).
+    use_random_nonce: bool = True
+    key_wrap_mechanism: WrapMechanism = "aes_key_wrap_pad"
+    #: Serve cert-manager CertificateRequests (the TCS seed's --cert-manager-issuer); False: CSRs only.
+    cert_manager_issuer: bool = True
     est_listen: ListenAddress = ListenAddress("0.0.0.0", 8443)  # noqa: S104
     #: The EST server's TLS certificate: a kubernetes.io/tls Secret "NAMESPACE/NAME" ...
     est_tls_secret: str | None = None
@@ -101,7 +139,12 @@ class Settings:
     #: Processes that decode and sign requests, each with its own token session (0: threads only).
     signing_processes: int = field(default_factory=lambda: processes_per_core())
     est_client: EstClientSettings = field(default_factory=EstClientSettings)
+    #: Tracebacks on errors (--verbose, --debug).
     verbose: bool = False
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "full"
+    #: kopf's --debug: asyncio's and the HTTP client's debug logs too.
+    debug: bool = False
 
     @property
     def est_cluster_namespace(self) -> str:
@@ -141,7 +184,11 @@ def _truthy(value: str | None) -> bool:
 
 
 def load_settings(
-    flags: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
+    flags: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    namespace_file: Path = SERVICE_ACCOUNT_NAMESPACE_FILE,
+    default_hsm_config_file: Path = DEFAULT_HSM_CONFIG_FILE,
 ) -> Settings:
     """Build settings from flags (None = not given) over environment over defaults."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None and v != ()}
@@ -153,33 +200,54 @@ def load_settings(
 
     namespaces_flag = flags.get("namespaces")
     if namespaces_flag:
+        if flags.get("all_namespaces"):
+            raise UserError(
+                "--namespace and --all-namespaces are both given", "watch some namespaces, or all of them"
+            )
         namespaces = tuple(str(n) for n in namespaces_flag)  # type: ignore[attr-defined]
+    elif flags.get("all_namespaces"):
+        namespaces = ()
     else:
         namespaces = tuple(n.strip() for n in env.get(ENV_WATCH_NAMESPACES, "").split(",") if n.strip())
 
     hsm_file = pick("hsm_config_file", ENV_HSM_CONFIG_FILE)
     hsm_path = Path(hsm_file) if hsm_file else None
+    if hsm_path is None and default_hsm_config_file.is_file():
+        hsm_path = default_hsm_config_file
+    fallback = HsmFallback(
+        token_label=_text(flags.get("token_label")),
+        user_pin=_text(flags.get("user_pin")),
+        so_pin=_text(flags.get("so_pin")),
+    )
     est_tls_secret, est_issuer, est_hostnames = _est_tls_source(
         pick("est_tls_secret", ENV_EST_TLS_SECRET),
         pick("est_issuer", ENV_EST_ISSUER),
         flags.get("est_hostnames") or env.get(ENV_EST_HOSTNAMES, ""),
     )
+    operator_namespace, namespace_source = _operator_namespace(flags, env, namespace_file)
+    health_listen, health_path = _health_endpoint(flags, env)
+    log_level, log_format = _logging(flags)
     return Settings(
-        operator_namespace=pick("operator_namespace", ENV_OPERATOR_NAMESPACE, DEFAULT_OPERATOR_NAMESPACE)
-        or DEFAULT_OPERATOR_NAMESPACE,
+        operator_namespace=operator_namespace,
+        operator_namespace_source=namespace_source,
         cluster_scope_namespace=env.get(ENV_CLUSTER_SCOPE_NAMESPACE) or None,
         namespaces=namespaces,
         hsm_config_file=hsm_path,
-        hsm=load_hsm_config(hsm_path, env),
+        hsm=load_hsm_config(hsm_path, env, fallback=fallback),
+        hsm_fallback=fallback,
         standalone=bool(flags.get("standalone", False)),
+        peering_name=_text(flags.get("peering")),
+        priority=_priority(flags.get("priority")),
         leader_elect=bool(flags.get("leader_elect")) or _truthy(env.get(ENV_LEADER_ELECT)),
         lease_duration=_seconds(ENV_LEASE_DURATION, env.get(ENV_LEASE_DURATION), 15.0, minimum=1.0),
-        health_listen=ListenAddress.parse(
-            pick("health_listen", ENV_HEALTH_LISTEN, "0.0.0.0:8083") or "", what="health"
-        ),
+        health_listen=health_listen,
+        health_path=health_path,
         metrics_listen=ListenAddress.parse(
             pick("metrics_listen", ENV_METRICS_LISTEN, "0.0.0.0:8082") or "", what="metrics"
         ),
+        use_random_nonce=bool(flags.get("use_random_nonce", True)),
+        key_wrap_mechanism=_wrap_mechanism(flags.get("key_wrap_mechanism")),
+        cert_manager_issuer=bool(flags.get("cert_manager_issuer", True)),
         est_listen=ListenAddress.parse(pick("est_listen", ENV_EST_LISTEN, "0.0.0.0:8443") or "", what="EST"),
         est_tls_secret=est_tls_secret,
         est_issuer=est_issuer,
@@ -187,8 +255,114 @@ def load_settings(
         csr_full_cert_chain=bool(flags.get("csr_full_cert_chain")) or _truthy(env.get(ENV_CSR_FULL_CHAIN)),
         signing_processes=_signing_processes(pick("signing_processes", ENV_SIGNING_PROCESSES)),
         est_client=EstClientSettings.from_env(env),
-        verbose=bool(flags.get("verbose", False)),
+        verbose=bool(flags.get("verbose") or flags.get("debug")),
+        log_level=log_level,
+        log_format=log_format,
+        debug=bool(flags.get("debug", False)),
     )
+
+
+def _text(value: object) -> str | None:
+    return str(value) if value is not None and str(value) != "" else None
+
+
+def _operator_namespace(
+    flags: Mapping[str, object], env: Mapping[str, str], namespace_file: Path
+) -> tuple[str, str]:
+    """The operator's namespace (cluster issuers' Secrets) and where it came from: the flag, keyward's
+    variable, the TCS seed's WATCH_NAMESPACE, the pod's namespace (POD_NAMESPACE, then the
+    service-account file Kubernetes mounts), else keyward-system."""
+    if flags.get("operator_namespace"):
+        return str(flags["operator_namespace"]), "--operator-namespace"
+    for var in (ENV_OPERATOR_NAMESPACE, ENV_WATCH_NAMESPACE, ENV_POD_NAMESPACE):
+        if env.get(var, "").strip():
+            return env[var].strip(), var
+    try:
+        found = namespace_file.read_text().strip()
+    except OSError:
+        found = ""
+    if found:
+        return found, f"the pod's namespace ({namespace_file})"
+    return DEFAULT_OPERATOR_NAMESPACE, "the default"
+
+
+def _priority(value: object) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(str(value))
+    except ValueError:
+        raise UserError(f"--priority {str(value)[:20]!r} is not a number", "write it like 100") from None
+
+
+def _wrap_mechanism(value: object) -> WrapMechanism:
+    text = str(value) if value is not None else "aes_key_wrap_pad"
+    if text not in WRAP_MECHANISMS:
+        raise UserError(
+            f"--key-wrap-mechanism {text[:30]!r} is not known", f"use one of {', '.join(WRAP_MECHANISMS)}"
+        )
+    return text
+
+
+def _health_endpoint(flags: Mapping[str, object], env: Mapping[str, str]) -> tuple[ListenAddress, str]:
+    """The health endpoint: --health-listen / --health-probe-bind-address HOST:PORT, or kopf's --liveness
+    URL (e.g. http://0.0.0.0:8080/healthz), which may also name the path."""
+    url = _text(flags.get("liveness"))
+    listen = _text(flags.get("health_listen"))
+    if url is None:
+        text = listen or env.get(ENV_HEALTH_LISTEN) or "0.0.0.0:8083"
+        return ListenAddress.parse(text, what="health"), "/healthz"
+    if listen is not None:
+        raise UserError(
+            "--liveness and --health-listen (--health-probe-bind-address) are both given",
+            "give the health endpoint once",
+        )
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port if parts.port is not None else 80
+    except ValueError:
+        port = -1
+    if parts.scheme != "http" or not parts.netloc or port < 0:
+        raise UserError(
+            f"--liveness {url[:60]!r} is not an http://HOST:PORT/PATH URL",
+            "write it like http://0.0.0.0:8080/healthz",
+        )
+    return ListenAddress(parts.hostname or "0.0.0.0", port), parts.path or "/"  # noqa: S104
+
+
+def _logging(flags: Mapping[str, object]) -> tuple[LogLevel, LogFormat]:
+    """Log level and format from kopf's --debug/--verbose/--quiet/--log-format and the TCS seed's zap
+    flags (--zap-devel: debug level and console format unless --zap-log-level/--zap-encoder say else)."""
+    devel = bool(flags.get("zap_devel"))
+    zap_level = _text(flags.get("zap_log_level"))
+    level: LogLevel = "DEBUG" if devel else "INFO"
+    if zap_level is not None:
+        if zap_level.lower() in ZAP_LEVELS:
+            level = ZAP_LEVELS[zap_level.lower()]
+        elif zap_level.isdigit() and int(zap_level) > 0:
+            level = "DEBUG"  # a debug verbosity: the higher, the more
+        else:
+            raise UserError(
+                f"--zap-log-level {zap_level[:20]!r} is not a log level",
+                "use debug, info, error, or a number above 0 (debug verbosity)",
+            )
+    if flags.get("debug") or flags.get("verbose"):
+        level = "DEBUG"
+    elif flags.get("quiet"):
+        level = "WARNING"
+    for flag, value, allowed in (
+        ("--zap-stacktrace-level", flags.get("zap_stacktrace_level"), ZAP_STACKTRACE_LEVELS),
+        ("--zap-time-encoding", flags.get("zap_time_encoding"), ZAP_TIME_ENCODINGS),
+        ("--zap-encoder", flags.get("zap_encoder"), tuple(ZAP_ENCODERS)),
+    ):
+        if value is not None and str(value) not in allowed:
+            raise UserError(f"{flag} {str(value)[:20]!r} is not known", f"use one of {', '.join(allowed)}")
+    log_format: LogFormat = "full"
+    if flags.get("zap_encoder") is not None:
+        log_format = ZAP_ENCODERS[str(flags["zap_encoder"])]
+    if flags.get("log_format") is not None:
+        log_format = cast(LogFormat, str(flags["log_format"]).lower())
+    return level, log_format
 
 
 def _est_tls_source(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -35,3 +36,25 @@ def unique_certificates(certificates: Iterable[x509.Certificate]) -> list[x509.C
             seen.add(fingerprint)
             result.append(certificate)
     return result
+
+
+def is_self_signed(certificate: x509.Certificate) -> bool:
+    """A root: its own issuer, and its signature verifies with its own key."""
+    if certificate.subject != certificate.issuer:
+        return False
+    try:
+        certificate.verify_directly_issued_by(certificate)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def split_chain(chain: Sequence[x509.Certificate]) -> tuple[list[x509.Certificate], x509.Certificate]:
+    """cert-manager's convention for a request's status, from a chain leaf first: (``status.certificate``,
+    ``status.ca``). The certificate chain is the leaf and its intermediates, never a self-signed root (it
+    would land in workloads' ``tls.crt``); ``ca`` is the top of the chain — the root, or the highest
+    intermediate when the root is not in the chain. A lone self-signed certificate stays the chain."""
+    top = chain[-1]
+    if len(chain) > 1 and is_self_signed(top):
+        return list(chain[:-1]), top
+    return list(chain), top

@@ -11,6 +11,10 @@ request, so a write that fails, or a crash in between, leads to writing the reco
 second enrollment.
 
 The transitions are pure functions of (status, outcome, now, policy); the controller only performs them.
+
+Orders the EST seed made (``<request>-order``, run by its kopf handler ``estorder_create``) are taken over,
+never duplicated: one whose handler returned a certificate is Issued (the seed wrote it to the request
+first); one still retrying waits until the retry the seed scheduled, then goes on with the same CSR.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import base64
 import binascii
 import enum
 import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,6 +51,17 @@ _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 #: The Certificate's Secret whose certificate and key authenticate a renewal (simplereenroll).
 RENEWAL_SECRET_ANNOTATION = "keyward.io/renewal-secret"  # noqa: S105 - a Secret's name, not a secret
 #: The issuer's signer name: for a CSR the order lives in the operator namespace, not the issuer's.
+
+
+#: The EST seed's kopf handler for EstOrders: its result lands in status.<name>, its progress in kopf's
+#: annotation ``kopf.zalando.org/<name>`` and status.kopf.progress.<name>.
+SEED_ORDER_HANDLER = "estorder_create"
+SEED_PROGRESS_ANNOTATION = f"kopf.zalando.org/{SEED_ORDER_HANDLER}"
+
+
+def upstream_order_name(request_name: str) -> str:
+    """The name the EST seed gave a CertificateRequest's EstOrder."""
+    return f"{request_name}-order"
 
 
 def order_name(request_name: str, uid: str) -> str:
@@ -259,6 +275,29 @@ class OrderProgress:
     certificate: str = ""
 
     @classmethod
+    def of(cls, order: Mapping[str, Any]) -> OrderProgress:
+        """An order's progress: keyward's status, or what the EST seed left on an order it ran."""
+        status = order.get("status") or {}
+        if status.get("state") or not _seed_ran(order):
+            return cls.from_status(status)
+        result = status.get(SEED_ORDER_HANDLER) or {}
+        if isinstance(result, Mapping) and result.get("certificate"):
+            return cls(
+                state=OrderState.ISSUED,
+                certificate=str(result["certificate"]),
+                message="issued by the EST operator before keyward took over",
+            )
+        delayed = parse_time(_seed_progress(order).get("delayed"))
+        if delayed is None:
+            return cls(message="taken over from the EST operator: enrolling with its request")
+        return cls(
+            state=OrderState.WAITING,
+            attempts=int(_seed_progress(order).get("retries") or 0),
+            next_attempt=delayed,
+            message="taken over from the EST operator: asking again when it would have",
+        )
+
+    @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> OrderProgress:
         status = status or {}
         try:
@@ -334,6 +373,25 @@ class OrderProgress:
         if self.certificate:
             status["certificate"] = self.certificate
         return status
+
+
+def _seed_ran(order: Mapping[str, Any]) -> bool:
+    status = order.get("status") or {}
+    return SEED_ORDER_HANDLER in status or bool(_seed_progress(order))
+
+
+def _seed_progress(order: Mapping[str, Any]) -> Mapping[str, Any]:
+    """kopf's record of the seed's handler: its annotation (JSON), else status.kopf.progress."""
+    text = ((order.get("metadata") or {}).get("annotations") or {}).get(SEED_PROGRESS_ANNOTATION)
+    if text:
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if isinstance(record, Mapping):
+            return record
+    progress = (((order.get("status") or {}).get("kopf") or {}).get("progress") or {}).get(SEED_ORDER_HANDLER)
+    return progress if isinstance(progress, Mapping) else {}
 
 
 def start_attempt(progress: OrderProgress, now: datetime, policy: RetryPolicy) -> OrderProgress:

@@ -29,6 +29,8 @@ from keyward.operator.settings import EstClientSettings
 from keyward.operator.status import StatusWriter
 
 ClientFactory = Callable[[EstEndpoint, EstCredentials | None], EstClient]
+#: Where the EST seed (kopf) kept its issuer check's result: status.<handler name>.
+SEED_ISSUER_FIELD = "estissuer_create"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,12 @@ class ReadyEstIssuer:
     spec: EstIssuerSpec
     ca_certificates: tuple[x509.Certificate, ...]
     secret_namespace: str
+
+
+def seed_status(*, ready: bool) -> dict[str, Any]:
+    """The EST seed's readiness field (its kopf handler's result, ``{"Ready": "True"}``), kept true to the
+    Ready condition: the seed's users read it, and the seed itself issued only when it said True."""
+    return {SEED_ISSUER_FIELD: {"Ready": "True" if ready else "False"}}
 
 
 def secret_names(body: Mapping[str, Any]) -> set[str]:
@@ -87,8 +95,12 @@ class EstIssuers(IssuerChecks[ReadyEstIssuer]):
             async with self._client(spec.endpoint, None) as client:
                 checked = await check_est_issuer(spec, self._secrets(namespace), namespace, client)
         except IssuerNotReady as exc:
-            return Verdict(None, exc.reason, exc.message, transient=not exc.permanent)
-        return Verdict(ReadyEstIssuer(ref, spec, checked.ca_certificates, namespace))
+            return Verdict(
+                None, exc.reason, exc.message, transient=not exc.permanent, status=seed_status(ready=False)
+            )
+        return Verdict(
+            ReadyEstIssuer(ref, spec, checked.ca_certificates, namespace), status=seed_status(ready=True)
+        )
 
 
 for _resource in (EST_ISSUERS, EST_CLUSTER_ISSUERS):

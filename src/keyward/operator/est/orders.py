@@ -105,6 +105,8 @@ class EstOrders:
         self._attempt_deadline = attempt_deadline
         self._recreate = recreate
         self._known: dict[Key, Mapping[str, Any]] = {}
+        #: The request (uid) each known order is for: one order per request, whoever named it.
+        self._requests: dict[str, Key] = {}
         self._inflight: set[Key] = set()
         #: Orders waiting for their next attempt: a time, or their issuer (after a 401: fixed credentials).
         self.waiting: Waiting[Key, Key] = Waiting(self._attempt, name="EST orders")
@@ -115,8 +117,26 @@ class EstOrders:
     def exists(self, namespace: str, name: str) -> bool:
         return (namespace, name) in self._known
 
+    def for_request(self, uid: str) -> bool:
+        """Whether an order for the request with ``uid`` is known (keyward's, or one the EST seed made)."""
+        return uid in self._requests
+
+    def request_changed(self, uid: str) -> None:
+        """The request with ``uid`` changed (approved, say): its order decides again, unless it is busy.
+        (An order the EST seed made exists before approval; keyward's own only after it.)"""
+        key = self._requests.get(uid)
+        body = self._known.get(key) if key is not None else None
+        if body is not None and key not in self._inflight:
+            self._schedule(body)
+
     def remember(self, body: Mapping[str, Any]) -> None:
         self._known.setdefault(_key(body), body)
+        self._index(body)
+
+    def _index(self, body: Mapping[str, Any]) -> None:
+        reference = order_owner(body)
+        if reference is not None and reference.get("uid"):
+            self._requests[str(reference["uid"])] = _key(body)
 
     def wake(self, signer_name: str) -> None:
         self.waiting.wake(signer_name)
@@ -129,18 +149,22 @@ class EstOrders:
         key = _key(body)
         if event_type == "DELETED":
             self._known.pop(key, None)
+            reference = order_owner(body)
+            if reference is not None and self._requests.get(str(reference.get("uid"))) == key:
+                del self._requests[str(reference.get("uid"))]
             self.waiting.release(key)
             self._woken_by_issuer.discard(key)
-            if not OrderProgress.from_status(body.get("status")).finished:
+            if not OrderProgress.of(body).finished:
                 await self._recreate(body)
             return
         self._known[key] = body
+        self._index(body)
         if key not in self._inflight:
             self._schedule(body)
 
     def _schedule(self, body: Mapping[str, Any]) -> None:
         key = _key(body)
-        progress = OrderProgress.from_status(body.get("status"))
+        progress = OrderProgress.of(body)
         if progress.finished:
             self.waiting.release(key)
             self._woken_by_issuer.discard(key)
@@ -186,7 +210,7 @@ class EstOrders:
 
     async def _run(self, order: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """Returns the order as last written (None when someone else changed it: its next event decides)."""
-        progress = OrderProgress.from_status(order.get("status"))
+        progress = OrderProgress.of(order)
         if progress.finished:
             return order
         reference = order_owner(order)

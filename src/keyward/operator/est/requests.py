@@ -5,7 +5,8 @@ finished request left alone, an unusable request failed at once. An approved req
 woken when the issuer turns ready) until its issuer is ready; then it gets its EstOrder, whose controller
 (operator.est.orders) enrolls and writes the result back. The order's name is derived from the request,
 so a repeated event finds the order instead of creating a second one; an order deleted before it
-finished is created again.
+finished is created again. A request whose EstOrder the EST seed made (``<request>-order``) keeps that
+order: it is taken over, never doubled.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 import kopf
 
 from keyward.issuers.contract import Phase
-from keyward.issuers.est.orders import order_manifest, order_name, order_owner, renewal_identity
+from keyward.issuers.est.orders import (
+    order_manifest,
+    order_name,
+    order_owner,
+    renewal_identity,
+    upstream_order_name,
+)
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.objects import name_of, plain
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CERTIFICATES, CSRS, EST_GROUP, EST_ORDERS, SECRETS
@@ -144,7 +151,12 @@ class EstRequests:
         assert self.orders is not None, "wired by EstControllers"
         namespace = meta.get("namespace") or self._operator_namespace
         name = order_name(meta["name"], uid)
+        if self.orders.for_request(uid):
+            self.orders.request_changed(uid)
+            return
         if self.orders.exists(namespace, name):
+            return
+        if kind.resource is CERTIFICATE_REQUESTS and await self._seed_order(meta):
             return
         try:
             kind.decode(body)  # checks the CSR: an unusable request fails now, without an order
@@ -199,6 +211,21 @@ class EstRequests:
         if status:
             await self._writer.write(kind.resource, body, status)
 
+    async def _seed_order(self, meta: Mapping[str, Any]) -> bool:
+        """Whether the EST seed made this request's EstOrder (then the order controller takes it over)."""
+        order = await self._kube.find(EST_ORDERS, upstream_order_name(meta["name"]), meta["namespace"])
+        reference = order_owner(order) if order is not None else None
+        if order is None or reference is None or reference.get("uid") != meta["uid"]:
+            return False
+        assert self.orders is not None
+        self.orders.remember(order)
+        log.info(
+            "CertificateRequest %s: EstOrder %s made by the EST operator is taken over",
+            name_of({"metadata": meta}),
+            order["metadata"]["name"],
+        )
+        return True
+
     async def _renewal_secret(
         self, kind: RequestKind, body: Mapping[str, Any], issuer: ReadyEstIssuer
     ) -> str | None:
@@ -223,7 +250,7 @@ class EstRequests:
 
 
 def _is_est_request(spec: Any, memo: Services, **_: Any) -> bool:
-    return memo.est.requests.kinds.certificate_requests.wants(spec)
+    return memo.settings.cert_manager_issuer and memo.est.requests.kinds.certificate_requests.wants(spec)
 
 
 def _is_est_signer(spec: Any, memo: Services, **_: Any) -> bool:

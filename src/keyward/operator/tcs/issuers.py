@@ -7,6 +7,13 @@ already shows a CA that the token does not hold stops with ``CAKeyMissing`` and 
 is. It writes and deletes only Secrets it created (annotated with the issuer's signer name): a
 ``spec.secretName`` that names someone else's Secret stops the issuer with ``SecretConflict``. A changed
 or deleted CA Secret checks its issuer again, which puts it back.
+
+Taking over from the TCS seed: a Secret made for this very issuer object (an ownerReference with its
+uid, as the seed writes it, with its ``tcs.intel.com/issuer-protection`` finalizer) is adopted when the
+token holds its CA with the key — the seed's CA keys are found by label like keyward's — and becomes
+keyward's (annotated, labelled, ``ca.crt`` added, the seed's finalizer released). A Secret whose CA is not
+the token's is never overwritten (``CAMismatch``, or ``CAKeyMissing``). Deleting an issuer releases the
+seed's finalizer on its Secret and QuoteAttestation.
 """
 
 from __future__ import annotations
@@ -28,7 +35,13 @@ from keyward.issuers.tcs.ca import KnownCa, TcsIssuerSpec, ca_fingerprint, ensur
 from keyward.keystore import KeystoreError, TokenKeyStore
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.objects import identity
-from keyward.kube.resources import SECRETS, SIGNER_ANNOTATION, TCS_CLUSTER_ISSUERS, TCS_ISSUERS
+from keyward.kube.resources import (
+    QUOTE_ATTESTATIONS,
+    SECRETS,
+    SIGNER_ANNOTATION,
+    TCS_CLUSTER_ISSUERS,
+    TCS_ISSUERS,
+)
 from keyward.operator.issuers import IssuerChecks, Verdict
 from keyward.operator.leader import Leadership
 from keyward.operator.registry import registry
@@ -37,6 +50,7 @@ from keyward.operator.status import StatusWriter
 from keyward.operator.tcs.cas import ReadyCa, ReadyCas
 from keyward.operator.tcs.secrets import ca_secret, put_secret
 from keyward.operator.tcs.token import TokenProvider
+from keyward.operator.upstream import release_finalizer
 from keyward.pki.pem import pem_chain
 
 log = logging.getLogger("keyward.tcs")
@@ -49,6 +63,16 @@ RECHECK_FAILED = 30.0
 def issuer_ref(body: Mapping[str, Any]) -> IssuerRef:
     meta = body["metadata"]
     return issuer_ref_of(TCS_ISSUERS.group, str(body["kind"]), meta["name"], meta.get("namespace"))
+
+
+def made_for(secret: Mapping[str, Any], issuer: Mapping[str, Any]) -> bool:
+    """Whether ``secret`` was made for this issuer object (an ownerReference with its uid): by keyward, or
+    by the TCS seed before keyward took over."""
+    uid = (issuer.get("metadata") or {}).get("uid")
+    references = (secret.get("metadata") or {}).get("ownerReferences") or []
+    return bool(uid) and any(
+        ref.get("uid") == uid and ref.get("kind") == issuer.get("kind") for ref in references
+    )
 
 
 def secret_owner(secret: Mapping[str, Any], signer_name: str) -> str | None:
@@ -138,13 +162,15 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         namespace = self.secret_namespace(ref)
         where = f"Secret {namespace}/{spec.secret_name}"
         secret: dict[str, Any] | None = None
+        adopting = False  # a Secret made for this issuer by the TCS seed, taken over if its CA is the token's
         if spec.secret_name:
             try:
                 secret = await self._kube.find(SECRETS, spec.secret_name, namespace)
             except ApiError as exc:
                 return not_ready("SecretUnreadable", f"cannot read {where}: {exc}", transient=True)
             owner = secret_owner(secret, label) if secret is not None else None
-            if owner is not None:
+            adopting = secret is not None and owner is not None and made_for(secret, body)
+            if owner is not None and not adopting:
                 return not_ready(
                     "SecretConflict",
                     f"{where} (spec.secretName) exists and belongs to {owner}; keyward writes only Secrets "
@@ -158,6 +184,8 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         recorded = KnownCa.recorded(fingerprint, "status.caFingerprint") if fingerprint else None
         if recorded is not None:
             known.append(recorded)
+        elif adopting and certificate is not None:
+            recorded = known[0]  # a Secret the seed wrote: adopted only with the very CA it holds
         try:
             store = await self._tokens.get()
             ca = await store.run(
@@ -178,6 +206,10 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
             )
             try:
                 await put_secret(self._kube, wanted, current=secret)
+                if adopting:
+                    log.info(
+                        "%s: adopted %s, written before keyward took over; its CA is the token's", ref, where
+                    )
             except ApiError as exc:
                 return not_ready(
                     "SecretNotWritten",
@@ -203,14 +235,19 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         self.forget(ref)
         store: TokenKeyStore = await self._tokens.get()
         await store.run(self._locked, label, lambda: store.delete(label))
+        namespace = self.secret_namespace(ref)
         secret_name = (body.get("spec") or {}).get("secretName")
         if secret_name:
-            namespace = self.secret_namespace(ref)
             secret = await self._kube.find(SECRETS, secret_name, namespace)
+            if secret is not None and made_for(secret, body):
+                await release_finalizer(self._kube, SECRETS, secret)  # the seed's protection ends here
             if secret is not None and secret_owner(secret, label) is None:
                 await self._kube.delete(SECRETS, secret_name, namespace)
             elif secret is not None:
                 log.info("%s deleted: Secret %s/%s is not its own and stays", ref, namespace, secret_name)
+        attestation = await self._kube.find(QUOTE_ATTESTATIONS, ref.name, namespace)
+        if attestation is not None and made_for(attestation, body):
+            await release_finalizer(self._kube, QUOTE_ATTESTATIONS, attestation)
         log.info("%s deleted: CA key and certificate removed from the token", ref)
 
 

@@ -33,6 +33,7 @@ from keyward.operator.tcs.token import TokenProvider
 from keyward.operator.waiting import Waiting
 from keyward.pki.errors import IssuerError, RequestError
 from keyward.pki.issue import IssuedCertificate
+from keyward.pki.pem import split_chain
 
 log = logging.getLogger("keyward.signing")
 
@@ -180,8 +181,7 @@ class SigningPipeline:
         self.waiting.release(key)
 
     def _issued_status(self, body: Mapping[str, Any], issued: IssuedCertificate) -> dict[str, Any]:
-        chain = (issued.certificate, issued.ca_certificate, *issued.chain)
-        top = issued.chain[-1] if issued.chain else issued.ca_certificate
+        chain, top = split_chain((issued.certificate, issued.ca_certificate, *issued.chain))
         return self.kind.issued_status(body, chain, [top], ISSUED_MESSAGE)
 
     def _wants_result(self, body: Mapping[str, Any]) -> bool:

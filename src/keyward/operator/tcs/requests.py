@@ -52,8 +52,8 @@ class TcsRequests:
         self.csrs.waiting.close()
 
 
-def _is_tcs_request(spec: Any, **_: Any) -> bool:
-    return CERTIFICATE_REQUEST_KIND.wants(spec)
+def _is_tcs_request(spec: Any, memo: Services, **_: Any) -> bool:
+    return memo.settings.cert_manager_issuer and CERTIFICATE_REQUEST_KIND.wants(spec)
 
 
 def _is_tcs_signer(spec: Any, **_: Any) -> bool:

@@ -8,7 +8,14 @@ from typing import Any
 
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.objects import owner_reference
-from keyward.kube.resources import MANAGED_BY, MANAGED_BY_LABEL, SECRETS, SIGNER_ANNOTATION, TLS_SECRET_TYPE
+from keyward.kube.resources import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    SECRETS,
+    SIGNER_ANNOTATION,
+    TCS_SEED_FINALIZER,
+    TLS_SECRET_TYPE,
+)
 
 
 def ca_secret(
@@ -38,12 +45,16 @@ def ca_secret(
 
 
 def same_content(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-    cur_labels = (current.get("metadata") or {}).get("labels") or {}
+    meta = current.get("metadata") or {}
+    cur_labels = meta.get("labels") or {}
     want_labels = wanted["metadata"]["labels"]
+    cur_annotations = meta.get("annotations") or {}
     return (
         current.get("type") == wanted["type"]
         and (current.get("data") or {}) == wanted["data"]
         and all(cur_labels.get(k) == v for k, v in want_labels.items())
+        and all(cur_annotations.get(k) == v for k, v in wanted["metadata"]["annotations"].items())
+        and TCS_SEED_FINALIZER not in (meta.get("finalizers") or [])
     )
 
 
@@ -61,12 +72,16 @@ async def put_secret(kube: Kube, wanted: dict[str, Any], *, current: Mapping[str
         current = await kube.get(SECRETS, meta["name"], meta["namespace"])
     if same_content(current, wanted):
         return False
+    kept = current["metadata"]
     replacement = {
         **wanted,
         "metadata": {
-            **current["metadata"],
+            **kept,
             **meta,
-            "labels": {**(current["metadata"].get("labels") or {}), **meta["labels"]},
+            "labels": {**(kept.get("labels") or {}), **meta["labels"]},
+            "annotations": {**(kept.get("annotations") or {}), **meta["annotations"]},
+            # keyward's own Secret now: the TCS seed's finalizer, if it made the Secret, goes
+            "finalizers": [f for f in kept.get("finalizers") or [] if f != TCS_SEED_FINALIZER],
         },
     }
     await kube.replace(SECRETS, replacement)

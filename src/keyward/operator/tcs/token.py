@@ -36,14 +36,15 @@ class TokenProvider:
                     self.last_error = str(exc)
                     raise
                 self.last_error = None
-                log.info("opened PKCS#11 token %r", self._settings.hsm.token_label)
+                config = self._store.config
+                log.info("opened PKCS#11 token %r (module %s)", config.token_label, config.module)
             return self._store
 
     def _open(self) -> TokenKeyStore:
         """Re-read the HSM config file on every attempt, so a fixed file heals without a restart."""
         config = self._settings.hsm
         if self._settings.hsm_config_file is not None:
-            config = load_hsm_config(self._settings.hsm_config_file)
+            config = load_hsm_config(self._settings.hsm_config_file, fallback=self._settings.hsm_fallback)
         return TokenKeyStore.open(config, processes=self._settings.signing_processes)
 
     def reset(self) -> None:
