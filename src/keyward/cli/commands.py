@@ -8,8 +8,10 @@ import click
 def register(cli: click.Group) -> None:
     from keyward.bench.cli import bench
     from keyward.cli.est_server import est_server
+    from keyward.cli.provision_key import provision_key
     from keyward.sandbox.cli import sandbox
 
     cli.add_command(sandbox)
     cli.add_command(est_server)
+    cli.add_command(provision_key)
     cli.add_command(bench)

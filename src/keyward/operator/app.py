@@ -11,7 +11,9 @@ from typing import Any
 import kopf
 
 from keyward.errors import UserError
+from keyward.issuers.tcs.attestation import KEY_PROVISIONING
 from keyward.kube.client import Kube
+from keyward.kube.resources import QUOTE_ATTESTATIONS, SIGNER_ANNOTATION
 
 # Importing the handler modules registers their handlers on the registry.
 from keyward.operator.est import issuers as est_issuers  # noqa: F401
@@ -21,12 +23,14 @@ from keyward.operator.est.services import EstControllers
 from keyward.operator.est_server.service import EstService
 from keyward.operator.est_server.tls_sources import tls_source
 from keyward.operator.registry import registry
-from keyward.operator.secrets import OwnedSecrets, SecretStore
+from keyward.operator.secrets import OwnedObjects, SecretStore, owned_secrets
 from keyward.operator.services import Services
 from keyward.operator.settings import Settings
 from keyward.operator.status import Events, StatusWriter
 from keyward.operator.tcs import requests as tcs_requests  # noqa: F401
+from keyward.operator.tcs.attestations import RequestAttestations, label_of
 from keyward.operator.tcs.issuers import TcsIssuers
+from keyward.operator.tcs.provisioning import ProvisioningOptions
 from keyward.operator.tcs.requests import TcsRequests
 
 log = logging.getLogger("keyward.operator")
@@ -71,13 +75,27 @@ def build(services: Services) -> None:
         tokens=services.tokens,
         cas=services.cas,
         operator_namespace=settings.operator_namespace,
+        secrets=secrets,
+        provisioning=ProvisioningOptions(
+            mechanism=settings.key_wrap_mechanism,
+            random_nonce=settings.use_random_nonce,
+            replica=settings.replica_name,
+            service_id=settings.hsm.token_label,
+        ),
     )
-    services.tcs_requests = TcsRequests(
+    requests = services.tcs_requests = TcsRequests(
         cas=services.cas,
         tokens=services.tokens,
         writer=writer,
         describe=issuers.describe,
         csr_full_chain=settings.csr_full_cert_chain,
+        attestations=RequestAttestations(
+            kube=kube,
+            writer=writer,
+            timeout=settings.quote_verification_timeout,
+            operator_namespace=settings.operator_namespace,
+            service_id=settings.hsm.token_label,
+        ),
     )
     services.est_controllers = EstControllers(
         kube=kube,
@@ -100,8 +118,21 @@ def build(services: Services) -> None:
     namespaces = settings.namespaces
     if namespaces and settings.operator_namespace not in namespaces:
         namespaces = (*namespaces, settings.operator_namespace)  # cluster issuers' Secrets live there
-    owned = services.owned_secrets = OwnedSecrets(kube, namespaces, issuers.secret_changed)
-    owned.start()
+
+    def quote_attestation_changed(event_type: str, body: dict[str, Any]) -> None:
+        """An answer (or a deletion) of one of keyward's QuoteAttestations: who waits for it looks again."""
+        meta = body.get("metadata") or {}
+        if (body.get("spec") or {}).get("type") == KEY_PROVISIONING:
+            issuers.wake_signer(str((meta.get("annotations") or {}).get(SIGNER_ANNOTATION) or ""))
+        else:
+            requests.wake(label_of(str(meta.get("namespace") or ""), str(meta.get("name") or "")))
+
+    services.owned = [
+        owned_secrets(kube, namespaces, issuers.secret_changed),
+        OwnedObjects(kube, QUOTE_ATTESTATIONS, namespaces, quote_attestation_changed),
+    ]
+    for owned in services.owned:
+        owned.start()
 
 
 @kopf.on.cleanup(registry=registry)
@@ -111,8 +142,8 @@ async def stop(memo: Services, **_: Any) -> None:
     for closable in (memo.tcs_issuer_checks, memo.tcs_requests, memo.est_controllers):
         if closable is not None:
             closable.close()
-    if memo.owned_secrets is not None:
-        await memo.owned_secrets.close()
+    for owned in memo.owned:
+        await owned.close()
     if memo.secret_store is not None:
         await memo.secret_store.close()
     if memo.writer is not None:

@@ -16,7 +16,7 @@ import binascii
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 from cryptography import x509
@@ -24,21 +24,25 @@ from cryptography import x509
 from keyward.errors import UserError
 from keyward.issuers.errors import IssuerNotReady
 from keyward.issuers.signer_names import IssuerRef, issuer_ref_of
-from keyward.issuers.tcs.ca import KnownCa, TcsIssuerSpec, ca_fingerprint, ensure_ca
+from keyward.issuers.tcs.ca import KeyNeeded, KnownCa, TcsIssuerSpec, ca_fingerprint, ensure_ca
 from keyward.keystore import KeystoreError, TokenKeyStore
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.objects import identity
 from keyward.kube.resources import SECRETS, SIGNER_ANNOTATION, TCS_CLUSTER_ISSUERS, TCS_ISSUERS
 from keyward.operator.issuers import IssuerChecks, Verdict
 from keyward.operator.registry import registry
+from keyward.operator.secrets import SecretStore
 from keyward.operator.services import Services
 from keyward.operator.status import StatusWriter
 from keyward.operator.tcs.cas import ReadyCa, ReadyCas
+from keyward.operator.tcs.provisioning import KeyProvisioning, ProvisioningOptions
 from keyward.operator.tcs.secrets import ca_secret, put_secret
 from keyward.operator.tcs.token import TokenProvider
+from keyward.pki.issue import CertificateAuthority
 from keyward.pki.pem import pem_chain
 
 log = logging.getLogger("keyward.tcs")
+T = TypeVar("T")
 ISSUERS = (TCS_ISSUERS, TCS_CLUSTER_ISSUERS)
 #: Seconds between checks of a ready issuer (is its key still in the token?), and of a failing one.
 RECHECK_READY = 300.0
@@ -79,11 +83,20 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         tokens: TokenProvider,
         cas: ReadyCas,
         operator_namespace: str,
+        secrets: SecretStore,
+        provisioning: ProvisioningOptions | None = None,
     ) -> None:
         self._kube = kube
         self._tokens = tokens
         self._cas = cas
         self._operator_namespace = operator_namespace
+        self.provisioning = KeyProvisioning(
+            kube=kube,
+            writer=writer,
+            secrets=secrets,
+            wake=self.wake_signer,
+            options=provisioning or ProvisioningOptions(),
+        )
         #: One token operation per issuer at a time (a check creating the CA, a deletion removing it):
         #: taken in the token's worker thread, so a cancelled check cannot race its own thread.
         self._token_locks: dict[str, threading.Lock] = {}
@@ -116,6 +129,10 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
             return secret is None or data.get("tls.crt") != expected or data.get("ca.crt") != expected
 
         self.wake(uses)
+
+    def wake_signer(self, signer_name: str) -> None:
+        """Check the issuer of ``signer_name`` again now (its QuoteAttestation or key Secret changed)."""
+        self.wake(lambda ref, body: ref.signer_name == signer_name)
 
     def _locked(self, label: str, work: Callable[[], Any]) -> Any:
         with self._token_locks.setdefault(label, threading.Lock()):
@@ -157,9 +174,21 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
             known.append(recorded)
         try:
             store = await self._tokens.get()
-            ca = await store.run(
-                self._locked, label, lambda: ensure_ca(store, label, spec, known=known, recorded=recorded)
-            )
+
+            async def token(work: Callable[[], T]) -> T:
+                result: T = await store.run(self._locked, label, work)
+                return result
+
+            def ensure() -> CertificateAuthority:
+                return ensure_ca(store, label, spec, known=known, recorded=recorded)
+
+            try:
+                ca = await token(ensure)
+            except KeyNeeded:
+                await self.provisioning.provide(
+                    ref, body, spec, namespace, known=known, store=store, token=token
+                )
+                ca = await token(ensure)
         except IssuerNotReady as exc:
             return not_ready(exc.reason, exc.message, transient=not exc.permanent)
         except UserError as exc:  # KeystoreError, or an unreadable HSM config file
@@ -198,6 +227,8 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         self.forget(ref)
         store: TokenKeyStore = await self._tokens.get()
         await store.run(self._locked, label, lambda: store.delete(label))
+        await store.run(self._locked, label, lambda: store.delete_wrapping_key(label))
+        await self.provisioning.forget(ref, self.secret_namespace(ref))
         secret_name = (body.get("spec") or {}).get("secretName")
         if secret_name:
             namespace = self.secret_namespace(ref)
