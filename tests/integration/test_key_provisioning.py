@@ -3,17 +3,26 @@ manager answers (keyward provision-key, or a test acting as one), and the CA key
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import datetime
+import json
+import os
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from keyward.issuers.tcs.attestation import published_public_key
 from keyward.kube.client import Kube
 from keyward.kube.resources import QUOTE_ATTESTATIONS, SECRETS, TCS_ISSUERS
+from keyward.pki.keywrap import wrap_private_key
 from keyward.sandbox.runner import Sandbox
 from tests.integration.helpers import (
     create_issuer,
@@ -26,13 +35,19 @@ from tests.integration.helpers import (
     wait_ready,
 )
 from tests.integration.provisioning_helpers import (
+    answer,
+    answer_with,
     gone,
     keyward_cli,
     make_ca,
+    openssl_wrap,
     wait_quote_attestation,
+    wrapped_secret,
     write_ca,
 )
 from tests.integration.requests_helpers import approve_csr, create_csr, make_csr, wait_csr_certificate
+
+RENEW = "keyward.io/renew-key-provisioning"
 
 
 async def test_an_issuer_without_self_signing_gets_an_external_ca_through_provision_key(
@@ -94,3 +109,198 @@ async def test_an_issuer_without_self_signing_gets_an_external_ca_through_provis
     out = (await kubectl("get", "tcsissuers", "-n", namespace)).stdout.splitlines()
     assert out[1].split()[2:] == ["True", "Reconcile", "Success"]
     await kube.delete(TCS_ISSUERS, "external-ca", namespace)
+
+
+def _text(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def _waiting_issuer(kube: Kube, namespace: str, name: str = "ext") -> dict[str, Any]:
+    await create_issuer(kube, name, namespace, {"secretName": f"{name}-cert", "selfSign": False})
+    return await wait_quote_attestation(kube, name, namespace)
+
+
+async def _no_ca_in_the_token(sandbox: Sandbox, label: str) -> None:
+    assert sandbox.hsm is not None
+    listing = await token_objects(sandbox.hsm)
+    assert object_blocks(listing, label) == [], "nothing of the CA entered the token"
+    assert object_blocks(listing, f"{label}#wrapping"), "the wrapping key stays for a corrected answer"
+
+
+BadAnswer = Callable[[Kube, dict[str, Any], str], Awaitable[dict[str, Any]]]
+
+
+async def _secret_of(qa: dict[str, Any], wrapped: bytes, certificate: x509.Certificate) -> dict[str, Any]:
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    return wrapped_secret(qa["spec"]["secretName"], qa["metadata"]["namespace"], wrapped, pem)
+
+
+async def _truncated(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
+    key, ca = make_ca()
+    return await _secret_of(qa, wrap_private_key(key, published_public_key(qa))[:-16], ca)
+
+
+async def _too_short(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
+    key, ca = make_ca()
+    return await _secret_of(qa, wrap_private_key(key, published_public_key(qa))[:300], ca)
+
+
+async def _oversized(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
+    key, ca = make_ca()
+    return await _secret_of(qa, wrap_private_key(key, published_public_key(qa)) + os.urandom(8192), ca)
+
+
+async def _not_base64(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
+    _, ca = make_ca()
+    secret = await _secret_of(qa, b"", ca)
+    secret["data"]["tls.key"] = _text(b"this is not base64 !!")
+    return secret
+
+
+async def _wrong_mechanism(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
+    key, ca = make_ca()
+    return await _secret_of(qa, wrap_private_key(key, published_public_key(qa), "aes_gcm"), ca)
+
+
+async def _another_keys_certificate(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
+    key, _ = make_ca()
+    _, other = make_ca(name="Someone Else's CA")
+    return await _secret_of(qa, wrap_private_key(key, published_public_key(qa)), other)
+
+
+async def _not_a_ca(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
+    key, leaf = make_ca(name="leaf.example", ca=False)
+    return await _secret_of(qa, wrap_private_key(key, published_public_key(qa)), leaf)
+
+
+async def _expired(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
+    key, old = make_ca(valid_for=datetime.timedelta(hours=-1))
+    return await _secret_of(qa, wrap_private_key(key, published_public_key(qa)), old)
+
+
+async def _replayed(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """The answer another issuer's QuoteAttestation got, copied into this one's Secret."""
+    other = await _waiting_issuer(kube, namespace, "other")
+    key, ca = make_ca()
+    return await _secret_of(qa, wrap_private_key(key, published_public_key(other)), ca)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason", "said"),
+    [
+        (_truncated, "KeyProvisioningFailed", "could not unwrap the RSA-3072 CA key (WKEY)"),
+        (_too_short, "SecretInvalid", "too short for WSWK || WKEY"),
+        (_oversized, "SecretInvalid", "more than any wrapped CA key"),
+        (_not_base64, "SecretInvalid", "is not base64 text of the wrapped key"),
+        (_wrong_mechanism, "KeyProvisioningFailed", "keyward unwraps with aes_key_wrap_pad"),
+        (_another_keys_certificate, "KeyProvisioningFailed", "does not belong to its certificate"),
+        (_not_a_ca, "NotACA", "is not a CA certificate"),
+        (_expired, "CAExpired", "expired at"),
+        (_replayed, "KeyProvisioningFailed", "not wrapped for this issuer's wrapping key"),
+    ],
+    ids=lambda value: getattr(value, "__name__", "").strip("_") or None,
+)
+async def test_a_bad_answer_leaves_the_issuer_not_ready_with_the_reason_and_nothing_in_the_token(
+    kube: Kube, operator: object, namespace: str, sandbox: Sandbox, bad: BadAnswer, reason: str, said: str
+) -> None:
+    qa = await _waiting_issuer(kube, namespace)
+    await answer_with(kube, qa, await bad(kube, qa, namespace))
+    issuer = await wait_ready(kube, "ext", namespace, status="False", reason=reason)
+    message = ready_condition(issuer)["message"]
+    assert said in message and "keyward.io/renew-key-provisioning" in message, message
+    await _no_ca_in_the_token(sandbox, f"tcsissuer.tcs.intel.com/{namespace}.ext")
+    assert await kube.find(SECRETS, "ext-cert", namespace) is None, "no issuer Secret without a CA"
+    assert await kube.find(QUOTE_ATTESTATIONS, "ext", namespace) is not None, "kept for inspection"
+
+
+async def test_a_refusal_is_shown_and_the_issuer_asks_again_on_request(
+    kube: Kube, operator: object, namespace: str, sandbox: Sandbox
+) -> None:
+    qa = await _waiting_issuer(kube, namespace)
+    await answer_with(kube, qa, None, ok=False)
+    issuer = await wait_ready(kube, "ext", namespace, status="False", reason="KeyProvisioningRefused")
+    assert "SGX_QL_QV_RESULT_REVOKED" in ready_condition(issuer)["message"]
+    await _no_ca_in_the_token(sandbox, f"tcsissuer.tcs.intel.com/{namespace}.ext")
+
+    await kube.patch(TCS_ISSUERS, "ext", {"metadata": {"annotations": {RENEW: "1"}}}, namespace)
+    renewed = await wait_quote_attestation(kube, "ext", namespace, other_than=qa["metadata"]["uid"])
+    assert renewed["spec"]["publicKey"] == qa["spec"]["publicKey"], "the same wrapping key, asked anew"
+    assert renewed["spec"]["nonce"] != qa["spec"]["nonce"]
+    await wait_ready(kube, "ext", namespace, status="False", reason="Pending")
+    key, ca = make_ca()
+    await answer(kube, renewed, key, ca)
+    await wait_ready(kube, "ext", namespace)
+
+
+async def test_a_quote_attestation_deleted_while_waiting_is_made_again(
+    kube: Kube, operator: object, namespace: str
+) -> None:
+    qa = await _waiting_issuer(kube, namespace)
+    await kube.delete(QUOTE_ATTESTATIONS, "ext", namespace)
+    again = await wait_quote_attestation(kube, "ext", namespace, other_than=qa["metadata"]["uid"])
+    assert again["spec"]["publicKey"] == qa["spec"]["publicKey"]
+    issuer = await wait_ready(kube, "ext", namespace, status="False", reason="Pending")
+    assert f"QuoteAttestation {namespace}/ext" in ready_condition(issuer)["message"]
+    key, ca = make_ca()
+    await answer(kube, again, key, ca)
+    await wait_ready(kube, "ext", namespace)
+
+
+async def test_ready_without_the_secret_says_so_and_takes_the_secret_when_it_comes(
+    kube: Kube, operator: object, namespace: str
+) -> None:
+    qa = await _waiting_issuer(kube, namespace)
+    await answer_with(kube, qa, None)
+    issuer = await wait_ready(kube, "ext", namespace, status="False", reason="KeyProvisioningFailed")
+    assert f"Secret {namespace}/ext it names does not exist" in ready_condition(issuer)["message"]
+    key, ca = make_ca()
+    secret = await _secret_of(qa, wrap_private_key(key, published_public_key(qa)), ca)
+    await kube.create(SECRETS, secret, namespace)  # the watch of that Secret wakes the issuer
+    await wait_ready(kube, "ext", namespace, timeout=20)
+
+
+async def test_the_seed_manual_flow_with_openssl_kubectl_and_v1alpha1(
+    kube: Kube, operator: object, namespace: str, tmp_path: Path
+) -> None:
+    """docs/integrate-key-server.md of the seed, with openssl in the place of km-wrap: the wrap is made by
+    the openssl command line alone, and the answer is the v1alpha1 status patch (status.secrets and
+    CASecretReady "true") made with kubectl."""
+    await _waiting_issuer(kube, namespace, "external-ca")
+    label = f"tcsissuer.tcs.intel.com/{namespace}.external-ca"
+    public_key = await kubectl(
+        "get", "quoteattestations.tcs.intel.com", "-n", namespace, "external-ca",
+        "-o", "jsonpath={.spec.publicKey}",
+    )  # fmt: skip
+    (tmp_path / "public.key").write_bytes(base64.b64decode(public_key.stdout))
+    key_path, ca_path = write_ca(tmp_path, *make_ca())
+    wrapped = await asyncio.to_thread(openssl_wrap, tmp_path, key_path, tmp_path / "public.key")
+    await kubectl(
+        "create", "secret", "generic", "-n", namespace, "wrapped-key",
+        f"--from-literal=tls.key={_text(wrapped)}",
+        f"--from-literal=tls.crt={_text(ca_path.read_bytes())}",
+    )  # fmt: skip
+    patch = [
+        {
+            "op": "add",
+            "path": "/status/secrets",
+            "value": {label: {"secretName": "wrapped-key", "secretType": "KMRA"}},
+        },
+        {
+            "op": "add",
+            "path": "/status/conditions/-",
+            "value": {
+                "type": "CASecretReady",
+                "status": "true",
+                "reason": "AttestationControllerReconcile",
+                "message": "Quote verification success",
+            },
+        },
+    ]
+    await kubectl(
+        "patch", "quoteattestations.v1alpha1.tcs.intel.com", "external-ca", "-n", namespace,
+        "--subresource=status", "--type=json", "-p", json.dumps(patch),
+    )  # fmt: skip
+    await wait_ready(kube, "external-ca", namespace)
+    secret = await kube.get(SECRETS, "external-ca-cert", namespace)
+    assert base64.b64decode(secret["data"]["tls.crt"]) == ca_path.read_bytes()
+    assert await kube.find(SECRETS, "wrapped-key", namespace) is not None, "the user's Secret is the user's"

@@ -188,7 +188,7 @@ def provision_ca(
 
 _MECHANISM_HINT = (
     "keyward unwraps with {} (--key-wrap-mechanism): the key manager must wrap the CA key of its "
-    "certificate with that mechanism, for the publicKey of this issuer's QuoteAttestation"
+    "certificate (PKCS#8 DER) with that mechanism, for the publicKey of this issuer's QuoteAttestation"
 )
 
 
