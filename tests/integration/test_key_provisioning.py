@@ -120,6 +120,12 @@ async def _waiting_issuer(kube: Kube, namespace: str, name: str = "ext") -> dict
     return await wait_quote_attestation(kube, name, namespace)
 
 
+async def _not_ready(kube: Kube, namespace: str, reason: str, name: str = "ext") -> str:
+    """The issuer's Ready message once it is False for ``reason``."""
+    issuer = await wait_ready(kube, name, namespace, status="False", reason=reason)
+    return str(ready_condition(issuer)["message"])
+
+
 async def _no_ca_in_the_token(sandbox: Sandbox, label: str) -> None:
     assert sandbox.hsm is not None
     listing = await token_objects(sandbox.hsm)
@@ -205,8 +211,7 @@ async def test_a_bad_answer_leaves_the_issuer_not_ready_with_the_reason_and_noth
 ) -> None:
     qa = await _waiting_issuer(kube, namespace)
     await answer_with(kube, qa, await bad(kube, qa, namespace))
-    issuer = await wait_ready(kube, "ext", namespace, status="False", reason=reason)
-    message = ready_condition(issuer)["message"]
+    message = await _not_ready(kube, namespace, reason)
     assert said in message and "keyward.io/renew-key-provisioning" in message, message
     await _no_ca_in_the_token(sandbox, f"tcsissuer.tcs.intel.com/{namespace}.ext")
     assert await kube.find(SECRETS, "ext-cert", namespace) is None, "no issuer Secret without a CA"
@@ -218,8 +223,7 @@ async def test_a_refusal_is_shown_and_the_issuer_asks_again_on_request(
 ) -> None:
     qa = await _waiting_issuer(kube, namespace)
     await answer_with(kube, qa, None, ok=False)
-    issuer = await wait_ready(kube, "ext", namespace, status="False", reason="KeyProvisioningRefused")
-    assert "SGX_QL_QV_RESULT_REVOKED" in ready_condition(issuer)["message"]
+    assert "SGX_QL_QV_RESULT_REVOKED" in await _not_ready(kube, namespace, "KeyProvisioningRefused")
     await _no_ca_in_the_token(sandbox, f"tcsissuer.tcs.intel.com/{namespace}.ext")
 
     await kube.patch(TCS_ISSUERS, "ext", {"metadata": {"annotations": {RENEW: "1"}}}, namespace)
@@ -239,8 +243,7 @@ async def test_a_quote_attestation_deleted_while_waiting_is_made_again(
     await kube.delete(QUOTE_ATTESTATIONS, "ext", namespace)
     again = await wait_quote_attestation(kube, "ext", namespace, other_than=qa["metadata"]["uid"])
     assert again["spec"]["publicKey"] == qa["spec"]["publicKey"]
-    issuer = await wait_ready(kube, "ext", namespace, status="False", reason="Pending")
-    assert f"QuoteAttestation {namespace}/ext" in ready_condition(issuer)["message"]
+    assert f"QuoteAttestation {namespace}/ext" in await _not_ready(kube, namespace, "Pending")
     key, ca = make_ca()
     await answer(kube, again, key, ca)
     await wait_ready(kube, "ext", namespace)
@@ -251,8 +254,8 @@ async def test_ready_without_the_secret_says_so_and_takes_the_secret_when_it_com
 ) -> None:
     qa = await _waiting_issuer(kube, namespace)
     await answer_with(kube, qa, None)
-    issuer = await wait_ready(kube, "ext", namespace, status="False", reason="KeyProvisioningFailed")
-    assert f"Secret {namespace}/ext it names does not exist" in ready_condition(issuer)["message"]
+    message = await _not_ready(kube, namespace, "KeyProvisioningFailed")
+    assert f"Secret {namespace}/ext it names does not exist" in message
     key, ca = make_ca()
     secret = await _secret_of(qa, wrap_private_key(key, published_public_key(qa)), ca)
     await kube.create(SECRETS, secret, namespace)  # the watch of that Secret wakes the issuer
