@@ -14,6 +14,7 @@ from pkcs11 import Attribute, Mechanism, ObjectClass
 from keyward.keystore import TokenKeyStore, UnsupportedOperation, evidence
 from keyward.keystore.sessions import ThreadSession
 from keyward.keystore.unwrap import wrapping_label
+from tests.issuers.sgx_requests import exported_public_key
 
 
 def test_the_random_nonce_is_28_random_bytes_and_a_little_endian_timestamp() -> None:
@@ -66,16 +67,9 @@ def test_the_sgx_quote_call_reaches_the_module_and_a_token_without_it_refuses(
         evidence.SgxQuotes().attest(None, b"short")
 
 
-def _exported(key: rsa.RSAPublicKey, quote: bytes) -> bytes:
-    numbers = key.public_numbers()
-    exponent = numbers.e.to_bytes(3, "big")
-    modulus = numbers.n.to_bytes(key.key_size // 8, "big")
-    return struct.pack("@LL", len(exponent), len(modulus)) + exponent + modulus + quote
-
-
 def test_the_toolkits_export_format_gives_the_key_and_the_quote() -> None:
     key = rsa.generate_private_key(65537, 3072).public_key()
-    parsed, quote = evidence.parse_quoted_public_key(_exported(key, b"QUOTE"))
+    parsed, quote = evidence.parse_quoted_public_key(exported_public_key(key) + b"QUOTE")
     assert parsed.public_numbers() == key.public_numbers() and quote == b"QUOTE"
 
 
