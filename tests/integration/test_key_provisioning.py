@@ -40,12 +40,12 @@ from tests.integration.provisioning_helpers import (
     gone,
     keyward_cli,
     make_ca,
-    openssl_wrap,
     wait_quote_attestation,
     wrapped_secret,
     write_ca,
 )
 from tests.integration.requests_helpers import approve_csr, create_csr, make_csr, wait_csr_certificate
+from tests.keystore.helpers import openssl_wrap
 
 RENEW = "keyward.io/renew-key-provisioning"
 
@@ -307,3 +307,42 @@ async def test_the_seed_manual_flow_with_openssl_kubectl_and_v1alpha1(
     secret = await kube.get(SECRETS, "external-ca-cert", namespace)
     assert base64.b64decode(secret["data"]["tls.crt"]) == ca_path.read_bytes()
     assert await kube.find(SECRETS, "wrapped-key", namespace) is not None, "the user's Secret is the user's"
+
+
+async def test_deleting_a_waiting_issuer_removes_its_wrapping_key_and_quote_attestation(
+    kube: Kube, operator: object, namespace: str, sandbox: Sandbox
+) -> None:
+    await _waiting_issuer(kube, namespace)
+    label = f"tcsissuer.tcs.intel.com/{namespace}.ext"
+    assert sandbox.hsm is not None
+    assert object_blocks(await token_objects(sandbox.hsm), f"{label}#wrapping")
+    await kube.delete(TCS_ISSUERS, "ext", namespace)
+    await wait_for(lambda: gone(kube, TCS_ISSUERS, "ext", namespace), what="the issuer's deletion")
+    assert await kube.find(QUOTE_ATTESTATIONS, "ext", namespace) is None
+    assert object_blocks(await token_objects(sandbox.hsm), f"{label}#wrapping") == []
+
+
+async def test_provision_key_refuses_what_it_must_not_answer_in_one_line(
+    kube: Kube, operator: object, namespace: str, tmp_path: Path
+) -> None:
+    await _waiting_issuer(kube, namespace)
+    key_path, ca_path = write_ca(tmp_path, *make_ca())
+    (tmp_path / "other").mkdir()
+    _, other_ca_path = write_ca(tmp_path / "other", *make_ca())
+
+    async def refused(name: str, certificate: Path, said: str, *flags: str) -> None:
+        done = await keyward_cli(
+            "provision-key", name, "-n", namespace, "--ca-key", str(key_path), "--ca-cert", str(certificate),
+            *flags,
+        )  # fmt: skip
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and said in lines[0], done.stderr
+
+    await refused(
+        "missing", ca_path, f"QuoteAttestation {namespace}/missing does not exist", "--accept-unattested"
+    )
+    await refused("ext", other_ca_path, "is not for the key in", "--accept-unattested")
+    quote = {"spec": {"quote": _text(b"an SGX quote"), "quoteVersion": "ECDSA Quote 3"}}
+    await kube.patch(QUOTE_ATTESTATIONS, "ext", quote, namespace)
+    await refused("ext", ca_path, "carries an SGX quote", "--accept-unattested")
+    assert await kube.find(SECRETS, "ext", namespace) is None, "nothing was sent"

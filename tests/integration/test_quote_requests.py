@@ -136,3 +136,18 @@ async def test_a_request_whose_quote_extension_holds_no_quote_fails_at_once(
     assert "does not hold an SGX ECDSA quote" in ready_condition(failed)["message"]
     assert await kube.find(QUOTE_ATTESTATIONS, "fake.certificaterequest", namespace) is None
     assert await kube.find(CERTIFICATE_REQUESTS, "fake", namespace) is not None
+
+
+async def test_a_quote_attestation_deleted_while_waiting_is_made_again(
+    kube: Kube, issuer: str, namespace: str
+) -> None:
+    await create_request(kube, namespace, "again", pem(sgx_csr()))
+    await approve(kube, "again", namespace)
+    first = await wait_quote_attestation(kube, "again.certificaterequest", namespace)
+    await kube.delete(QUOTE_ATTESTATIONS, "again.certificaterequest", namespace)
+    second = await wait_quote_attestation(
+        kube, "again.certificaterequest", namespace, other_than=first["metadata"]["uid"]
+    )
+    assert second["spec"]["quote"] == first["spec"]["quote"]
+    await answer_with(kube, second, None, ok=True)
+    await wait_request(kube, namespace, "again", reason="Issued")
