@@ -147,6 +147,7 @@ async def stop(memo: Services, **_: Any) -> None:
     if memo.secret_store is not None:
         await memo.secret_store.close()
     if memo.writer is not None:
+        memo.writer.close()
         await memo.writer.events.drain()
     memo.tokens.close()
 

@@ -127,7 +127,7 @@ class RequestAttestations:
             annotations={REQUEST_ANNOTATION: str(body["metadata"].get("uid"))},
         )
         created = await self._kube.create(QUOTE_ATTESTATIONS, wanted, namespace)
-        await self._writer.write(QUOTE_ATTESTATIONS, created, attestation.initial_status())
+        self._writer.write_soon(QUOTE_ATTESTATIONS, created, attestation.initial_status())
         log.info("asked for a verdict on an SGX quote for %s: QuoteAttestation %s/%s", ref, namespace, name)
 
 

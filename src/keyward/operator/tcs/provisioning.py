@@ -249,7 +249,7 @@ class KeyProvisioning:
                 f"cannot create {where}: {exc}",
                 permanent=not (exc.transient or exc.conflict),
             ) from None
-        await self._writer.write(QUOTE_ATTESTATIONS, created, attestation.initial_status())
+        self._writer.write_soon(QUOTE_ATTESTATIONS, created, attestation.initial_status())
         if proof.attested:
             said = f"with an SGX quote ({proof.quote_version})"
         else:
