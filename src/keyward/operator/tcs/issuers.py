@@ -28,7 +28,13 @@ from keyward.issuers.tcs.ca import KeyNeeded, KnownCa, TcsIssuerSpec, ca_fingerp
 from keyward.keystore import KeystoreError, TokenKeyStore
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.objects import identity
-from keyward.kube.resources import SECRETS, SIGNER_ANNOTATION, TCS_CLUSTER_ISSUERS, TCS_ISSUERS
+from keyward.kube.resources import (
+    RENEW_ANNOTATION,
+    SECRETS,
+    SIGNER_ANNOTATION,
+    TCS_CLUSTER_ISSUERS,
+    TCS_ISSUERS,
+)
 from keyward.operator.issuers import IssuerChecks, Verdict
 from keyward.operator.registry import registry
 from keyward.operator.secrets import SecretStore
@@ -108,6 +114,7 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
             recheck_failed=RECHECK_FAILED,
             on_ready=self._became_ready,
             on_unready=lambda ref: cas.discard(ref.signer_name),
+            annotations=(RENEW_ANNOTATION,),
         )
 
     def secret_namespace(self, ref: IssuerRef) -> str:
