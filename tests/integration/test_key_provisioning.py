@@ -126,6 +126,18 @@ async def _not_ready(kube: Kube, namespace: str, reason: str, name: str = "ext")
     return str(ready_condition(issuer)["message"])
 
 
+async def _asked_again_and_answered(kube: Kube, namespace: str, qa: dict[str, Any]) -> None:
+    """A new QuoteAttestation replaces ``qa`` (the same wrapping key, a new nonce), the issuer says it
+    waits for it, and an answer to it makes the issuer Ready."""
+    again = await wait_quote_attestation(kube, "ext", namespace, other_than=qa["metadata"]["uid"])
+    assert again["spec"]["publicKey"] == qa["spec"]["publicKey"], "the same wrapping key, asked anew"
+    assert again["spec"]["nonce"] != qa["spec"]["nonce"]
+    assert f"QuoteAttestation {namespace}/ext" in await _not_ready(kube, namespace, "Pending")
+    key, ca = make_ca()
+    await answer(kube, again, key, ca)
+    await wait_ready(kube, "ext", namespace)
+
+
 async def _no_ca_in_the_token(sandbox: Sandbox, label: str) -> None:
     assert sandbox.hsm is not None
     listing = await token_objects(sandbox.hsm)
@@ -227,13 +239,7 @@ async def test_a_refusal_is_shown_and_the_issuer_asks_again_on_request(
     await _no_ca_in_the_token(sandbox, f"tcsissuer.tcs.intel.com/{namespace}.ext")
 
     await kube.patch(TCS_ISSUERS, "ext", {"metadata": {"annotations": {RENEW: "1"}}}, namespace)
-    renewed = await wait_quote_attestation(kube, "ext", namespace, other_than=qa["metadata"]["uid"])
-    assert renewed["spec"]["publicKey"] == qa["spec"]["publicKey"], "the same wrapping key, asked anew"
-    assert renewed["spec"]["nonce"] != qa["spec"]["nonce"]
-    await wait_ready(kube, "ext", namespace, status="False", reason="Pending")
-    key, ca = make_ca()
-    await answer(kube, renewed, key, ca)
-    await wait_ready(kube, "ext", namespace)
+    await _asked_again_and_answered(kube, namespace, qa)
 
 
 async def test_a_quote_attestation_deleted_while_waiting_is_made_again(
@@ -241,12 +247,7 @@ async def test_a_quote_attestation_deleted_while_waiting_is_made_again(
 ) -> None:
     qa = await _waiting_issuer(kube, namespace)
     await kube.delete(QUOTE_ATTESTATIONS, "ext", namespace)
-    again = await wait_quote_attestation(kube, "ext", namespace, other_than=qa["metadata"]["uid"])
-    assert again["spec"]["publicKey"] == qa["spec"]["publicKey"]
-    assert f"QuoteAttestation {namespace}/ext" in await _not_ready(kube, namespace, "Pending")
-    key, ca = make_ca()
-    await answer(kube, again, key, ca)
-    await wait_ready(kube, "ext", namespace)
+    await _asked_again_and_answered(kube, namespace, qa)
 
 
 async def test_ready_without_the_secret_says_so_and_takes_the_secret_when_it_comes(

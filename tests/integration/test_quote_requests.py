@@ -101,12 +101,17 @@ async def test_a_kubernetes_csr_whose_quote_is_refused_fails_unsigned(
     )
 
 
+async def _asking(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    """An approved CertificateRequest carrying a quote, and the QuoteAttestation that asks about it."""
+    await create_request(kube, namespace, name, pem(sgx_csr()))
+    await approve(kube, name, namespace)
+    return await wait_quote_attestation(kube, f"{name}.certificaterequest", namespace)
+
+
 async def test_a_refused_quote_fails_the_certificate_request_for_good(
     kube: Kube, issuer: str, namespace: str
 ) -> None:
-    await create_request(kube, namespace, "refused", pem(sgx_csr()))
-    await approve(kube, "refused", namespace)
-    qa = await wait_quote_attestation(kube, "refused.certificaterequest", namespace)
+    qa = await _asking(kube, namespace, "refused")
     await answer_with(kube, qa, None, ok=False)
     failed = await wait_request(kube, namespace, "refused", reason="Failed")
     assert "This request was denied since quote attestation failed" in ready_condition(failed)["message"]
@@ -116,9 +121,7 @@ async def test_a_refused_quote_fails_the_certificate_request_for_good(
 async def test_a_quote_without_a_verdict_in_time_fails_with_the_reason(
     kube: Kube, issuer: str, namespace: str
 ) -> None:
-    await create_request(kube, namespace, "unanswered", pem(sgx_csr()))
-    await approve(kube, "unanswered", namespace)
-    await wait_quote_attestation(kube, "unanswered.certificaterequest", namespace)
+    await _asking(kube, namespace, "unanswered")
     failed = await wait_request(kube, namespace, "unanswered", reason="Failed", timeout=TIMEOUT_SECONDS + 30)
     message = ready_condition(failed)["message"]
     assert f"no verdict on its SGX quote within {TIMEOUT_SECONDS}s" in message, message
@@ -141,9 +144,7 @@ async def test_a_request_whose_quote_extension_holds_no_quote_fails_at_once(
 async def test_a_quote_attestation_deleted_while_waiting_is_made_again(
     kube: Kube, issuer: str, namespace: str
 ) -> None:
-    await create_request(kube, namespace, "again", pem(sgx_csr()))
-    await approve(kube, "again", namespace)
-    first = await wait_quote_attestation(kube, "again.certificaterequest", namespace)
+    first = await _asking(kube, namespace, "again")
     await kube.delete(QUOTE_ATTESTATIONS, "again.certificaterequest", namespace)
     second = await wait_quote_attestation(
         kube, "again.certificaterequest", namespace, other_than=first["metadata"]["uid"]
