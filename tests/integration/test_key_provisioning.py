@@ -21,9 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyward.issuers.tcs.attestation import published_public_key
 from keyward.kube.client import Kube
-from keyward.kube.resources import QUOTE_ATTESTATIONS, SECRETS, TCS_ISSUERS
+from keyward.kube.resources import CSRS, QUOTE_ATTESTATIONS, SECRETS, TCS_ISSUERS
 from keyward.pki.keywrap import wrap_private_key
+from keyward.sandbox.operator_process import OperatorProcess
 from keyward.sandbox.runner import Sandbox
+from tests.integration.conftest import OperatorRunner
 from tests.integration.helpers import (
     create_issuer,
     kubectl,
@@ -126,7 +128,7 @@ async def _not_ready(kube: Kube, namespace: str, reason: str, name: str = "ext")
     return str(ready_condition(issuer)["message"])
 
 
-async def _asked_again_and_answered(kube: Kube, namespace: str, qa: dict[str, Any]) -> None:
+async def _asked_again_and_answered(kube: Kube, namespace: str, qa: dict[str, Any]) -> x509.Certificate:
     """A new QuoteAttestation replaces ``qa`` (the same wrapping key, a new nonce), the issuer says it
     waits for it, and an answer to it makes the issuer Ready."""
     again = await wait_quote_attestation(kube, "ext", namespace, other_than=qa["metadata"]["uid"])
@@ -136,6 +138,7 @@ async def _asked_again_and_answered(kube: Kube, namespace: str, qa: dict[str, An
     key, ca = make_ca()
     await answer(kube, again, key, ca)
     await wait_ready(kube, "ext", namespace)
+    return ca
 
 
 async def _no_ca_in_the_token(sandbox: Sandbox, label: str) -> None:
@@ -234,12 +237,18 @@ async def test_a_refusal_is_shown_and_the_issuer_asks_again_on_request(
     kube: Kube, operator: object, namespace: str, sandbox: Sandbox
 ) -> None:
     qa = await _waiting_issuer(kube, namespace)
+    label = f"tcsissuer.tcs.intel.com/{namespace}.ext"
+    await create_csr(kube, f"{namespace}-early", make_csr("early.example"), label)
+    await approve_csr(kube, f"{namespace}-early")
     await answer_with(kube, qa, None, ok=False)
     assert "SGX_QL_QV_RESULT_REVOKED" in await _not_ready(kube, namespace, "KeyProvisioningRefused")
-    await _no_ca_in_the_token(sandbox, f"tcsissuer.tcs.intel.com/{namespace}.ext")
+    await _no_ca_in_the_token(sandbox, label)
+    assert not (await kube.get(CSRS, f"{namespace}-early")).get("status", {}).get("certificate")
 
     await kube.patch(TCS_ISSUERS, "ext", {"metadata": {"annotations": {RENEW: "1"}}}, namespace)
-    await _asked_again_and_answered(kube, namespace, qa)
+    ca = await _asked_again_and_answered(kube, namespace, qa)
+    (leaf,) = await wait_csr_certificate(kube, f"{namespace}-early")  # signed once the key is in
+    leaf.verify_directly_issued_by(ca)
 
 
 async def test_a_quote_attestation_deleted_while_waiting_is_made_again(
@@ -347,3 +356,11 @@ async def test_provision_key_refuses_what_it_must_not_answer_in_one_line(
     await kube.patch(QUOTE_ATTESTATIONS, "ext", quote, namespace)
     await refused("ext", ca_path, "carries an SGX quote", "--accept-unattested")
     assert await kube.find(SECRETS, "ext", namespace) is None, "nothing was sent"
+
+
+async def test_the_operator_went_through_all_of_the_above_without_a_crash(
+    operators: OperatorRunner, operator: OperatorProcess
+) -> None:
+    """Run last: every bad answer above was met with a reason, none with a crash or a traceback."""
+    assert operator.process is not None and operator.process.returncode is None
+    assert "Traceback" not in operators.logs()

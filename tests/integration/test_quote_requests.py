@@ -16,6 +16,7 @@ from keyward.issuers.tcs.quotes import OID_QUOTE
 from keyward.kube.client import Kube
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, QUOTE_ATTESTATIONS
 from keyward.sandbox.certmanager import approve
+from keyward.sandbox.operator_process import OperatorProcess
 from tests.integration.conftest import OPERATOR_NAMESPACE, OperatorRunner
 from tests.integration.helpers import create_issuer, ready_condition, wait_for, wait_ready
 from tests.integration.provisioning_helpers import answer_with, gone, wait_quote_attestation
@@ -27,12 +28,12 @@ TIMEOUT_SECONDS = 6
 
 
 @pytest.fixture(scope="module")
-async def quote_operator(operators: OperatorRunner) -> object:
+async def quote_operator(operators: OperatorRunner) -> OperatorProcess:
     return await operators.start("--quote-verification-timeout", str(TIMEOUT_SECONDS))
 
 
 @pytest.fixture
-async def issuer(kube: Kube, quote_operator: object, namespace: str) -> str:
+async def issuer(kube: Kube, quote_operator: OperatorProcess, namespace: str) -> str:
     await create_issuer(kube, "my-ca", namespace, {"secretName": "my-ca-cert"})
     await wait_ready(kube, "my-ca", namespace)
     return f"tcsissuer.tcs.intel.com/{namespace}.my-ca"
@@ -152,3 +153,11 @@ async def test_a_quote_attestation_deleted_while_waiting_is_made_again(
     assert second["spec"]["quote"] == first["spec"]["quote"]
     await answer_with(kube, second, None, ok=True)
     await wait_request(kube, namespace, "again", reason="Issued")
+
+
+async def test_the_operator_went_through_all_of_the_above_without_a_crash(
+    operators: OperatorRunner, quote_operator: OperatorProcess
+) -> None:
+    """Run last: every malformed or refused request above failed with a reason, none crashed anything."""
+    assert quote_operator.process is not None and quote_operator.process.returncode is None
+    assert "Traceback" not in operators.logs()
