@@ -2,10 +2,11 @@
 honest (``operator.issuers`` checks each issuer; this module is the token-backed family's check).
 
 A check finds (or, for a new self-signed issuer, creates) the CA in the token, writes the Secret, and
-only then is the issuer Ready and signing. An issuer with spec.selfSign false gets its CA from a key manager
-instead (``operator.tcs.provisioning``: a QuoteAttestation round trip, one step per check). It never replaces a CA: an issuer whose Secret or status
-already shows a CA that the token does not hold stops with ``CAKeyMissing`` and leaves everything as it
-is. It writes and deletes only Secrets it created (annotated with the issuer's signer name): a
+only then is the issuer Ready and signing. An issuer with spec.selfSign false gets its CA from a key
+manager instead (``operator.tcs.provisioning``: a QuoteAttestation round trip, one step per check). It
+never replaces a CA: an issuer whose Secret or status already shows a CA that the token does not hold
+stops with ``CAKeyMissing`` (or, with spec.selfSign false, asks for that very CA) and leaves everything
+as it is. It writes and deletes only Secrets it created (annotated with the issuer's signer name): a
 ``spec.secretName`` that names someone else's Secret stops the issuer with ``SecretConflict``. A changed
 or deleted CA Secret checks its issuer again, which puts it back.
 """
