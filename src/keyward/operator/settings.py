@@ -20,7 +20,7 @@ from keyward.errors import UserError
 from keyward.host import MAX_SIGNING_PROCESSES, ListenAddress, processes_per_core
 from keyward.keystore.config import HsmConfig, HsmFallback, load_hsm_config
 from keyward.pki.durations import parse_duration
-from keyward.pki.keywrap import DEFAULT_WRAP_MECHANISM, WrapMechanism, wrap_mechanism
+from keyward.pki.keywrap import DEFAULT_WRAP_MECHANISM, WRAP_MECHANISMS, WrapMechanism, wrap_mechanism
 
 DEFAULT_OPERATOR_NAMESPACE = "keyward-system"
 #: The TCS seed's HSM config path: read when no other is given and the file exists (its Helm chart
@@ -376,8 +376,11 @@ def _wrap_mechanism(text: str | None) -> WrapMechanism:
         return DEFAULT_WRAP_MECHANISM
     try:
         return wrap_mechanism(text.strip())
-    except ValueError as exc:
-        raise UserError(f"--key-wrap-mechanism: {exc}", "use the one the key managers wrap with") from None
+    except ValueError:
+        raise UserError(
+            f"--key-wrap-mechanism {text.strip()[:30]!r} is not known",
+            f"use the one the key managers wrap with: {', '.join(WRAP_MECHANISMS)}",
+        ) from None
 
 
 def _replica_name(text: str | None) -> str | None:

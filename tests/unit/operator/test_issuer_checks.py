@@ -10,6 +10,7 @@ from typing import Any
 from keyward.issuers.signer_names import IssuerRef
 from keyward.kube.resources import TCS_CLUSTER_ISSUERS, TCS_ISSUERS
 from keyward.operator.issuers import IssuerChecks, Verdict
+from keyward.operator.leader import Leadership
 from keyward.operator.status import Events, StatusWriter
 
 from .fakes import ScriptedApi
@@ -23,6 +24,12 @@ ISSUER: dict[str, Any] = {
 }
 
 
+def leading() -> Leadership:
+    leadership = Leadership()
+    leadership.lead()
+    return leadership
+
+
 def changed(**annotations: str) -> dict[str, Any]:
     body = copy.deepcopy(ISSUER)
     body["metadata"]["annotations"] = annotations
@@ -33,7 +40,7 @@ async def test_a_new_value_of_a_watched_annotation_checks_the_issuer_again_at_on
     seen: list[Mapping[str, Any]] = []
     another = asyncio.Event()
 
-    async def check(ref: IssuerRef, body: Mapping[str, Any]) -> Verdict[object]:
+    async def check(ref: IssuerRef, body: Mapping[str, Any], leading: bool) -> Verdict[object]:
         seen.append(dict(body["metadata"].get("annotations") or {}))
         another.set()
         return Verdict(None, "KeyProvisioningRefused", "the key manager refused")
@@ -45,6 +52,7 @@ async def test_a_new_value_of_a_watched_annotation_checks_the_issuer_again_at_on
         resources=(TCS_ISSUERS, TCS_CLUSTER_ISSUERS),
         recheck_ready=3600,
         recheck_failed=3600,
+        leadership=leading(),
         annotations=(RENEW,),
     )
 
