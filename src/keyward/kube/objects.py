@@ -48,6 +48,16 @@ def owner_reference(owner: Mapping[str, Any], *, controller: bool = True) -> Bod
     }
 
 
+def owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    """Whether ``obj`` carries an ownerReference to this very ``owner`` object (its uid and kind): made for
+    it by keyward, or by a system keyward took over from."""
+    uid = (owner.get("metadata") or {}).get("uid")
+    references = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return bool(uid) and any(
+        ref.get("uid") == uid and ref.get("kind") == owner.get("kind") for ref in references
+    )
+
+
 def identity(body: Mapping[str, Any]) -> Body:
     """The least of an object that names it (apiVersion, kind, name, namespace, uid): what is kept to
     post Events about it later."""

@@ -36,7 +36,7 @@ from keyward.issuers.signer_names import IssuerRef, issuer_ref_of
 from keyward.issuers.tcs.ca import KeyNeeded, KnownCa, TcsIssuerSpec, ca_fingerprint, ensure_ca
 from keyward.keystore import KeystoreError, TokenKeyStore
 from keyward.kube.client import ApiError, Kube
-from keyward.kube.objects import identity
+from keyward.kube.objects import identity, owned_by
 from keyward.kube.resources import (
     QUOTE_ATTESTATIONS,
     RENEW_ANNOTATION,
@@ -70,16 +70,6 @@ RECHECK_FAILED = 30.0
 def issuer_ref(body: Mapping[str, Any]) -> IssuerRef:
     meta = body["metadata"]
     return issuer_ref_of(TCS_ISSUERS.group, str(body["kind"]), meta["name"], meta.get("namespace"))
-
-
-def made_for(secret: Mapping[str, Any], issuer: Mapping[str, Any]) -> bool:
-    """Whether ``secret`` was made for this issuer object (an ownerReference with its uid): by keyward, or
-    by the TCS seed before keyward took over."""
-    uid = (issuer.get("metadata") or {}).get("uid")
-    references = (secret.get("metadata") or {}).get("ownerReferences") or []
-    return bool(uid) and any(
-        ref.get("uid") == uid and ref.get("kind") == issuer.get("kind") for ref in references
-    )
 
 
 def secret_owner(secret: Mapping[str, Any], signer_name: str) -> str | None:
@@ -190,7 +180,7 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
             except ApiError as exc:
                 return not_ready("SecretUnreadable", f"cannot read {where}: {exc}", transient=True)
             owner = secret_owner(secret, label) if secret is not None else None
-            adopting = secret is not None and owner is not None and made_for(secret, body)
+            adopting = secret is not None and owner is not None and owned_by(secret, body)
             if owner is not None and not adopting:
                 return not_ready(
                     "SecretConflict",
@@ -272,14 +262,14 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         secret_name = (body.get("spec") or {}).get("secretName")
         if secret_name:
             secret = await self._kube.find(SECRETS, secret_name, namespace)
-            if secret is not None and made_for(secret, body):
+            if secret is not None and owned_by(secret, body):
                 await release_finalizer(self._kube, SECRETS, secret)  # the seed's protection ends here
             if secret is not None and secret_owner(secret, label) is None:
                 await self._kube.delete(SECRETS, secret_name, namespace)
             elif secret is not None:
                 log.info("%s deleted: Secret %s/%s is not its own and stays", ref, namespace, secret_name)
         attestation = await self._kube.find(QUOTE_ATTESTATIONS, ref.name, namespace)
-        if attestation is not None and made_for(attestation, body):
+        if attestation is not None and owned_by(attestation, body):
             await release_finalizer(self._kube, QUOTE_ATTESTATIONS, attestation)
         log.info("%s deleted: CA key and certificate removed from the token", ref)
 

@@ -37,7 +37,7 @@ from keyward.issuers.tcs.ca import KnownCa, TcsIssuerSpec
 from keyward.issuers.tcs.provisioning import ProvisioningFailed, provision_ca, read_delivery
 from keyward.keystore import TokenKeyStore, evidence
 from keyward.kube.client import ApiError, Kube
-from keyward.kube.objects import name_of, owner_reference
+from keyward.kube.objects import name_of, owned_by, owner_reference
 from keyward.kube.resources import (
     GENERATION_ANNOTATION,
     MANAGED_BY,
@@ -47,9 +47,11 @@ from keyward.kube.resources import (
     REPLICA_ANNOTATION,
     SECRETS,
     SIGNER_ANNOTATION,
+    TCS_SEED_FINALIZER,
 )
 from keyward.operator.secrets import SecretStore
 from keyward.operator.status import StatusWriter
+from keyward.operator.upstream import release_finalizer
 from keyward.pki.keywrap import DEFAULT_WRAP_MECHANISM, WrapMechanism
 
 log = logging.getLogger("keyward.provisioning")
@@ -122,6 +124,16 @@ class KeyProvisioning:
         name = self.name(ref)
         where = f"QuoteAttestation {namespace}/{name}"
         qa = await self._api(f"read {where}", self._kube.find(QUOTE_ATTESTATIONS, name, namespace))
+        if qa is not None and _left_by_the_seed(qa, body, label):
+            # The TCS seed's request for this issuer: its wrapping key died with the seed's process, so
+            # keyward asks anew under the same name (the seed's finalizer released first).
+            log.info("%s: %s was left by the TCS seed; asking anew", ref, where)
+            await self._api(
+                f"release the seed's finalizer of {where}",
+                release_finalizer(self._kube, QUOTE_ATTESTATIONS, qa),
+            )
+            await self._withdraw(qa, namespace)
+            qa = None
         if qa is not None:
             problem = _not_for(qa, label)
             if problem:
@@ -311,6 +323,20 @@ class KeyProvisioning:
             raise IssuerNotReady(
                 "QuoteAttestationUnreadable", f"cannot {doing}: {exc}", permanent=not exc.transient
             ) from None
+
+
+def _left_by_the_seed(qa: Mapping[str, Any], issuer: Mapping[str, Any], label: str) -> bool:
+    """A KeyProvisioning QuoteAttestation the TCS seed made for this issuer object (its finalizer, an owner
+    reference to the issuer, its signer name)."""
+    meta = qa.get("metadata") or {}
+    spec = qa.get("spec") or {}
+    return (
+        TCS_SEED_FINALIZER in (meta.get("finalizers") or [])
+        and (meta.get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY
+        and owned_by(qa, issuer)
+        and spec.get("type") == attestation.KEY_PROVISIONING
+        and spec.get("signerName") == label
+    )
 
 
 def _not_for(qa: Mapping[str, Any], label: str) -> str | None:
