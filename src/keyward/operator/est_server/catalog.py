@@ -8,7 +8,7 @@ never costs an API call and a changed Secret counts from the next request on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,9 +88,16 @@ class EstCatalog:
     """The server's CA mapping (label → CA, plus the default under ``DEFAULT_KEY``), rebuilt lazily."""
 
     def __init__(
-        self, cas: ReadyCas, tokens: TokenProvider, store: SecretStore, operator_namespace: str
+        self,
+        cas: ReadyCas,
+        tokens: TokenProvider,
+        store: SecretStore,
+        operator_namespace: str,
+        *,
+        server_names: Callable[[], Sequence[str]] = lambda: (),
     ) -> None:
         self._ready_cas = cas
+        self._server_names = server_names
         self._tokens = tokens
         self._store = store
         self._secrets = ParsedSecrets(store)
@@ -190,6 +197,7 @@ class EstCatalog:
             credentials=lambda: self._credentials(served),
             client_trust=lambda: self._client_trust(served),
             on_token_fault=lambda _exc: self._out_of_service(served.ready),
+            server_names=self._server_names,
         )
 
     def _credentials(self, served: ServedIssuer) -> BasicCredential | None:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from keyward.errors import UserError
 from keyward.est.server import AuditRecord, EstServer, ServerTls, TlsSetupError
 from keyward.host import ListenAddress
+from keyward.issuers.tcs.est_ca import certificate_names
 from keyward.operator import metrics
 from keyward.operator.est_server.catalog import DEFAULT_KEY, EstCatalog
 from keyward.operator.est_server.tls_sources import TlsMaterial, TlsSource
@@ -51,11 +52,12 @@ class EstService:
     ) -> None:
         self._events = events
         self._listen = listen
-        self.catalog = EstCatalog(cas, tokens, secrets, operator_namespace)
+        self.catalog = EstCatalog(cas, tokens, secrets, operator_namespace, server_names=self.server_names)
         self._source = source
         self.server: EstServer | None = None
         self._tls: ServerTls | None = None
         self._served: TlsMaterial | None = None
+        self._names: tuple[TlsMaterial | None, tuple[str, ...]] = (None, ())
         self._trust: frozenset[bytes] = frozenset()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -63,6 +65,17 @@ class EstService:
         self._rejected: TlsMaterial | None = None
         cas.listen(self._on_ca_ready)
         secrets.listen(self._on_secret)
+
+    def server_names(self) -> tuple[str, ...]:
+        """The names clients reach the server by, those its TLS certificate carries: no device enrolls
+        for one of them with server auth (policy rule est-server-names)."""
+        served = self._served
+        if served is None:
+            return ()
+        if self._names[0] is not served:
+            leaf = x509.load_pem_x509_certificates(served.chain_pem)[0]
+            self._names = (served, tuple(certificate_names(leaf)))
+        return self._names[1]
 
     # -- what wakes the server -----------------------------------------------------------------------
 
