@@ -228,6 +228,61 @@ async def test_a_changed_basic_auth_secret_counts_without_a_restart(
         await kube.replace(SECRETS, current)
 
 
+async def test_no_device_enrolls_a_server_certificate_for_the_est_servers_own_names(
+    issued_tls: IssuerSetup,
+) -> None:
+    """The server's names (--est-hostnames: 127.0.0.1, localhost) with server auth: refused, even from an
+    issuer whose policy allows server auth, for any of them, in the SANs or as the common name."""
+    est, work = issued_tls.est, issued_tls.est.work
+    for stem, subject, sans in [
+        ("ip", "/CN=impostor", "IP:127.0.0.1"),
+        ("dns", "/CN=impostor", "DNS:device.example,DNS:localhost"),
+        ("cn", "/CN=localhost", None),
+    ]:
+        csr, _ = await asyncio.to_thread(
+            openssl_csr_in,
+            work,
+            f"impostor-{stem}",
+            subject,
+            sans,
+            extensions=["extendedKeyUsage=serverAuth"],
+        )
+        refused = await est.curl("devices/simpleenroll", "-u", f"est:{PASSWORD}", data=csr)
+        assert refused.status == 400 and refused.text.startswith("policy est-server-names: "), refused.text
+    csr, _ = await asyncio.to_thread(
+        openssl_csr_in,
+        work,
+        "other-server",
+        "/CN=x",
+        "DNS:device.example",
+        extensions=["extendedKeyUsage=serverAuth"],
+    )
+    assert (await est.curl("devices/simpleenroll", "-u", f"est:{PASSWORD}", data=csr)).status == 200
+
+
+async def test_the_issuers_spec_policy_governs_what_the_est_server_enrolls(
+    kube: Kube, issued_tls: IssuerSetup
+) -> None:
+    spec = {
+        "privateKey": {"algorithm": "ECDSA"},
+        "policy": {"allowedDNSNames": ["*.plant.example"]},
+        "est": {"label": "plant-floor", "basicAuthSecretRef": {"name": "est-users"}},
+    }
+    await create_issuer(kube, "plant-floor", issued_tls.namespace, spec)
+    est, work = issued_tls.est, issued_tls.est.work
+    await est.answers("plant-floor/cacerts")
+    inside, _ = await asyncio.to_thread(
+        openssl_csr_in, work, "inside", "/CN=press-1", "DNS:press-1.plant.example"
+    )
+    assert (await est.curl("plant-floor/simpleenroll", "-u", f"est:{PASSWORD}", data=inside)).status == 200
+    outside, _ = await asyncio.to_thread(openssl_csr_in, work, "outside", "/CN=x", "DNS:mail.example")
+    refused = await est.curl("plant-floor/simpleenroll", "-u", f"est:{PASSWORD}", data=outside)
+    assert refused.status == 400
+    assert refused.text.startswith('policy allowed-dns-names: dNSName "mail.example" matches none of'), (
+        refused.text
+    )
+
+
 # --- --est-tls-secret: a Secret's certificate, reloaded when the Secret changes -----------------------
 
 
