@@ -37,6 +37,7 @@ from keyward.operator.est_server.service import UNCONFIGURED_MESSAGE, EstService
 from keyward.operator.est_server.tls_sources import tls_source
 from keyward.operator.health import ProbeServer
 from keyward.operator.leader import LeaderElector, LeasePolicy
+from keyward.operator.references import SignerReferences
 from keyward.operator.registry import registry
 from keyward.operator.secrets import OwnedSecrets, SecretStore
 from keyward.operator.services import Services
@@ -100,12 +101,14 @@ def build(services: Services) -> None:
         leadership=services.leadership,
         est_claims=claims,
     )
+    references = SignerReferences(kube)
     services.tcs_requests = TcsRequests(
         cas=services.cas,
         tokens=services.tokens,
         writer=writer,
         describe=issuers.describe,
         csr_full_chain=settings.csr_full_cert_chain,
+        references=references,
     )
     services.est_controllers = EstControllers(
         kube=kube,
@@ -116,6 +119,7 @@ def build(services: Services) -> None:
         cluster_namespace=settings.est_cluster_namespace,
         csr_full_chain=settings.csr_full_cert_chain,
         leadership=services.leadership,
+        references=references,
     )
     services.est_service = EstService(
         cas=services.cas,

@@ -7,6 +7,7 @@ from typing import Any
 import kopf
 
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, TCS_GROUP
+from keyward.operator.references import SignerReferences
 from keyward.operator.registry import registry
 from keyward.operator.requests import CertificateRequests, Csrs
 from keyward.operator.services import Services
@@ -30,6 +31,7 @@ class TcsRequests:
         writer: StatusWriter,
         describe: Describe,
         csr_full_chain: bool,
+        references: SignerReferences | None = None,
     ) -> None:
         self.certificate_requests = SigningPipeline(
             CERTIFICATE_REQUEST_KIND, cas=cas, tokens=tokens, writer=writer, describe=describe
@@ -40,6 +42,7 @@ class TcsRequests:
             tokens=tokens,
             writer=writer,
             describe=describe,
+            references=references,
         )
         cas.listen(self.wake)
 
