@@ -30,7 +30,7 @@ from keyward.pki.issue import CertificateAuthority, self_signed_ca
 from keyward.pki.profile import IssuerPolicy
 from tests.est.helpers import Response, openssl_csr_in, run
 from tests.integration.conftest import OperatorRunner
-from tests.integration.helpers import ca_from_secret, create_issuer, wait_for, wait_ready
+from tests.integration.helpers import ca_from_secret, create_issuer, ready_condition, wait_for, wait_ready
 
 PASSWORD = "first-Passw0rd"
 
@@ -430,6 +430,15 @@ async def test_a_label_is_never_taken_from_the_namespace_that_claimed_it_first(
             return response.status == 200 and leaf_of(response) != plant_ca
 
         await wait_for(intruders_ca, what="label plant served for the remaining claimant")
+
+        await kube.patch(TCS_ISSUERS, "aa-own", {"spec": {"est": None}}, intruder)  # no longer served
+
+        async def condition_gone() -> bool:
+            issuer = await kube.find(TCS_ISSUERS, "aa-own", intruder)
+            return not est_serving(issuer) and ready_condition(issuer).get("status") == "True"
+
+        await wait_for(condition_gone, what="the EstServing condition gone with spec.est")
+        assert (await endpoint.curl("aa-own/cacerts")).status == 404
     finally:
         for namespace in (victim, intruder):
             await kube.delete(NAMESPACES, namespace)
