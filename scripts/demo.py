@@ -4,6 +4,8 @@
 2. Seed 001 (Trusted Certificate Service) in the sandbox: TCSIssuer my-ca, the CA key in the token, a
    cert-manager Certificate approved and issued, a Kubernetes CSR approved and issued — each certificate
    verified with openssl against the CA.
+3. Key provisioning: an issuer with selfSign false gets a CA made by openssl through its QuoteAttestation
+   and `keyward provision-key`, and signs a Kubernetes CSR that openssl verifies against that CA.
 Each step prints the command a user would type, then its output.
 """
 
@@ -191,6 +193,87 @@ def tcs_walkthrough(work: Path) -> None:
     run("kubectl", "get", "csr", "test-csr")
     run("openssl", "verify", "-CAfile", str(work / "ca.pem"), str(work / "foo.pem"))
     run("openssl", "x509", "-in", str(work / "foo.pem"), "-noout", "-subject", "-ext", "extendedKeyUsage")
+
+
+def provisioning_walkthrough(work: Path) -> None:
+    banner("Key provisioning: an issuer whose CA is made outside keyward (spec.selfSign: false)")
+    issuer = """apiVersion: tcs.intel.com/v1alpha1
+kind: TCSIssuer
+metadata:
+  name: external-ca
+  namespace: sandbox
+spec:
+  secretName: external-ca-cert
+  selfSign: false
+"""
+    run("kubectl", "apply", "-f", "-", input_text=issuer)
+    wait_until(
+        "the QuoteAttestation",
+        lambda: jsonpath("quoteattestation", "external-ca", "-n", "sandbox", "-o", "jsonpath={.spec.type}"),
+    )
+    run("kubectl", "get", "quoteattestations", "-n", "sandbox")
+    wait_until(
+        "the issuer waiting for its key",
+        lambda: "Waiting"
+        in jsonpath(
+            "tcsissuer", "external-ca", "-n", "sandbox", "-o",
+            "jsonpath={.status.conditions[?(@.type=='Ready')].message}",
+        ),
+    )  # fmt: skip
+    run("kubectl", "get", "tcsissuers", "-n", "sandbox")
+    print("The token's wrapping key, published for the key manager (SoftHSM2 has no attestation):")
+    run(
+        "kubectl", "get", "quoteattestation", "external-ca", "-n", "sandbox", "-o",
+        "jsonpath={.spec.quoteVersion}{'\\n'}{.metadata.annotations.keyward\\.io/attestation}{'\\n'}",
+    )  # fmt: skip
+    public_key = base64.b64decode(
+        jsonpath("quoteattestation", "external-ca", "-n", "sandbox", "-o", "jsonpath={.spec.publicKey}")
+    )
+    print(public_key.decode().strip())
+
+    banner("A CA made by openssl, handed to the issuer with keyward provision-key")
+    run(
+        "openssl", "req", "-x509", "-nodes", "-newkey", "rsa:3072", "-keyout", "external-ca-key.pem",
+        "-out", "external-ca.pem", "-days", "3650", "-subj", "/O=Example Corp/CN=Example External Root",
+        cwd=work, quiet=True,
+    )  # fmt: skip
+    run(
+        *keyward(
+            "provision-key", "external-ca", "-n", "sandbox", "--ca-key", str(work / "external-ca-key.pem"),
+            "--ca-cert", str(work / "external-ca.pem"), "--accept-unattested",
+        )
+    )  # fmt: skip
+    wait_until(
+        "external-ca Ready",
+        lambda: jsonpath(
+            "tcsissuer", "external-ca", "-n", "sandbox", "-o",
+            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+        )
+        == "True",
+    )  # fmt: skip
+    run("kubectl", "get", "tcsissuers", "-n", "sandbox")
+    shown = base64.b64decode(
+        jsonpath("secret", "external-ca-cert", "-n", "sandbox", "-o", "jsonpath={.data.tls\\.crt}")
+    )
+    assert shown == (work / "external-ca.pem").read_bytes(), "the issuer's CA is the external one"
+    print("Secret external-ca-cert holds the external CA's certificate; its key is now only in the token.")
+
+    banner("A Kubernetes CSR signed by external-ca, verified against the external CA")
+    request_b64 = base64.b64encode((work / "csr.pem").read_bytes()).decode()
+    manifest = (
+        (ROOT / "examples/tcs/csr.yaml")
+        .read_text()
+        .replace("${CSR_BASE64}", request_b64)
+        .replace("name: test-csr", "name: external-csr")
+        .replace("sandbox.my-ca", "sandbox.external-ca")
+    )
+    run("kubectl", "apply", "-f", "-", input_text=manifest)
+    run("kubectl", "certificate", "approve", "external-csr")
+    issued = wait_until(
+        "the CSR certificate", lambda: jsonpath("csr", "external-csr", "-o", "jsonpath={.status.certificate}")
+    )
+    (work / "external-leaf.pem").write_bytes(base64.b64decode(issued))
+    run("openssl", "verify", "-CAfile", str(work / "external-ca.pem"), str(work / "external-leaf.pem"))
 
 
 def free_port() -> int:
@@ -414,6 +497,7 @@ def main() -> None:
         print(f"$ export KUBECONFIG={kubeconfig}")
         run("kubectl", "get", "crds")
         tcs_walkthrough(work)
+        provisioning_walkthrough(work)
         est_server, est_state, est_port = start_est_server(work)
         try:
             est_issuer_walkthrough(work, est_state, est_port)

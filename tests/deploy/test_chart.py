@@ -279,12 +279,14 @@ def test_operator_role_is_explicit_and_signs_only_keywards_signers() -> None:
 
 
 def test_operator_role_covers_what_the_operator_reads_and_writes() -> None:
+    """The shape of the role; that it is exactly enough is proven by the integration suite, which runs the
+    operator with it and compares the sandbox's permission log (integration/test_zz_shipped_rbac.py)."""
     rules = rules_of(render(), "ClusterRole", "keyward")
     crd_plurals = {c["spec"]["group"]: set() for c in crds.load_crds()}
     for crd in crds.load_crds():
         crd_plurals[crd["spec"]["group"]].add(crd["spec"]["names"]["plural"])
     for group, plurals in crd_plurals.items():
-        for plural in plurals:  # kopf lists and watches; the operator reads what it watches from there
+        for plural in plurals:
             assert all(allows(rules, v, group, plural) for v in ("list", "watch")), plural
     for group, plural in (
         ("tcs.intel.com", "tcsissuers"),
@@ -306,7 +308,7 @@ def test_operator_role_covers_what_the_operator_reads_and_writes() -> None:
     assert allows(rules, "get", "est.mitre.org", "estorders")  # the EST seed's order, taken over
     assert allows(rules, "create", "tcs.intel.com", "quoteattestations")
     assert allows(rules, "list", "apiextensions.k8s.io", "customresourcedefinitions")
-    assert allows(rules, "list", "", "namespaces")  # kopf lists the namespaces it serves
+    assert allows(rules, "list", "", "namespaces")  # kopf, when it serves some namespaces
 
 
 def test_leader_election_role_is_leases_in_the_release_namespace_only(tmp_path: Path) -> None:

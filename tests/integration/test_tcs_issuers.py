@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -18,6 +19,7 @@ from tests.integration.helpers import (
     create_issuer,
     kubectl,
     object_blocks,
+    ready_condition,
     token_objects,
     wait_for,
     wait_ready,
@@ -119,9 +121,14 @@ async def test_ecdsa_issuer_and_key_change_is_refused(kube: Kube, namespace: str
 
 async def test_self_sign_false_waits_for_key_provisioning(kube: Kube, namespace: str) -> None:
     await create_issuer(kube, "provisioned", namespace, {"secretName": "p-cert", "selfSign": False})
-    issuer = await wait_ready(kube, "provisioned", namespace, status="False", reason="Pending")
-    message = next(c for c in issuer["status"]["conditions"] if c["type"] == "Ready")["message"]
-    assert "key provisioning is not configured" in message
+
+    async def waiting() -> dict[str, Any] | None:
+        issuer = await kube.find(TCS_ISSUERS, "provisioned", namespace)
+        waits = str(ready_condition(issuer).get("message")).startswith("Waiting for key provisioning")
+        return issuer if waits else None
+
+    await wait_for(waiting, what="the issuer waiting for its key")
+    assert await kube.find(SECRETS, "p-cert", namespace) is None, "no Secret and no CA before the key"
 
 
 async def test_cluster_issuer_secret_lands_in_operator_namespace(kube: Kube) -> None:

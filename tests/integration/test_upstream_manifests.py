@@ -418,16 +418,7 @@ async def test_keyward_serves_the_upstreams_objects_under_their_own_crds(
 
 # ---- cert-manager's approval, with the TCS seed's RBAC for it --------------------------------------------
 
-#: The sandbox enforces RBAC (and cert-manager's approval check) once it can hand out ServiceAccounts.
-SANDBOX_ENFORCES_RBAC = hasattr(ApiServer, "service_account_kubeconfig")
 
-
-@pytest.mark.xfail(
-    not SANDBOX_ENFORCES_RBAC,
-    reason="this sandbox serves no RBAC: cert-manager-rbac.yaml cannot be applied, approval is not checked",
-    raises=(AttributeError, ImportError, AssertionError),
-    strict=True,
-)
 async def test_cert_manager_approves_tcs_requests_with_the_seeds_rbac_and_not_without(tmp_path: Path) -> None:
     """cert-manager's approver (the stand-in, acting as cert-manager/cert-manager with its controller role
     only) may approve requests for TCS issuers once the seed's cert-manager-rbac.yaml is applied."""

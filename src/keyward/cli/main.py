@@ -99,6 +99,18 @@ def _seed_flag(name: str, help_text: str, **kwargs: Any) -> Callable[[FC], FC]:
     "at most 8; 0 on one core].",
 )
 @click.option(
+    "--replica-name",
+    metavar="NAME",
+    help="This replica's name, when replicas have a token each: each asks for the CA keys it lacks "
+    "through a QuoteAttestation of its own [env KEYWARD_REPLICA_NAME, else POD_NAME].",
+)
+@click.option(
+    "--quote-verification-timeout",
+    metavar="DURATION",
+    help="How long a request carrying an SGX quote waits for the key manager's verdict before it fails "
+    "[env KEYWARD_QUOTE_VERIFICATION_TIMEOUT; default 10m].",
+)
+@click.option(
     "--health-listen",
     "--health-probe-bind-address",
     "health_listen",

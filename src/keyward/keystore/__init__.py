@@ -17,13 +17,16 @@ from keyward.keystore.errors import (
     UnsupportedOperation,
     WrongPin,
 )
+from keyward.keystore.evidence import Evidence
 from keyward.keystore.keys import TokenECPrivateKey, TokenPrivateKey, TokenRSAPrivateKey, key_matches
 from keyward.keystore.processes import SigningProcessDied
 from keyward.keystore.softhsm import create_softhsm_store
 from keyward.keystore.spec import KeySpec
-from keyward.keystore.store import TokenKeyStore, WrapMechanism
+from keyward.keystore.store import TokenKeyStore
+from keyward.pki.keywrap import WrapMechanism
 
 __all__ = [
+    "Evidence",
     "HsmConfig",
     "KeyExists",
     "KeyNotExtractable",

@@ -13,15 +13,16 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pkcs11 import Attribute, KeyType, ObjectClass
 
-from keyward.keystore import unwrap
+from keyward.keystore import evidence, unwrap
 from keyward.keystore.config import HsmConfig
 from keyward.keystore.errors import KeyExists, KeystoreError
+from keyward.keystore.evidence import Evidence
 from keyward.keystore.keys import TokenECPrivateKey, TokenPrivateKey, TokenRSAPrivateKey, key_matches
 from keyward.keystore.objects import (
     certificate_template,
@@ -37,10 +38,9 @@ from keyward.keystore.processes import SigningProcesses
 from keyward.keystore.sessions import ThreadSession, TokenSessions
 from keyward.keystore.signing import SIGNATURE_MECHANISMS
 from keyward.keystore.spec import KeySpec
+from keyward.pki.keywrap import WrapMechanism
 
 T = TypeVar("T")
-
-WrapMechanism = Literal["aes_key_wrap_pad", "aes_gcm"]
 
 
 class TokenKeyStore:
@@ -286,6 +286,25 @@ class TokenKeyStore:
             )
         finally:
             self._sessions.forget_objects()
+
+    def prepare_wrapping_key(self, label: str, nonce: bytes) -> tuple[rsa.RSAPublicKey, Evidence]:
+        """The wrapping key a key manager wraps ``label``'s CA key for (the token's, or a new one) and the
+        token's evidence over it, bound to ``nonce`` (``keystore.evidence``: an SGX quote, or none)."""
+
+        def prepare(session: ThreadSession) -> tuple[rsa.RSAPublicKey, Evidence]:
+            provider = evidence.choose(session.session.token.slot.get_mechanisms())
+            public_key = unwrap.wrapping_public_key(session, label)
+            if public_key is None:
+                public_key = unwrap.generate_wrapping_key(
+                    session, label, self._exists, token_object=provider.token_object
+                )
+            found = session.find(
+                {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: unwrap.wrapping_label(label)}
+            )
+            quote = provider.attest(found[0] if found else None, nonce)
+            return public_key, Evidence(provider.name, quote, provider.quote_version, nonce)
+
+        return self._sessions.call(f"prepare the wrapping key for '{label}'", prepare)
 
     def unwrap_ca_key(
         self,

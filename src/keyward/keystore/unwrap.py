@@ -8,6 +8,7 @@ Both steps are C_UnwrapKey calls, so neither the AES key nor the CA key is ever 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -64,16 +65,17 @@ def _wrapping_private_keys(session: ThreadSession, label: str) -> list[Any]:
 
 
 def generate_wrapping_key(
-    session: ThreadSession, label: str, exists: Callable[[str], KeystoreError]
+    session: ThreadSession, label: str, exists: Callable[[str], KeystoreError], *, token_object: bool = True
 ) -> rsa.RSAPublicKey:
-    """An RSA-3072 key pair whose private half can only unwrap, with RSA-OAEP, and never leaves the token."""
+    """An RSA-3072 key pair whose private half can only unwrap and never leaves the token. A session
+    object (``token_object`` false) where the token quotes session keys only (see ``evidence``)."""
     if _wrapping_private_keys(session, label):
         raise exists(wrapping_label(label))
     key_id = new_key_id()
     public, _ = session.session.generate_keypair(
         KeyType.RSA,
         WRAPPING_KEY_BITS,
-        store=True,
+        store=token_object,
         public_template=public_key_template(wrapping_label(label), key_id, verify=False, wrap=True),
         private_template=private_key_template(
             wrapping_label(label), key_id, Mechanism.RSA_PKCS_OAEP, sign=False, unwrap=True
@@ -144,7 +146,8 @@ def unwrap_private_key(
     try:
         return _unwrap_ca_key(session, transport_key, label, wrapped[split:], mechanism, spec)
     finally:
-        transport_key.destroy()
+        with contextlib.suppress(p11.ObjectHandleInvalid, p11.KeyHandleInvalid):
+            transport_key.destroy()  # the SGX toolkit destroys an unwrapping key itself once it unwrapped
 
 
 def _unwrap_ca_key(

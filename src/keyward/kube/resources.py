@@ -20,6 +20,15 @@ MANAGED_BY = "keyward"
 SIGNER_ANNOTATION = "keyward.io/signer-name"
 #: The TCS seed's finalizer on the CA Secrets and QuoteAttestations it created (internal/k8sutil).
 TCS_SEED_FINALIZER = "tcs.intel.com/issuer-protection"
+#: On a QuoteAttestation: the operator replica (token) that asked, and the request it asks about.
+REPLICA_ANNOTATION = "keyward.io/replica"
+REQUEST_ANNOTATION = "keyward.io/request-uid"
+#: On a QuoteAttestation: what evidence it carries, said for people ("none: ..." without attestation).
+ATTESTATION_ANNOTATION = "keyward.io/attestation"
+#: On a TCS issuer, set by users: a new value asks for key provisioning again (a new QuoteAttestation);
+#: on the QuoteAttestation, the value it was made for. Beside it, the issuer generation it was made for.
+RENEW_ANNOTATION = "keyward.io/renew-key-provisioning"
+GENERATION_ANNOTATION = "keyward.io/issuer-generation"
 
 
 @dataclass(frozen=True)

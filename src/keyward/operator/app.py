@@ -13,11 +13,14 @@ import kopf
 
 from keyward import fips
 from keyward.errors import UserError
+from keyward.issuers.tcs.attestation import KEY_PROVISIONING
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.resources import (
     CERTIFICATE_REQUESTS,
     CSRS,
     EST_ORDERS,
+    QUOTE_ATTESTATIONS,
+    SIGNER_ANNOTATION,
     TCS_CLUSTER_ISSUERS,
     TCS_ISSUERS,
     Resource,
@@ -39,12 +42,14 @@ from keyward.operator.health import ProbeServer
 from keyward.operator.leader import LeaderElector, LeasePolicy
 from keyward.operator.references import SignerReferences
 from keyward.operator.registry import registry
-from keyward.operator.secrets import OwnedSecrets, SecretStore
+from keyward.operator.secrets import OwnedObjects, SecretStore, owned_secrets
 from keyward.operator.services import Services
 from keyward.operator.settings import Settings
 from keyward.operator.status import Events, StatusWriter
 from keyward.operator.tcs import requests as tcs_requests  # noqa: F401
+from keyward.operator.tcs.attestations import RequestAttestations, label_of
 from keyward.operator.tcs.issuers import TcsIssuers
+from keyward.operator.tcs.provisioning import ProvisioningOptions
 from keyward.operator.tcs.requests import TcsRequests
 
 log = logging.getLogger("keyward.operator")
@@ -99,16 +104,30 @@ def build(services: Services) -> None:
         cas=services.cas,
         operator_namespace=settings.operator_namespace,
         leadership=services.leadership,
+        secrets=secrets,
         est_claims=claims,
+        provisioning=ProvisioningOptions(
+            mechanism=settings.key_wrap_mechanism,
+            random_nonce=settings.use_random_nonce,
+            replica=settings.replica_name,
+            service_id=settings.hsm.token_label,
+        ),
     )
     references = SignerReferences(kube)
-    services.tcs_requests = TcsRequests(
+    requests = services.tcs_requests = TcsRequests(
         cas=services.cas,
         tokens=services.tokens,
         writer=writer,
         describe=issuers.describe,
         csr_full_chain=settings.csr_full_cert_chain,
         references=references,
+        attestations=RequestAttestations(
+            kube=kube,
+            writer=writer,
+            timeout=settings.quote_verification_timeout,
+            operator_namespace=settings.operator_namespace,
+            service_id=settings.hsm.token_label,
+        ),
     )
     services.est_controllers = EstControllers(
         kube=kube,
@@ -135,8 +154,21 @@ def build(services: Services) -> None:
     namespaces = settings.namespaces
     if namespaces and settings.operator_namespace not in namespaces:
         namespaces = (*namespaces, settings.operator_namespace)  # cluster issuers' Secrets live there
-    owned = services.owned_secrets = OwnedSecrets(kube, namespaces, issuers.secret_changed)
-    owned.start()
+
+    def quote_attestation_changed(event_type: str, body: dict[str, Any]) -> None:
+        """An answer (or a deletion) of one of keyward's QuoteAttestations: who waits for it looks again."""
+        meta = body.get("metadata") or {}
+        if (body.get("spec") or {}).get("type") == KEY_PROVISIONING:
+            issuers.wake_signer(str((meta.get("annotations") or {}).get(SIGNER_ANNOTATION) or ""))
+        else:
+            requests.wake(label_of(str(meta.get("namespace") or ""), str(meta.get("name") or "")))
+
+    services.owned = [
+        owned_secrets(kube, namespaces, issuers.secret_changed),
+        OwnedObjects(kube, QUOTE_ATTESTATIONS, namespaces, quote_attestation_changed),
+    ]
+    for owned in services.owned:
+        owned.start()
     metrics.PRESENT.sources = metrics.Sources(
         parked=lambda: _parked(services),
         issuers=lambda: _issuer_states(services),
@@ -177,7 +209,7 @@ def _issuer_states(services: Services) -> list[metrics.IssuerState]:
 def missing(services: Services) -> list[str]:
     """What readiness still waits for (empty: ready)."""
     waits = []
-    if services.owned_secrets is None or not services.owned_secrets.synced:
+    if not services.owned or not all(owned.synced for owned in services.owned):
         waits.append("the watches are not established yet")
     if not services.tokens.is_open:
         reason = services.tokens.last_error or "not opened yet"
@@ -258,11 +290,12 @@ async def stop(memo: Services, **_: Any) -> None:
     for closable in (memo.tcs_issuer_checks, memo.tcs_requests, memo.est_controllers):
         if closable is not None:
             closable.close()
-    if memo.owned_secrets is not None:
-        await memo.owned_secrets.close()
+    for owned in memo.owned:
+        await owned.close()
     if memo.secret_store is not None:
         await memo.secret_store.close()
     if memo.writer is not None:
+        memo.writer.close()
         await memo.writer.events.drain()
     memo.tokens.close()
 

@@ -74,6 +74,7 @@ class IssuerChecks(Generic[R]):
         leadership: Leadership,
         on_ready: Callable[[IssuerRef, R], None] | None = None,
         on_unready: Callable[[IssuerRef], None] | None = None,
+        annotations: tuple[str, ...] = (),
     ) -> None:
         self._check = check
         self._leadership = leadership
@@ -85,6 +86,8 @@ class IssuerChecks(Generic[R]):
         self._backoff_limit = backoff_limit
         self._on_ready = on_ready
         self._on_unready = on_unready
+        #: Annotations whose change is a request to check again (like a new generation of the spec).
+        self._annotations = annotations
         self._tracked: dict[str, _Tracked] = {}
         self._ready: dict[str, R] = {}
 
@@ -119,8 +122,10 @@ class IssuerChecks(Generic[R]):
             tracked = self._tracked[key] = _Tracked(ref, resource, body)
             tracked.task = asyncio.get_running_loop().create_task(self._run(tracked), name=f"check {ref}")
             return
+        before = (tracked.body["metadata"].get("annotations") or {}, meta.get("annotations") or {})
         tracked.body = body
-        if meta.get("generation") != tracked.checked_generation:
+        asked = any(before[0].get(key) != before[1].get(key) for key in self._annotations)
+        if asked or meta.get("generation") != tracked.checked_generation:
             tracked.wake.set()
 
     def forget(self, ref: IssuerRef) -> None:

@@ -65,7 +65,10 @@ class RequestKind(Protocol):
         ca: Sequence[x509.Certificate],
         message: str,
     ) -> Status: ...
-    def failed_status(self, body: Mapping[str, Any], reason: str, message: str) -> Status: ...
+    def failed_status(self, body: Mapping[str, Any], reason: str, message: str) -> Status:
+        """The request failed for good; ``reason`` ("Failed", "AttestationFailed") as the kind can say it."""
+        ...
+
     def denied_status(self, body: Mapping[str, Any]) -> Status | None: ...
     def pending_status(self, body: Mapping[str, Any], message: str) -> Status | None: ...
 
@@ -119,7 +122,8 @@ class CertificateRequests:
         }
 
     def failed_status(self, body: Mapping[str, Any], reason: str, message: str) -> Status:
-        return {"conditions": _ready(body, False, reason, message), "failureTime": conditions.now_rfc3339()}
+        """Ready=False with reason Failed whatever ``reason`` says: the reason cert-manager reads as final."""
+        return {"conditions": _ready(body, False, "Failed", message), "failureTime": conditions.now_rfc3339()}
 
     def denied_status(self, body: Mapping[str, Any]) -> Status | None:
         return {

@@ -5,8 +5,9 @@
   (``fieldSelector=metadata.name=…`` in its namespace) and waits for its first list; from then on the
   watch keeps the copy current, so no request costs an API call, and listeners hear every change
   (creation and deletion included). Only the type and data are kept, plus what names the object.
-- ``OwnedSecrets``: one watch of the Secrets keyward created (its ``managed-by`` label), so that a
-  deleted or altered CA Secret wakes its issuer's check, which puts it back.
+- ``owned_secrets``: one watch of the Secrets keyward created (its ``managed-by`` label), so that a
+  deleted or altered CA Secret wakes its issuer's check, which puts it back. ``OwnedObjects`` watches
+  keyward's objects of any resource so (its QuoteAttestations too).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keyward.kube.client import Kube
-from keyward.kube.resources import MANAGED_BY, MANAGED_BY_LABEL, SECRETS
+from keyward.kube.resources import MANAGED_BY, MANAGED_BY_LABEL, SECRETS, Resource
 from keyward.kube.watching import list_and_watch
 
 log = logging.getLogger("keyward.secrets")
@@ -152,14 +153,21 @@ def _narrowed_watch(kube: Kube) -> Follow:
     return follow
 
 
-class OwnedSecrets:
-    """The Secrets keyward created (label ``app.kubernetes.io/managed-by=keyward``), watched in the
-    namespaces the operator serves; ``on_change(namespace, name, secret or None)`` for each event."""
+class OwnedObjects:
+    """The objects of one resource keyward created (label ``app.kubernetes.io/managed-by=keyward``),
+    watched in the namespaces the operator serves; ``on_event(event type, object)`` for each event."""
 
-    def __init__(self, kube: Kube, namespaces: tuple[str, ...], on_change: Listener) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        resource: Resource,
+        namespaces: tuple[str, ...],
+        on_event: Callable[[str, dict[str, Any]], None],
+    ) -> None:
         self._kube = kube
+        self._resource = resource
         self._namespaces = namespaces or (None,)
-        self._on_change = on_change
+        self._on_event = on_event
         self._tasks: list[asyncio.Task[None]] = []
         self._synced: set[str | None] = set()
 
@@ -171,7 +179,9 @@ class OwnedSecrets:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         for namespace in self._namespaces:
-            self._tasks.append(loop.create_task(self._follow(namespace), name="watch keyward's Secrets"))
+            self._tasks.append(
+                loop.create_task(self._follow(namespace), name=f"watch keyward's {self._resource.plural}")
+            )
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -183,15 +193,25 @@ class OwnedSecrets:
 
     async def _follow(self, namespace: str | None) -> None:
         async def on_event(event_type: str, body: dict[str, Any]) -> None:
-            meta = body.get("metadata") or {}
-            secret = None if event_type == "DELETED" else slim(body)
-            self._on_change(str(meta.get("namespace") or ""), str(meta.get("name") or ""), secret)
+            self._on_event(event_type, body)
 
         await list_and_watch(
             self._kube,
-            SECRETS,
+            self._resource,
             namespace,
             on_event,
             label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}",
             synced=lambda: self._synced.add(namespace),
         )
+
+
+def owned_secrets(kube: Kube, namespaces: tuple[str, ...], on_change: Listener) -> OwnedObjects:
+    """keyward's own Secrets: ``on_change(namespace, name, secret or None)`` for each event, so that a
+    deleted or altered CA Secret wakes its issuer's check."""
+
+    def changed(event_type: str, body: dict[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        secret = None if event_type == "DELETED" else slim(body)
+        on_change(str(meta.get("namespace") or ""), str(meta.get("name") or ""), secret)
+
+    return OwnedObjects(kube, SECRETS, namespaces, changed)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # built at startup by operator.app; the handler modules impor
     from keyward.operator.est.services import EstControllers
     from keyward.operator.est_server.service import EstService
     from keyward.operator.health import ProbeServer
-    from keyward.operator.secrets import OwnedSecrets, SecretStore
+    from keyward.operator.secrets import OwnedObjects, SecretStore
     from keyward.operator.tcs.issuers import TcsIssuers
     from keyward.operator.tcs.requests import TcsRequests
 
@@ -53,7 +53,8 @@ class Services:
     est_service: EstService | None = None
     probes: ProbeServer | None = None
     secret_store: SecretStore | None = None
-    owned_secrets: OwnedSecrets | None = None
+    #: Watches of keyward's own objects (its Secrets, its QuoteAttestations).
+    owned: list[OwnedObjects] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.tokens = TokenProvider(self.settings)

@@ -9,6 +9,7 @@ spellings are settings too: the TCS seed's flags (``--metrics-bind-address``, ``
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ from typing import Literal, cast
 from keyward.errors import UserError
 from keyward.host import MAX_SIGNING_PROCESSES, ListenAddress, processes_per_core
 from keyward.keystore.config import HsmConfig, HsmFallback, load_hsm_config
-from keyward.keystore.store import WrapMechanism
 from keyward.pki.durations import parse_duration
+from keyward.pki.keywrap import DEFAULT_WRAP_MECHANISM, WRAP_MECHANISMS, WrapMechanism, wrap_mechanism
 
 DEFAULT_OPERATOR_NAMESPACE = "keyward-system"
 #: The TCS seed's HSM config path: read when no other is given and the file exists (its Helm chart
@@ -51,6 +52,13 @@ ENV_EST_AUTH_RETRY_DELAY = "KEYWARD_EST_AUTH_RETRY_DELAY"
 ENV_EST_BACKOFF_LIMIT = "KEYWARD_EST_BACKOFF_LIMIT"
 ENV_EST_MAX_RETRY_DURATION = "KEYWARD_EST_MAX_RETRY_DURATION"
 ENV_EST_TIMEOUT = "KEYWARD_EST_TIMEOUT"
+# Key provisioning and quote verification (tcs.md)
+ENV_USE_RANDOM_NONCE = "KEYWARD_USE_RANDOM_NONCE"
+ENV_KEY_WRAP_MECHANISM = "KEYWARD_KEY_WRAP_MECHANISM"
+ENV_REPLICA_NAME = "KEYWARD_REPLICA_NAME"
+ENV_POD_NAME = "POD_NAME"  # the downward API's usual name for the pod's own name
+ENV_QUOTE_VERIFICATION_TIMEOUT = "KEYWARD_QUOTE_VERIFICATION_TIMEOUT"
+_REPLICA_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -66,17 +74,7 @@ class EstClientSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EstClientSettings:
         def seconds(var: str, default: float) -> float:
-            text = (env.get(var) or "").strip()
-            if not text:
-                return default
-            try:  # plain seconds ("600", "1.5"), else a Go duration ("10m")
-                plain = text.replace(".", "", 1).isdigit()
-                value = float(text) if plain else parse_duration(text).total_seconds()
-            except ValueError:
-                value = -1.0
-            if value <= 0:
-                raise UserError(f"{var}={text[:40]!r} is not a positive duration", "write it like 600 or 10m")
-            return value
+            return _positive_duration(env.get(var), var, default)
 
         return cls(
             recheck_interval=seconds(ENV_EST_RECHECK_INTERVAL, cls.recheck_interval),
@@ -89,7 +87,6 @@ class EstClientSettings:
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["plain", "full", "json"]
-WRAP_MECHANISMS: tuple[WrapMechanism, ...] = ("aes_gcm", "aes_key_wrap_pad")
 #: controller-runtime's zap flags and the values they accept (a positive number is a debug verbosity).
 ZAP_LEVELS: dict[str, LogLevel] = {"debug": "DEBUG", "info": "INFO", "error": "ERROR"}
 ZAP_ENCODERS: dict[str, LogFormat] = {"json": "json", "console": "full"}
@@ -127,7 +124,7 @@ class Settings:
     #: Key provisioning (TCS seed): a random nonce in the attestation evidence, and the wrapping of the
     #: CA key the key manager sends (tcs.md: AES key wrap with padding, or AES-GCM).
     use_random_nonce: bool = True
-    key_wrap_mechanism: WrapMechanism = "aes_key_wrap_pad"
+    key_wrap_mechanism: WrapMechanism = DEFAULT_WRAP_MECHANISM
     #: Serve cert-manager CertificateRequests (the TCS seed's --cert-manager-issuer); False: CSRs only.
     cert_manager_issuer: bool = True
     est_listen: ListenAddress = ListenAddress("0.0.0.0", 8443)  # noqa: S104
@@ -142,6 +139,10 @@ class Settings:
     #: Processes that decode and sign requests, each with its own token session (0: threads only).
     signing_processes: int = field(default_factory=lambda: processes_per_core())
     est_client: EstClientSettings = field(default_factory=EstClientSettings)
+    #: This replica's name (the pod's): each replica with a token of its own asks for keys under it.
+    replica_name: str | None = None
+    #: How long a request carrying an SGX quote waits for the key manager's verdict, in seconds.
+    quote_verification_timeout: float = 600.0
     #: Tracebacks on errors (--verbose, --debug).
     verbose: bool = False
     log_level: LogLevel = "INFO"
@@ -248,8 +249,8 @@ def load_settings(
         metrics_listen=ListenAddress.parse(
             pick("metrics_listen", ENV_METRICS_LISTEN, "0.0.0.0:8082") or "", what="metrics"
         ),
-        use_random_nonce=bool(flags.get("use_random_nonce", True)),
-        key_wrap_mechanism=_wrap_mechanism(flags.get("key_wrap_mechanism")),
+        use_random_nonce=_flag_or_env(flags.get("use_random_nonce"), env.get(ENV_USE_RANDOM_NONCE), True),
+        key_wrap_mechanism=_wrap_mechanism(pick("key_wrap_mechanism", ENV_KEY_WRAP_MECHANISM)),
         cert_manager_issuer=bool(flags.get("cert_manager_issuer", True)),
         est_listen=ListenAddress.parse(pick("est_listen", ENV_EST_LISTEN, "0.0.0.0:8443") or "", what="EST"),
         est_tls_secret=est_tls_secret,
@@ -261,6 +262,12 @@ def load_settings(
         csr_full_cert_chain=bool(flags.get("csr_full_cert_chain")) or _truthy(env.get(ENV_CSR_FULL_CHAIN)),
         signing_processes=_signing_processes(pick("signing_processes", ENV_SIGNING_PROCESSES)),
         est_client=EstClientSettings.from_env(env),
+        replica_name=_replica_name(pick("replica_name", ENV_REPLICA_NAME) or env.get(ENV_POD_NAME)),
+        quote_verification_timeout=_positive_duration(
+            pick("quote_verification_timeout", ENV_QUOTE_VERIFICATION_TIMEOUT),
+            "--quote-verification-timeout",
+            Settings.quote_verification_timeout,
+        ),
         verbose=bool(flags.get("verbose") or flags.get("debug")),
         log_level=log_level,
         log_format=log_format,
@@ -299,15 +306,6 @@ def _priority(value: object) -> int | None:
         return int(str(value))
     except ValueError:
         raise UserError(f"--priority {str(value)[:20]!r} is not a number", "write it like 100") from None
-
-
-def _wrap_mechanism(value: object) -> WrapMechanism:
-    text = str(value) if value is not None else "aes_key_wrap_pad"
-    if text not in WRAP_MECHANISMS:
-        raise UserError(
-            f"--key-wrap-mechanism {text[:30]!r} is not known", f"use one of {', '.join(WRAP_MECHANISMS)}"
-        )
-    return text
 
 
 def _health_endpoint(flags: Mapping[str, object], env: Mapping[str, str]) -> tuple[ListenAddress, str]:
@@ -375,6 +373,53 @@ def _names(values: object) -> tuple[str, ...]:
     """Comma-separated names, from one string (the environment) or several (a repeated flag)."""
     items = [values] if isinstance(values, str) else list(values)  # type: ignore[call-overload]
     return tuple(dict.fromkeys(n.strip() for item in items for n in str(item).split(",") if n.strip()))
+
+
+def _flag_or_env(flag: object, text: str | None, default: bool) -> bool:
+    if flag is not None:
+        return bool(flag)
+    if text is None or not text.strip():
+        return default
+    return _truthy(text)
+
+
+def _wrap_mechanism(text: str | None) -> WrapMechanism:
+    if not text:
+        return DEFAULT_WRAP_MECHANISM
+    try:
+        return wrap_mechanism(text.strip())
+    except ValueError:
+        raise UserError(
+            f"--key-wrap-mechanism {text.strip()[:30]!r} is not known",
+            f"use the one the key managers wrap with: {', '.join(WRAP_MECHANISMS)}",
+        ) from None
+
+
+def _replica_name(text: str | None) -> str | None:
+    if not text or not text.strip():
+        return None
+    name = text.strip()
+    if not _REPLICA_NAME.match(name):
+        raise UserError(
+            f"replica name {name[:70]!r} is not a DNS label (lower-case letters, digits and '-', at most 63)",
+            "give the pod's name (KEYWARD_REPLICA_NAME from the downward API's metadata.name)",
+        )
+    return name
+
+
+def _positive_duration(text: str | None, what: str, default: float) -> float:
+    """Seconds ("600", "1.5") or a Go duration ("10m"); ``default`` when not given."""
+    value = (text or "").strip()
+    if not value:
+        return default
+    try:
+        plain = value.replace(".", "", 1).isdigit()
+        seconds = float(value) if plain else parse_duration(value).total_seconds()
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise UserError(f"{what}={value[:40]!r} is not a positive duration", "write it like 600 or 10m")
+    return seconds
 
 
 def _est_tls_source(

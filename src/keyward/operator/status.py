@@ -137,6 +137,7 @@ class StatusWriter:
         self.events = events
         self._policy = policy or WritePolicy()
         self._on_failure = on_failure
+        self._background: set[asyncio.Task[Body | None]] = set()
 
     async def write(
         self,
@@ -174,6 +175,18 @@ class StatusWriter:
         if event is not None:
             self.events.post(body, event[0], event[1], warning=warning)
         return written
+
+    def write_soon(self, resource: Resource, body: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+        """``write`` in the background, for a courtesy that nothing waits for (a refused write, retried
+        slowly, then holds up no decision)."""
+        task = asyncio.get_running_loop().create_task(self.write(resource, body, status))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def close(self) -> None:
+        """Stop the background writes (shutdown)."""
+        for task in self._background:
+            task.cancel()
 
     async def finish(
         self,

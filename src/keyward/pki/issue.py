@@ -7,6 +7,7 @@ computed inside the PKCS#11 token, in tests an in-memory key. Nothing here reads
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -257,8 +258,10 @@ def issue_certificate(
     *,
     now: datetime | None = None,
     signature_checked: bool = False,
+    issuer_extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
 ) -> IssuedCertificate:
-    """Sign a certificate for a checked CSR (see ``load_csr``) as ``profile`` asks, within ``policy``.
+    """Sign a certificate for a checked CSR (see ``load_csr``) as ``profile`` asks, within ``policy``;
+    ``issuer_extensions`` are the issuer's own additions (never taken from the CSR).
 
     The CSR's signature (proof of possession) is verified here unless ``signature_checked`` says the
     caller did so already (``load_csr`` does; verifying twice costs a public-key operation per issuance).
@@ -297,6 +300,7 @@ def issue_certificate(
         extensions.append(x509.Extension(alt_names.oid, len(subject) == 0, alt_names))
     key_identifier = x509.SubjectKeyIdentifier.from_public_key(public_key)
     extensions += (x509.Extension(key_identifier.oid, False, key_identifier), ca.authority_key_identifier)
+    extensions += issuer_extensions
     # The builder's constructor rather than its one-setter-per-copy chain: every value here is built by
     # this function, so the setters' checks would only repeat themselves (a fifth of pki's own time).
     builder = x509.CertificateBuilder(

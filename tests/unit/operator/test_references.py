@@ -14,6 +14,7 @@ from keyward.operator.references import SignerReferences
 from keyward.operator.requests import Csrs
 from keyward.operator.settings import Settings
 from keyward.operator.status import Events, StatusWriter
+from keyward.operator.tcs.attestations import RequestAttestations
 from keyward.operator.tcs.cas import ReadyCa, ReadyCas
 from keyward.operator.tcs.pipeline import SigningPipeline
 from keyward.operator.tcs.token import TokenProvider
@@ -78,12 +79,20 @@ def pipeline(api: ScriptedApi) -> tuple[SigningPipeline, ReadyCas]:
     cas = ReadyCas()
     ca = memory_ca(common_name="team-a CA")
     cas.ready(ReadyCa(REF, ca, IssuerPolicy(), pem_chain([ca.certificate])))
+    writer = StatusWriter(api, Events(api))  # type: ignore[arg-type]
     signing = SigningPipeline(
         Csrs(TCS_GROUP),
         cas=cas,
         tokens=TokenProvider(Settings()),  # never opened: nothing here gets as far as signing
-        writer=StatusWriter(api, Events(api)),  # type: ignore[arg-type]
+        writer=writer,
         describe=lambda ref: f"{ref} not found",
+        attestations=RequestAttestations(
+            kube=api,  # type: ignore[arg-type]
+            writer=writer,
+            timeout=600,
+            operator_namespace="keyward-system",
+            service_id="test",
+        ),
         references=SignerReferences(api),  # type: ignore[arg-type]
     )
     return signing, cas

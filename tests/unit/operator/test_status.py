@@ -141,3 +141,17 @@ async def test_events_about_cluster_scoped_objects_have_no_namespace_and_live_in
     )
     assert (namespaced["type"], cluster["type"]) == ("Warning", "Normal")
     assert cluster["source"]["component"] == "keyward"
+
+
+async def test_a_background_write_holds_up_nothing_and_stops_with_the_writer() -> None:
+    api = ScriptedApi({"req": REQUEST})
+    api.fail(*[ApiError(403, "Forbidden", "cannot patch quoteattestations/status")] * 1000)
+    status = writer(api)
+    status.write_soon(CERTIFICATE_REQUESTS, REQUEST, {"conditions": []})  # returns at once
+    await asyncio.sleep(0.1)
+    assert not api.patches, "still refused, and retried in the background"
+    status.close()
+    await asyncio.sleep(0.05)
+    api.failures.clear()
+    await asyncio.sleep(0.1)
+    assert not api.patches, "stopped: nothing written after close"

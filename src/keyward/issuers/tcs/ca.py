@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes
 
 from keyward.issuers.contract import SigningRequest
 from keyward.issuers.errors import IssuerNotReady
+from keyward.issuers.tcs.quotes import QuoteEvidence, quote_evidence, verified_extension
 from keyward.keystore import KeySpec, TokenKeyStore
 from keyward.pki.durations import parse_duration
 from keyward.pki.issue import (
@@ -52,6 +53,8 @@ class TcsIssuerSpec:
     self_sign: bool = True
     labels: Mapping[str, str] = field(default_factory=dict)
     key: KeySpec = field(default_factory=KeySpec.default)
+    #: spec.privateKey was given: a provisioned CA key must then be of that kind too.
+    key_given: bool = False
     subject: x509.Name | None = None
     ca_duration: timedelta = DEFAULT_CA_DURATION
     policy: IssuerPolicy = field(default_factory=IssuerPolicy)
@@ -81,6 +84,7 @@ class TcsIssuerSpec:
             self_sign=bool(spec.get("selfSign", True)),
             labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
             key=key,
+            key_given=bool(private_key),
             subject=subject,
             ca_duration=_duration(spec, "caDuration", DEFAULT_CA_DURATION),
             policy=policy,
@@ -176,6 +180,10 @@ def ca_fingerprint(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
+class KeyNeeded(IssuerNotReady):
+    """The token holds no CA for an issuer with spec.selfSign false: key provisioning must bring it."""
+
+
 def ensure_ca(
     store: TokenKeyStore,
     label: str,
@@ -199,6 +207,12 @@ def ensure_ca(
     store.recover_pending(label)  # a crash while this CA was being created: finish it or discard it
     key = store.find_key(label)
     certificate = store.find_certificate(label)
+    if key is None and certificate is None and not spec.self_sign:
+        raise KeyNeeded(
+            "Pending",
+            f"spec.selfSign is false and the token holds no CA key for this issuer (label {label}); "
+            "it comes by key provisioning (a QuoteAttestation)",
+        )
     if key is None and certificate is None and known:
         raise IssuerNotReady(
             "CAKeyMissing",
@@ -213,12 +227,6 @@ def ensure_ca(
             f"the token holds no CA key labelled {label} yet; the leading replica creates the CA",
         )
     if key is None and certificate is None:
-        if not spec.self_sign:
-            raise IssuerNotReady(
-                "Pending",
-                "key provisioning is not configured: spec.selfSign is false and "
-                "the token holds no CA key for this issuer",
-            )
         subject = spec.subject
         assert subject is not None
         key, certificate = store.create_ca(
@@ -246,7 +254,7 @@ def ensure_ca(
         actual = KeySpec.of_public_key(key.public_key())
     except ValueError as exc:
         raise IssuerNotReady("UnsupportedKey", f"the CA key in the token: {exc}") from None
-    if actual != spec.key:
+    if (spec.self_sign or spec.key_given) and actual != spec.key:
         raise IssuerNotReady(
             "KeyChangeRefused",
             f"spec.privateKey asks for {spec.key} but the CA key in the "
@@ -266,12 +274,20 @@ def ensure_ca(
     return CertificateAuthority(certificate=certificate, key=key)
 
 
-def sign(ca: CertificateAuthority, request: SigningRequest, policy: IssuerPolicy) -> IssuedCertificate:
+def sign(
+    ca: CertificateAuthority,
+    request: SigningRequest,
+    policy: IssuerPolicy,
+    *,
+    issuer_extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
+) -> IssuedCertificate:
     """Issue the certificate for a checked request with the CA key (in the token). Blocking.
 
     A ``SigningRequest`` holds a CSR whose signature was verified when it was decoded (``load_csr``, or
     the EST server's proof-of-possession check), so it is not verified a second time here."""
-    return issue_certificate(request.csr, request.profile, ca, policy, signature_checked=True)
+    return issue_certificate(
+        request.csr, request.profile, ca, policy, signature_checked=True, issuer_extensions=issuer_extensions
+    )
 
 
 def decode_and_sign(
@@ -279,10 +295,21 @@ def decode_and_sign(
     obj: Mapping[str, Any],
     ca: CertificateAuthority,
     policy: IssuerPolicy,
-) -> IssuedCertificate:
+    verified_quote: bytes | None = None,
+) -> IssuedCertificate | QuoteEvidence:
     """Decode a request object with ``decode`` (``from_certificate_request``, ``from_csr``) and sign it:
-    one job for a signing process, so that parsing and the proof-of-possession check run there too."""
-    return sign(ca, decode(obj), policy)
+    one job for a signing process, so that parsing and the proof-of-possession check run there too.
+
+    A request carrying an SGX quote (``issuers.tcs.quotes``) is signed only when ``verified_quote`` is
+    that very quote, with the "SGX Quote has been verified" extension; otherwise its evidence comes back,
+    unsigned, for the caller to have it verified."""
+    request = decode(obj)
+    evidence = quote_evidence(request.csr)
+    if evidence is None:
+        return sign(ca, request, policy)
+    if verified_quote is None or verified_quote != evidence.quote:
+        return evidence
+    return sign(ca, request, policy, issuer_extensions=(verified_extension(),))
 
 
 #: The fields of a TCS issuer's spec.policy (docs/POLICY.md).

@@ -2,9 +2,11 @@
 honest (``operator.issuers`` checks each issuer; this module is the token-backed family's check).
 
 A check finds (or, for a new self-signed issuer, creates) the CA in the token, writes the Secret, and
-only then is the issuer Ready and signing. It never replaces a CA: an issuer whose Secret or status
-already shows a CA that the token does not hold stops with ``CAKeyMissing`` and leaves everything as it
-is. It writes and deletes only Secrets it created (annotated with the issuer's signer name): a
+only then is the issuer Ready and signing. An issuer with spec.selfSign false gets its CA from a key
+manager instead (``operator.tcs.provisioning``: a QuoteAttestation round trip, one step per check). It
+never replaces a CA: an issuer whose Secret or status already shows a CA that the token does not hold
+stops with ``CAKeyMissing`` (or, with spec.selfSign false, asks for that very CA) and leaves everything
+as it is. It writes and deletes only Secrets it created (annotated with the issuer's signer name): a
 ``spec.secretName`` that names someone else's Secret stops the issuer with ``SecretConflict``. A changed
 or deleted CA Secret checks its issuer again, which puts it back.
 
@@ -23,7 +25,7 @@ import binascii
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 from cryptography import x509
@@ -31,12 +33,13 @@ from cryptography import x509
 from keyward.errors import UserError
 from keyward.issuers.errors import IssuerNotReady
 from keyward.issuers.signer_names import IssuerRef, issuer_ref_of
-from keyward.issuers.tcs.ca import KnownCa, TcsIssuerSpec, ca_fingerprint, ensure_ca
+from keyward.issuers.tcs.ca import KeyNeeded, KnownCa, TcsIssuerSpec, ca_fingerprint, ensure_ca
 from keyward.keystore import KeystoreError, TokenKeyStore
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.objects import identity
 from keyward.kube.resources import (
     QUOTE_ATTESTATIONS,
+    RENEW_ANNOTATION,
     SECRETS,
     SIGNER_ANNOTATION,
     TCS_CLUSTER_ISSUERS,
@@ -46,15 +49,19 @@ from keyward.operator.est_server.claims import EstClaims
 from keyward.operator.issuers import IssuerChecks, Verdict
 from keyward.operator.leader import Leadership
 from keyward.operator.registry import registry
+from keyward.operator.secrets import SecretStore
 from keyward.operator.services import Services
 from keyward.operator.status import StatusWriter
 from keyward.operator.tcs.cas import ReadyCa, ReadyCas
+from keyward.operator.tcs.provisioning import KeyProvisioning, ProvisioningOptions
 from keyward.operator.tcs.secrets import ca_secret, put_secret
 from keyward.operator.tcs.token import TokenProvider
 from keyward.operator.upstream import release_finalizer
+from keyward.pki.issue import CertificateAuthority
 from keyward.pki.pem import pem_chain
 
 log = logging.getLogger("keyward.tcs")
+T = TypeVar("T")
 ISSUERS = (TCS_ISSUERS, TCS_CLUSTER_ISSUERS)
 #: Seconds between checks of a ready issuer (is its key still in the token?), and of a failing one.
 RECHECK_READY = 300.0
@@ -108,6 +115,8 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         cas: ReadyCas,
         operator_namespace: str,
         leadership: Leadership,
+        secrets: SecretStore,
+        provisioning: ProvisioningOptions | None = None,
         est_claims: EstClaims | None = None,
     ) -> None:
         self._kube = kube
@@ -116,6 +125,13 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         self._tokens = tokens
         self._cas = cas
         self._operator_namespace = operator_namespace
+        self.provisioning = KeyProvisioning(
+            kube=kube,
+            writer=writer,
+            secrets=secrets,
+            wake=self.wake_signer,
+            options=provisioning or ProvisioningOptions(),
+        )
         #: One token operation per issuer at a time (a check creating the CA, a deletion removing it):
         #: taken in the token's worker thread, so a cancelled check cannot race its own thread.
         self._token_locks: dict[str, threading.Lock] = {}
@@ -128,6 +144,7 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
             leadership=leadership,
             on_ready=self._became_ready,
             on_unready=lambda ref: cas.discard(ref.signer_name),
+            annotations=(RENEW_ANNOTATION,),
         )
 
     def observe(self, event_type: str, body: Mapping[str, Any]) -> None:
@@ -155,6 +172,10 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
             return secret is None or data.get("tls.crt") != expected or data.get("ca.crt") != expected
 
         self.wake(uses)
+
+    def wake_signer(self, signer_name: str) -> None:
+        """Check the issuer of ``signer_name`` again now (its QuoteAttestation or key Secret changed)."""
+        self.wake(lambda ref, body: ref.signer_name == signer_name)
 
     def _locked(self, label: str, work: Callable[[], Any]) -> Any:
         with self._token_locks.setdefault(label, threading.Lock()):
@@ -203,11 +224,21 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
             recorded = known[0]  # a Secret the seed wrote: adopted only with the very CA it holds
         try:
             store = await self._tokens.get()
-            ca = await store.run(
-                self._locked,
-                label,
-                lambda: ensure_ca(store, label, spec, known=known, recorded=recorded, create=leading),
-            )
+
+            async def token(work: Callable[[], T]) -> T:
+                result: T = await store.run(self._locked, label, work)
+                return result
+
+            def ensure() -> CertificateAuthority:
+                return ensure_ca(store, label, spec, known=known, recorded=recorded, create=leading)
+
+            try:
+                ca = await token(ensure)
+            except KeyNeeded:
+                await self.provisioning.provide(
+                    ref, body, spec, namespace, known=known, store=store, token=token
+                )
+                ca = await token(ensure)
         except IssuerNotReady as exc:
             return not_ready(exc.reason, exc.message, transient=not exc.permanent)
         except UserError as exc:  # KeystoreError, or an unreadable HSM config file
@@ -251,6 +282,8 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         store: TokenKeyStore = await self._tokens.get()
         await store.run(self._locked, label, lambda: store.delete(label))
         namespace = self.secret_namespace(ref)
+        await store.run(self._locked, label, lambda: store.delete_wrapping_key(label))
+        await self.provisioning.forget(ref, namespace)
         secret_name = (body.get("spec") or {}).get("secretName")
         if secret_name:
             secret = await self._kube.find(SECRETS, secret_name, namespace)

@@ -10,6 +10,9 @@ request changed meanwhile the same certificate is written to its new version if 
 a certificate is never signed twice for a request. A crash after signing but before the write leaves
 nothing visible: the certificate never left the process, and the request is signed afresh after the
 restart, so users only ever see one certificate.
+
+A request carrying an SGX quote is signed only after a key manager verified the quote
+(``operator.tcs.attestations``); while it waits it is parked like a request waiting for its issuer.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from keyward.issuers.contract import Phase, request_fields
 from keyward.issuers.signer_names import IssuerRef
 from keyward.issuers.tcs.ca import decode_and_sign
+from keyward.issuers.tcs.quotes import QuoteEvidence
 from keyward.keystore import KeystoreError, SigningProcessDied
 from keyward.kube.client import ApiError
 from keyward.kube.objects import name_of
@@ -30,6 +34,7 @@ from keyward.operator import metrics
 from keyward.operator.references import DENIED_REFERENCE, SignerReferences
 from keyward.operator.requests import RequestKind
 from keyward.operator.status import StatusWriter
+from keyward.operator.tcs.attestations import Outcome, RequestAttestations
 from keyward.operator.tcs.cas import ReadyCa, ReadyCas
 from keyward.operator.tcs.token import TokenProvider
 from keyward.operator.waiting import Waiting
@@ -60,6 +65,7 @@ class SigningPipeline:
         tokens: TokenProvider,
         writer: StatusWriter,
         describe: Describe,
+        attestations: RequestAttestations,
         references: SignerReferences | None = None,
     ) -> None:
         self.kind = kind
@@ -69,6 +75,8 @@ class SigningPipeline:
         self.tokens = tokens
         self.writer = writer
         self.describe = describe
+        #: Verdicts on the SGX quotes requests carry.
+        self.attestations = attestations
         self._inflight: dict[str, Mapping[str, Any] | None] = {}
         self._issued: OrderedDict[str, None] = OrderedDict()
         #: Approved requests whose issuer cannot sign yet, woken when it turns ready.
@@ -79,6 +87,7 @@ class SigningPipeline:
         key = _key(body)
         if event_type == "DELETED":
             self.waiting.release(key)
+            self.attestations.forget(body)
             return
         if key in self._issued:
             return
@@ -144,17 +153,24 @@ class SigningPipeline:
             return False
         if denial is None:
             return True
-        self.waiting.release(_key(body))
-        if await self.writer.finish(
-            self.kind.resource,
-            body,
-            lambda current: self.kind.failed_status(current, DENIED_REFERENCE, denial),
-            wanted=self._wants_result,
-            event=(DENIED_REFERENCE, denial),
-            warning=True,
-        ):
-            metrics.FAILED.labels(ready.ref.kind, self.kind.resource.kind).inc()
+        await self._fail(body, DENIED_REFERENCE, denial, event=(DENIED_REFERENCE, denial))
         return False
+
+    async def _sign(self, body: Mapping[str, Any], ready: ReadyCa) -> IssuedCertificate | Outcome:
+        """Decode and sign in a signing process; a request carrying an SGX quote only once the quote is
+        verified (``attestations``): until then, where its verdict stands."""
+        store = await self.tokens.get()
+        job = (decode_and_sign, self.kind.decode, request_fields(body), ready.ca, ready.policy)
+        issued = await store.run_signing(*job)
+        if not isinstance(issued, QuoteEvidence):
+            return issued
+        outcome = await self.attestations.check(body, ready.ref, issued)
+        if outcome.state != "verified":
+            return outcome
+        signed = await store.run_signing(*job, issued.quote)
+        if isinstance(signed, QuoteEvidence):  # pragma: no cover - the job signs the quote it was given
+            raise RequestError("the request's SGX quote changed while it was verified")
+        return signed
 
     async def _sign_and_write(self, body: Mapping[str, Any], ready: ReadyCa) -> None:
         kind = self.kind
@@ -162,22 +178,10 @@ class SigningPipeline:
         started = time.monotonic()
         labels = (ready.ref.kind, kind.resource.kind)
         try:
-            store = await self.tokens.get()
-            issued = await store.run_signing(
-                decode_and_sign, kind.decode, request_fields(body), ready.ca, ready.policy
-            )
+            issued = await self._sign(body, ready)
         except RequestError as exc:
-            self.waiting.release(key)
             problem = str(exc)
-            if await self.writer.finish(
-                kind.resource,
-                body,
-                lambda current: kind.failed_status(current, "Failed", problem),
-                wanted=self._wants_result,
-                event=("Failed", f"request rejected: {problem}"),
-                warning=True,
-            ):
-                metrics.FAILED.labels(*labels).inc()
+            await self._fail(body, "Failed", problem, event=("Failed", f"request rejected: {problem}"))
             return
         except SigningProcessDied as exc:
             # The process is replaced on the next job; the token and the issuer are fine.
@@ -195,6 +199,16 @@ class SigningPipeline:
                 body, ready.ref.signer_name, f"the token failed while signing: {exc}", "token_unavailable"
             )
             return
+        if isinstance(issued, Outcome):
+            if issued.state == "waiting":
+                await self._park(body, issued.label, issued.message, "quote_verification", delay=issued.delay)
+                return
+            problem = f"This request was denied since quote attestation failed: {issued.message}"
+            await self._fail(
+                body, "AttestationFailed", problem, event=("AttestationFailed", f"not signed: {problem}")
+            )
+            await self.attestations.done(body)
+            return
         written = await self.writer.finish(
             kind.resource,
             body,
@@ -211,6 +225,23 @@ class SigningPipeline:
             metrics.ISSUED.labels(*labels).inc()
             metrics.SIGNING_LATENCY.labels(ready.ref.kind).observe(time.monotonic() - started)
         self.waiting.release(key)
+        await self.attestations.done(body)
+
+    async def _fail(
+        self, body: Mapping[str, Any], reason: str, problem: str, *, event: tuple[str, str]
+    ) -> None:
+        """The request fails for good (never signed): the reason, in the status, once."""
+        self.waiting.release(_key(body))
+        if await self.writer.finish(
+            self.kind.resource,
+            body,
+            lambda current: self.kind.failed_status(current, reason, problem),
+            wanted=self._wants_result,
+            event=event,
+            warning=True,
+        ):
+            ref = self.kind.issuer(body)
+            metrics.FAILED.labels(ref.kind if ref else "", self.kind.resource.kind).inc()
 
     def _issued_status(self, body: Mapping[str, Any], issued: IssuedCertificate) -> dict[str, Any]:
         chain, top = split_chain((issued.certificate, issued.ca_certificate, *issued.chain))
@@ -220,13 +251,21 @@ class SigningPipeline:
         """Still approved and unfinished: the result signed for an earlier version still belongs."""
         return self.kind.phase(body) is Phase.APPROVED
 
-    async def _park(self, body: Mapping[str, Any], label: str, message: str, reason: str) -> None:
+    async def _park(
+        self,
+        body: Mapping[str, Any],
+        label: str,
+        message: str,
+        reason: str,
+        *,
+        delay: float | None = None,
+    ) -> None:
         """Park the request as Pending until its issuer can sign. Waiting for an issuer is never a
         permanent failure (cert-manager's contract): a token fault takes the issuer out of service until
         its re-check, so every wait here is a wait for the issuer — retried with backoff capped at five
         minutes, and at once when the issuer turns ready (``wake``)."""
         key = _key(body)
-        self.waiting.park(key, body, label, reason=reason)
+        self.waiting.park(key, body, label, delay=delay, reason=reason)
         status = self.kind.pending_status(body, message)
         if status is not None:
             written = await self.writer.write(self.kind.resource, body, status)

@@ -12,6 +12,7 @@ from keyward.operator.registry import registry
 from keyward.operator.requests import CertificateRequests, Csrs
 from keyward.operator.services import Services
 from keyward.operator.status import StatusWriter
+from keyward.operator.tcs.attestations import RequestAttestations
 from keyward.operator.tcs.cas import ReadyCas
 from keyward.operator.tcs.pipeline import Describe, SigningPipeline
 from keyward.operator.tcs.token import TokenProvider
@@ -31,10 +32,16 @@ class TcsRequests:
         writer: StatusWriter,
         describe: Describe,
         csr_full_chain: bool,
+        attestations: RequestAttestations,
         references: SignerReferences | None = None,
     ) -> None:
         self.certificate_requests = SigningPipeline(
-            CERTIFICATE_REQUEST_KIND, cas=cas, tokens=tokens, writer=writer, describe=describe
+            CERTIFICATE_REQUEST_KIND,
+            cas=cas,
+            tokens=tokens,
+            writer=writer,
+            describe=describe,
+            attestations=attestations,
         )
         self.csrs = SigningPipeline(
             Csrs(TCS_GROUP, full_chain=csr_full_chain),
@@ -42,13 +49,16 @@ class TcsRequests:
             tokens=tokens,
             writer=writer,
             describe=describe,
+            attestations=attestations,
             references=references,
         )
         cas.listen(self.wake)
 
-    def wake(self, signer_name: str) -> None:
-        self.certificate_requests.wake(signer_name)
-        self.csrs.wake(signer_name)
+    def wake(self, label: str) -> None:
+        """Retry the requests waiting for ``label``: an issuer's signer name, or a QuoteAttestation's
+        (``attestations.label_of``)."""
+        self.certificate_requests.wake(label)
+        self.csrs.wake(label)
 
     def close(self) -> None:
         self.certificate_requests.waiting.close()
