@@ -14,7 +14,6 @@ from keyward.operator.references import SignerReferences
 from keyward.operator.requests import Csrs
 from keyward.operator.settings import Settings
 from keyward.operator.status import Events, StatusWriter
-from keyward.operator.tcs.attestations import RequestAttestations
 from keyward.operator.tcs.cas import ReadyCa, ReadyCas
 from keyward.operator.tcs.pipeline import SigningPipeline
 from keyward.operator.tcs.token import TokenProvider
@@ -22,7 +21,7 @@ from keyward.pki.pem import pem_chain
 from keyward.pki.profile import IssuerPolicy
 from tests.est_server.memory import memory_ca
 
-from .fakes import ScriptedApi
+from .fakes import ScriptedApi, request_attestations
 
 REF = IssuerRef(TCS_GROUP, "TCSIssuer", "ca", "team-a")
 CSR: dict[str, Any] = {
@@ -86,13 +85,7 @@ def pipeline(api: ScriptedApi) -> tuple[SigningPipeline, ReadyCas]:
         tokens=TokenProvider(Settings()),  # never opened: nothing here gets as far as signing
         writer=writer,
         describe=lambda ref: f"{ref} not found",
-        attestations=RequestAttestations(
-            kube=api,  # type: ignore[arg-type]
-            writer=writer,
-            timeout=600,
-            operator_namespace="keyward-system",
-            service_id="test",
-        ),
+        attestations=request_attestations(api, writer),
         references=SignerReferences(api),  # type: ignore[arg-type]
     )
     return signing, cas
