@@ -273,7 +273,8 @@ class ApiServer:
         write_private_file(path, yaml.safe_dump(config, sort_keys=False).encode(), mode=0o600)
 
     def request_counts(self) -> dict[str, int]:
-        """Requests served since start, and how many were writes (create/update/patch/delete)."""
+        """Requests served since start, and how many were writes (create/update/patch/delete of stored
+        objects: a review or a TokenRequest, answered and never stored, is a request only)."""
         state = self._started()
         return {"requests": state.requests, "writes": state.writes}
 
