@@ -298,7 +298,7 @@ def start_est_server(work: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
 
     def listening() -> bool:
         with socket.socket() as probe:
-            return (state / "ca.pem").exists() and probe.connect_ex(("127.0.0.1", port)) == 0
+            return (state / "tls-ca.pem").exists() and probe.connect_ex(("127.0.0.1", port)) == 0
 
     wait_until("the EST server", listening, timeout=60)
     print((work / "est-server.log").read_text().rstrip())
@@ -326,7 +326,7 @@ def start_est_server(work: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
     password = (state / "est-password").read_text().strip()
     url = f"https://127.0.0.1:{port}/.well-known/est"
     print(
-        f"$ curl --cacert ca.pem -u est:$(cat est-password) -H 'Content-Type: application/pkcs10' "
+        f"$ curl --cacert tls-ca.pem -u est:$(cat est-password) -H 'Content-Type: application/pkcs10' "
         f"--data-binary @device.b64 {url}/simpleenroll | base64 -d | "
         "openssl pkcs7 -inform DER -print_certs"
     )
@@ -336,7 +336,7 @@ def start_est_server(work: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
             "-sS",
             "--fail",
             "--cacert",
-            str(state / "ca.pem"),
+            str(state / "tls-ca.pem"),
             "-u",
             f"est:{password}",
             "-H",
@@ -363,7 +363,10 @@ def start_est_server(work: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
 def est_issuer_walkthrough(work: Path, state: Path, port: int) -> None:
     banner("An EstIssuer in the sandbox enrolling with that EST server (the EST seed's example)")
     password = (state / "est-password").read_text().strip()
-    ca_b64 = base64.b64encode((state / "ca.pem").read_bytes()).decode()
+    # The explicit trust anchors: the server's TLS CA (to reach it) and the enrollment CA (what /cacerts
+    # hands out), as `cat tls-ca.pem ca.pem | base64 -w0` gives them.
+    anchors = (state / "tls-ca.pem").read_bytes() + (state / "ca.pem").read_bytes()
+    ca_b64 = base64.b64encode(anchors).decode()
     run("kubectl", "create", "ns", "est-demo")
     print(
         "$ kubectl create secret generic est-cred -n est-demo --type=kubernetes.io/basic-auth "

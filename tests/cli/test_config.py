@@ -32,6 +32,14 @@ def test_flags_override_environment_which_overrides_defaults() -> None:
     assert load_settings({}, env=env).est_cluster_namespace == "est-ns"
 
 
+def test_est_default_namespaces_come_from_the_flag_or_the_environment() -> None:
+    assert load_settings({}, env={}).est_default_namespaces == ()
+    env = {"KEYWARD_EST_DEFAULT_NAMESPACES": "plant-a, plant-b"}
+    assert load_settings({}, env=env).est_default_namespaces == ("plant-a", "plant-b")
+    flags = {"est_default_namespaces": ("ops", "lab,ops")}  # repeatable, comma-separated
+    assert load_settings(flags, env=env).est_default_namespaces == ("ops", "lab")
+
+
 def test_tcs_hsm_config_file_and_environment_pins(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"tokenLabel": "SgxOperator", "userPin": "1234", "soPin": "5678"}))

@@ -132,4 +132,5 @@ def test_unwritable_state_dir_is_one_clear_line(tmp_path: Path) -> None:
         text=True,
     )
     line = one_line_error(process)
-    assert "not writable" in line and "--state-dir" in line
+    assert f"cannot create the state directory {blocker / 'x'} (Not a directory)" in line
+    assert line.endswith("choose a directory you can write with --state-dir")

@@ -149,6 +149,7 @@ OPTION_SETS: dict[str, tuple[dict[str, Any], str]] = {
                 "port": 9443,
                 "issuer": "TCSClusterIssuer/est-ca",
                 "hostnames": ["est.example.com", "192.0.2.10"],
+                "defaultNamespaces": ["plant-a", "plant-b"],
                 "service": {
                     "type": "LoadBalancer",
                     "port": 8443,

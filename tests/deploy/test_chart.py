@@ -305,6 +305,7 @@ def test_operator_role_covers_what_the_operator_reads_and_writes() -> None:
     assert allows(rules, "create", "", "events")
     assert allows(rules, "create", "authorization.k8s.io", "subjectaccessreviews")
     assert allows(rules, "create", "est.mitre.org", "estorders")
+    assert allows(rules, "get", "est.mitre.org", "estorders")  # the EST seed's order, taken over
     assert allows(rules, "create", "tcs.intel.com", "quoteattestations")
     assert allows(rules, "list", "apiextensions.k8s.io", "customresourcedefinitions")
     assert allows(rules, "list", "", "namespaces")  # kopf, when it serves some namespaces

@@ -315,10 +315,16 @@ def openssl_csr(
 
 
 def openssl_csr_in(
-    directory: Path, stem: str, subject: str, sans: str | None = None, *, key: Path | None = None
+    directory: Path,
+    stem: str,
+    subject: str,
+    sans: str | None = None,
+    *,
+    key: Path | None = None,
+    extensions: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """A CSR made by openssl in ``directory``, as EST wants it: (base64 DER body file, key file); a new
-    P-256 key unless ``key`` is given."""
+    P-256 key unless ``key`` is given; ``extensions`` requested as openssl's -addext writes them."""
     key_file = key or directory / f"{stem}.key"
     args: list[str | Path] = ["openssl", "req", "-new", "-subj", subject, "-outform", "DER"]
     if key is None:
@@ -327,6 +333,8 @@ def openssl_csr_in(
         args += ["-key", key]
     if sans:
         args += ["-addext", f"subjectAltName={sans}"]
+    for extension in extensions:
+        args += ["-addext", extension]
     der_file = directory / f"{stem}.der"
     run([*args, "-out", der_file])
     b64_file = directory / f"{stem}.b64"

@@ -133,7 +133,7 @@ def test_the_est_server_process_logs_no_password_and_no_forged_line(
 ) -> None:
     body = hostile_csr(tmp_path)
     password = standalone.password
-    context = ssl.create_default_context(cafile=str(standalone.ca_pem))
+    context = ssl.create_default_context(cafile=str(standalone.tls_ca_pem))
     answers = {
         name: exchange(context, standalone.port, raw)
         for name, raw in hostile_requests(password, body).items()

@@ -91,14 +91,22 @@ class StandaloneServer:
         return self.state_dir / "ca.pem"
 
     @property
+    def tls_ca_pem(self) -> Path:
+        return self.state_dir / "tls-ca.pem"
+
+    @property
     def password(self) -> str:
         return (self.state_dir / "est-password").read_text().strip()
 
-    def curl(self, operation: str, *options: str | Path, data: Path | None = None) -> Response:
-        """One request with curl, trusting only the server's CA (ca.pem: the Explicit TA)."""
+    def curl(
+        self, operation: str, *options: str | Path, data: Path | None = None, trust: Path | None = None
+    ) -> Response:
+        """One request with curl, trusting only the server's TLS CA (tls-ca.pem: the Explicit TA), or
+        ``trust``."""
         if data is not None:
             options = (*options, "-H", "Content-Type: application/pkcs10")
-        return curl_trusting(self.ca_pem, self.state_dir.parent, self.url(operation), *options, data=data)
+        anchor = trust or self.tls_ca_pem
+        return curl_trusting(anchor, self.state_dir.parent, self.url(operation), *options, data=data)
 
     def token_objects(self) -> str:
         """What pkcs11-tool (OpenSC) sees in the server's token."""

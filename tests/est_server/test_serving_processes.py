@@ -148,7 +148,7 @@ async def serving(
     held, port = hold_port(ListenAddress("127.0.0.1", 0))
     setup = ServingSetup(
         make_server=make_server
-        or functools.partial(standalone_server, state.ca, state.policy, state.credential),
+        or functools.partial(standalone_server, state.ca, state.policy, state.credential, state.server_names),
         tls=state.tls,
         listen=ListenAddress("127.0.0.1", port),
     )
@@ -165,11 +165,14 @@ async def test_a_renewed_tls_certificate_reaches_every_serving_process(state: St
     async with serving(state) as (processes, port):
         await processes.start()
         assert len(processes.pids) == SERVING
-        ca_file = state.files.ca_pem
+        ca_file = state.files.tls_ca_pem
         before = {served_certificate(port, ca_file).serial_number for _ in range(8)}
         assert before == {state.tls.certificate.serial_number}
 
-        renewed = await state.store.run(issue_tls_server_certificate, state.ca, state.hostnames, state.policy)
+        assert state.tls_ca is not None
+        renewed = await state.store.run(
+            issue_tls_server_certificate, state.tls_ca, state.hostnames, state.policy
+        )
         processes.renew_tls(renewed)
         await asyncio.sleep(0.5)
         after = [await asyncio.to_thread(served_certificate, port, ca_file) for _ in range(12)]
@@ -204,7 +207,7 @@ def server_unless(
     """Runs in a serving process: the standalone server, or a failure while ``marker`` exists."""
     if marker.exists():
         raise RuntimeError(f"{marker.name} says no")
-    return standalone_server(ca, policy, credential, signing)
+    return standalone_server(ca, policy, credential, (), signing)
 
 
 async def test_a_serving_process_that_keeps_failing_is_tried_again_after_growing_pauses(
@@ -231,7 +234,7 @@ async def test_a_serving_process_that_keeps_failing_is_tried_again_after_growing
         assert "starting serving process 0 again in 1 s" in caplog.messages
         marker.unlink()
         await logged("is serving again")
-        ca_file = state.files.ca_pem
+        ca_file = state.files.tls_ca_pem
         assert (await asyncio.to_thread(served_certificate, port, ca_file)) == state.tls.certificate
 
 
@@ -254,4 +257,5 @@ async def test_the_tls_certificate_is_renewed_when_due_saved_and_handed_to_the_s
     assert state.files.tls_crt.read_bytes() == renewed.chain_pem, "the next start reuses it"
     assert state.files.tls_key.read_bytes() == renewed.key_pem
     assert stat.S_IMODE(state.files.tls_key.stat().st_mode) == 0o600
-    renewed.certificate.verify_directly_issued_by(state.ca.certificate)
+    assert state.tls_ca is not None
+    renewed.certificate.verify_directly_issued_by(state.tls_ca.certificate)

@@ -73,7 +73,13 @@ def test_first_start_writes_the_state_users_need(est: StandaloneServer) -> None:
     tls = x509.load_pem_x509_certificates((state / "tls.crt").read_bytes())[0]
     sans = tls.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(n.value) for n in sans] == ["localhost", "127.0.0.1"]
-    assert run(["openssl", "verify", "-CAfile", est.ca_pem, state / "tls.crt"]).strip().endswith(b"OK")
+    tls_ca = x509.load_pem_x509_certificate(est.tls_ca_pem.read_bytes())
+    assert tls_ca.subject.rfc4514_string() == "CN=keyward EST server TLS CA"
+    assert run(["openssl", "verify", "-CAfile", est.tls_ca_pem, state / "tls.crt"]).strip().endswith(b"OK")
+    refused = subprocess.run(
+        ["openssl", "verify", "-CAfile", est.ca_pem, state / "tls.crt"], capture_output=True, check=False
+    )
+    assert refused.returncode != 0, "the enrollment CA does not vouch for the server"
 
 
 def test_the_banner_commands_enroll_as_printed(est: StandaloneServer, work: Path) -> None:
@@ -90,7 +96,7 @@ def test_simpleenroll_with_basic_auth_and_openssl_verify(est: StandaloneServer, 
     csr, _ = openssl_csr_in(work, "device1", "/CN=device1", "DNS:device1.example,IP:10.0.0.7")
     leaf = work / "device1.pem"
     shell(
-        f"curl -sS --fail --cacert {est.ca_pem} -u est:$(cat {est.state_dir}/est-password) "
+        f"curl -sS --fail --cacert {est.tls_ca_pem} -u est:$(cat {est.state_dir}/est-password) "
         f"-H 'Content-Type: application/pkcs10' --data-binary @{csr} {est.url('simpleenroll')} "
         f"| base64 -d | openssl pkcs7 -inform DER -print_certs -out {leaf}"
     )
@@ -153,29 +159,36 @@ def test_serverkeygen_returns_a_key_the_token_never_held(est: StandaloneServer, 
     leaf = work / "keygen.pem"
     leaf.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     assert run(["openssl", "verify", "-CAfile", est.ca_pem, leaf]).strip().endswith(b"OK")
-    assert private_key_objects(est.token_objects()) == before == 1, "only the CA key is in the token"
+    assert private_key_objects(est.token_objects()) == before == 2, "only the CA keys are in the token"
 
 
 def test_cacerts_and_csrattrs(est: StandaloneServer) -> None:
-    printed = shell(f"curl -sS --fail --cacert {est.ca_pem} {est.url('cacerts')} | base64 -d | {PRINT_CERTS}")
+    trust = est.tls_ca_pem
+    printed = shell(f"curl -sS --fail --cacert {trust} {est.url('cacerts')} | base64 -d | {PRINT_CERTS}")
     assert x509.load_pem_x509_certificates(printed) == [
         x509.load_pem_x509_certificate(est.ca_pem.read_bytes())
     ]
     labelled = shell(
-        f"curl -sS --fail --cacert {est.ca_pem} {est.url('ca/cacerts')} | base64 -d | {PRINT_CERTS}"
+        f"curl -sS --fail --cacert {est.tls_ca_pem} {est.url('ca/cacerts')} | base64 -d | {PRINT_CERTS}"
     )
     assert labelled == printed
     attributes = shell(
-        f"curl -sS --fail --cacert {est.ca_pem} {est.url('csrattrs')} | base64 -d | {ASN1PARSE}"
+        f"curl -sS --fail --cacert {est.tls_ca_pem} {est.url('csrattrs')} | base64 -d | {ASN1PARSE}"
     ).decode()
     assert "rsaEncryption" in attributes, "a new CA is RSA-3072 by default"
 
 
 def test_the_ca_key_in_the_token_is_sensitive_and_never_extractable(est: StandaloneServer) -> None:
     listing = est.token_objects()
-    (block,) = [b for b in listing.split("Private Key Object")[1:] if "label:      keyward-est/ca" in b]
-    assert block.startswith("; RSA")
-    assert "Access:     sensitive, always sensitive, never extractable, local" in block
+    blocks = {
+        re.search(r"label: +(\S+)", block)[1]: block  # type: ignore[index]
+        for block in listing.split("Private Key Object")[1:]
+    }
+    assert set(blocks) == {"keyward-est/ca", "keyward-est/tls-ca"}
+    assert blocks["keyward-est/ca"].startswith("; RSA")
+    assert blocks["keyward-est/tls-ca"].startswith("; EC")
+    for block in blocks.values():
+        assert "Access:     sensitive, always sensitive, never extractable, local" in block
     assert "Public Key Object; RSA 3072 bits" in listing
 
 
@@ -189,7 +202,7 @@ def test_a_second_start_reuses_the_ca_the_password_and_the_tls_certificate(
         ca_pem, password, tls = first.ca_pem.read_bytes(), first.password, (state / "tls.crt").read_bytes()
         cert, key = enroll(first, work, "survivor", "/CN=survivor")
         attributes = shell(
-            f"curl -sS --fail --cacert {first.ca_pem} {first.url('csrattrs')} | base64 -d | {ASN1PARSE}"
+            f"curl -sS --fail --cacert {first.tls_ca_pem} {first.url('csrattrs')} | base64 -d | {ASN1PARSE}"
         )
         assert "id-ecPublicKey" in attributes.decode() and "prime256v1" in attributes.decode()
     finally:
@@ -202,7 +215,7 @@ def test_a_second_start_reuses_the_ca_the_password_and_the_tls_certificate(
         csr, _ = openssl_csr_in(work, "survivor-next", "/CN=survivor")
         renewed = second.curl("simplereenroll", "--cert", cert, "--key", key, data=csr)
         assert renewed.status == 200, "a certificate from the first run renews in the second"
-        assert private_key_objects(second.token_objects()) == 1
+        assert private_key_objects(second.token_objects()) == 2, "the CA's key and the TLS CA's"
     finally:
         assert second.stop() == 0
 

@@ -125,7 +125,7 @@ def test_serverkeygen_hands_out_a_key_of_the_requested_approved_type(
 def s_client(est: StandaloneServer, *options: str) -> subprocess.CompletedProcess[str]:
     """openssl s_client (outside FIPS mode: it offers what it is told) against the server."""
     return subprocess.run(
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{est.port}", "-CAfile", str(est.ca_pem), "-brief",
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{est.port}", "-CAfile", str(est.tls_ca_pem), "-brief",
          "-verify_return_error", *options],
         input="", capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip

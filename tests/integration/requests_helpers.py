@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import kr8s.asyncio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -16,6 +19,7 @@ from keyward.kube.client import Kube
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS
 from keyward.kube.watching import list_and_watch
 from keyward.sandbox.certmanager import approve
+from keyward.sandbox.runner import Sandbox
 from tests.integration.helpers import ready_condition, wait_for
 
 
@@ -169,3 +173,65 @@ async def approved_requests(kube: Kube, namespace: str, prefix: str, count: int)
         await create_request(kube, namespace, name, make_csr(f"{name}.example"))
     await asyncio.gather(*(approve(kube, name, namespace) for name in names))
     return names
+
+
+# ---- requesters of Kubernetes CSRs other than the admin --------------------------------------------
+
+
+#: What a requester needs to create CSRs at all (kube's system:node-bootstrapper has the like).
+CSR_CREATOR = [
+    {
+        "apiGroups": ["certificates.k8s.io"],
+        "resources": ["certificatesigningrequests"],
+        "verbs": ["create", "get"],
+    }
+]
+
+
+def reference_grant(group: str, namespace: str, issuer: str, subject_namespace: str, subject: str) -> str:
+    """The Role and RoleBinding of the README ("Kubernetes CSRs for namespaced issuers"): ``subject``
+    may have CSRs signed by ``issuer`` (``*``: every issuer of ``group`` in ``namespace``)."""
+    name = "all" if issuer == "*" else issuer
+    return f"""apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: use-{name}
+  namespace: {namespace}
+rules:
+  - apiGroups: [{group}]
+    resources: [signers]
+    verbs: [reference]
+    resourceNames: ["{issuer}"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: use-{name}
+  namespace: {namespace}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: use-{name}
+subjects:
+  - kind: ServiceAccount
+    name: {subject}
+    namespace: {subject_namespace}
+"""
+
+
+async def csr_requester(sandbox: Sandbox, directory: Path) -> tuple[Kube, str]:
+    """A ServiceAccount of a namespace of its own that may create CSRs, as (its client, its username)."""
+    namespace, name = f"apps-{uuid.uuid4().hex[:6]}", "builder"
+    config = sandbox.service_account_kubeconfig(
+        namespace, name, path=directory / "requester.kubeconfig", cluster_rules=CSR_CREATOR
+    )
+    return Kube(await kr8s.asyncio.api(kubeconfig=str(config))), f"system:serviceaccount:{namespace}:{name}"
+
+
+async def failed_condition(kube: Kube, name: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        obj = await kube.get(CSRS, name)
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "Failed"), None)
+
+    return await wait_for(probe, what=f"a Failed condition on CSR {name}")

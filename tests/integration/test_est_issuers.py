@@ -50,7 +50,10 @@ from tests.integration.requests_helpers import (
     approve_csr,
     chain_of,
     create_csr,
+    csr_requester,
+    failed_condition,
     make_csr,
+    reference_grant,
     wait_csr_certificate,
 )
 
@@ -326,6 +329,34 @@ async def test_namespaced_issuer_signs_kubernetes_csrs_by_signer_name(
         assert leaf.subject.rfc4514_string() == "CN=pod.example"
     finally:
         await kube.delete(CSRS, csr_name)
+
+
+async def test_a_csr_for_another_namespaces_est_issuer_gets_no_order_unless_its_requester_may_reference_it(
+    kube: Kube, namespace: str, est: RunningEst, est_ca: Issuer, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    await ready_issuer(kube, namespace, est, est_ca)
+    client, username = await csr_requester(sandbox, tmp_path)
+    denied, granted = f"denied-{uuid.uuid4().hex[:6]}", f"granted-{uuid.uuid4().hex[:6]}"
+    signer = f"estissuers.est.mitre.org/{namespace}.est"  # the plural spelling: the same check
+    try:
+        await create_csr(client, denied, make_csr("stolen.example"), signer)
+        await approve_csr(kube, denied)
+        condition = await failed_condition(kube, denied)
+        assert condition["reason"] == "DeniedReference"
+        assert condition["message"].startswith(f"{username} may not reference EstIssuer {namespace}/est (")
+        assert "signers.est.mitre.org named est or * in namespace" in condition["message"]
+        assert await order_of(kube, OPERATOR_NAMESPACE, denied) is None, "no EstOrder, no enrollment"
+
+        requester_namespace, requester_name = username.split(":")[2:]
+        grant = reference_grant("est.mitre.org", namespace, "*", requester_namespace, requester_name)
+        await kubectl("apply", "-f", "-", input_text=grant)
+        await create_csr(client, granted, make_csr("allowed.example"), signer)
+        await approve_csr(kube, granted)
+        (leaf,) = await wait_csr_certificate(kube, granted)
+        leaf.verify_directly_issued_by(est_ca.certificate)
+    finally:
+        for name in (denied, granted):
+            await kube.delete(CSRS, name)
 
 
 async def test_initial_enrollment_with_a_tls_client_certificate(

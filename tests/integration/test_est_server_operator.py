@@ -13,7 +13,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,12 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from keyward.issuers.tcs.est_ca import issue_tls_server_certificate
 from keyward.kube.client import Kube
-from keyward.kube.resources import EVENTS, NAMESPACES, SECRETS
+from keyward.kube.resources import EVENTS, NAMESPACES, SECRETS, TCS_ISSUERS
 from keyward.pki.issue import CertificateAuthority, self_signed_ca
 from keyward.pki.profile import IssuerPolicy
 from tests.est.helpers import Response, openssl_csr_in, run
 from tests.integration.conftest import OperatorRunner
-from tests.integration.helpers import ca_from_secret, create_issuer, wait_for, wait_ready
+from tests.integration.helpers import ca_from_secret, create_issuer, ready_condition, wait_for, wait_ready
 
 PASSWORD = "first-Passw0rd"
 
@@ -120,6 +120,7 @@ async def issued_tls(
     await operators.start(
         "--namespace", namespace, "--est-listen", f"127.0.0.1:{port}",
         "--est-issuer", f"TCSIssuer/{namespace}/tls-ca", "--est-hostnames", "127.0.0.1,localhost",
+        "--est-default-namespaces", namespace,
     )  # fmt: skip
     await wait_ready(kube, "devices", namespace, timeout=90)
     _, tls_ca = await ca_from_secret(kube, "tls-ca-cert", namespace)
@@ -227,6 +228,61 @@ async def test_a_changed_basic_auth_secret_counts_without_a_restart(
         await kube.replace(SECRETS, current)
 
 
+async def test_no_device_enrolls_a_server_certificate_for_the_est_servers_own_names(
+    issued_tls: IssuerSetup,
+) -> None:
+    """The server's names (--est-hostnames: 127.0.0.1, localhost) with server auth: refused, even from an
+    issuer whose policy allows server auth, for any of them, in the SANs or as the common name."""
+    est, work = issued_tls.est, issued_tls.est.work
+    for stem, subject, sans in [
+        ("ip", "/CN=impostor", "IP:127.0.0.1"),
+        ("dns", "/CN=impostor", "DNS:device.example,DNS:localhost"),
+        ("cn", "/CN=localhost", None),
+    ]:
+        csr, _ = await asyncio.to_thread(
+            openssl_csr_in,
+            work,
+            f"impostor-{stem}",
+            subject,
+            sans,
+            extensions=["extendedKeyUsage=serverAuth"],
+        )
+        refused = await est.curl("devices/simpleenroll", "-u", f"est:{PASSWORD}", data=csr)
+        assert refused.status == 400 and refused.text.startswith("policy est-server-names: "), refused.text
+    csr, _ = await asyncio.to_thread(
+        openssl_csr_in,
+        work,
+        "other-server",
+        "/CN=x",
+        "DNS:device.example",
+        extensions=["extendedKeyUsage=serverAuth"],
+    )
+    assert (await est.curl("devices/simpleenroll", "-u", f"est:{PASSWORD}", data=csr)).status == 200
+
+
+async def test_the_issuers_spec_policy_governs_what_the_est_server_enrolls(
+    kube: Kube, issued_tls: IssuerSetup
+) -> None:
+    spec = {
+        "privateKey": {"algorithm": "ECDSA"},
+        "policy": {"allowedDNSNames": ["*.plant.example"]},
+        "est": {"label": "plant-floor", "basicAuthSecretRef": {"name": "est-users"}},
+    }
+    await create_issuer(kube, "plant-floor", issued_tls.namespace, spec)
+    est, work = issued_tls.est, issued_tls.est.work
+    await est.answers("plant-floor/cacerts")
+    inside, _ = await asyncio.to_thread(
+        openssl_csr_in, work, "inside", "/CN=press-1", "DNS:press-1.plant.example"
+    )
+    assert (await est.curl("plant-floor/simpleenroll", "-u", f"est:{PASSWORD}", data=inside)).status == 200
+    outside, _ = await asyncio.to_thread(openssl_csr_in, work, "outside", "/CN=x", "DNS:mail.example")
+    refused = await est.curl("plant-floor/simpleenroll", "-u", f"est:{PASSWORD}", data=outside)
+    assert refused.status == 400
+    assert refused.text.startswith('policy allowed-dns-names: dNSName "mail.example" matches none of'), (
+        refused.text
+    )
+
+
 # --- --est-tls-secret: a Secret's certificate, reloaded when the Secret changes -----------------------
 
 
@@ -280,3 +336,109 @@ async def test_a_tls_secret_is_served_and_reloaded_when_it_changes(
         assert (await first.curl("lab/cacerts")).status == 0, "the first root no longer verifies the server"
     finally:
         await kube.delete(NAMESPACES, namespace)
+
+
+# --- labels across namespaces: first come keeps a label; the default is not for any namespace ----------
+
+
+def est_serving(issuer: dict[str, Any] | None) -> dict[str, Any]:
+    conditions = ((issuer or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == "EstServing"), {})
+
+
+async def wait_est_serving(kube: Kube, name: str, namespace: str, status: str, reason: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        condition = est_serving(await kube.find(TCS_ISSUERS, name, namespace))
+        return condition if (condition.get("status"), condition.get("reason")) == (status, reason) else None
+
+    return await wait_for(probe, what=f"TCSIssuer {namespace}/{name} EstServing={status} {reason}")
+
+
+async def served_ca(endpoint: EstEndpoint, path: str) -> x509.Certificate:
+    response = await endpoint.answers(path)
+    (certificate,) = pkcs7.load_der_pkcs7_certificates(base64.b64decode(b"".join(response.body.split())))
+    return certificate
+
+
+async def a_second_later(kube: Kube, issuer: dict[str, Any]) -> None:
+    """Wait until an object created now gets a later creationTimestamp than ``issuer`` (seconds)."""
+    created = datetime.fromisoformat(issuer["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+
+    async def later() -> bool:
+        return datetime.now(UTC) >= created + timedelta(seconds=1)
+
+    await wait_for(later, what="the next second")
+
+
+async def test_a_label_is_never_taken_from_the_namespace_that_claimed_it_first(
+    kube: Kube, operators: OperatorRunner, tmp_path: Path
+) -> None:
+    """An issuer in another namespace that claims a served label (and the default) serves nobody's
+    devices: not while the holder is served, not after a restart, and it says so. Its namespace sorts
+    first, as its name does: the order of names decides nothing."""
+    suffix = uuid.uuid4().hex[:6]
+    victim, intruder = f"z-est-{suffix}", f"a-est-{suffix}"
+    port = free_port()
+    for namespace in (victim, intruder):
+        await kube.create(NAMESPACES, {"metadata": {"name": namespace}})
+    try:
+        root = throwaway_root("tenancy TLS root")
+        await kube.create(SECRETS, tls_secret("est-tls", victim, root), victim)
+        holder = await create_issuer(
+            kube, "zz-plant", victim, {"privateKey": {"algorithm": "ECDSA"}, "est": {"label": "plant"}}
+        )
+        args = ["--namespace", victim, "--namespace", intruder, "--est-listen", f"127.0.0.1:{port}"]
+        operator = await operators.start(*args, "--est-tls-secret", f"{victim}/est-tls")
+        trust = tmp_path / "root.pem"
+        trust.write_bytes(root.certificate.public_bytes(serialization.Encoding.PEM))
+        endpoint = EstEndpoint(port, trust, tmp_path)
+        plant_ca = await served_ca(endpoint, "plant/cacerts")
+        await wait_est_serving(kube, "zz-plant", victim, "True", "Serving")
+
+        await a_second_later(kube, holder)
+        intruder_spec = {"privateKey": {"algorithm": "ECDSA"}, "est": {"label": "plant", "default": True}}
+        await create_issuer(kube, "aa-plant", intruder, intruder_spec)
+        await create_issuer(
+            kube, "aa-own", intruder, {"privateKey": {"algorithm": "ECDSA"}, "est": {"default": True}}
+        )
+        taken = await wait_est_serving(kube, "aa-plant", intruder, "False", "LabelTaken")
+        assert (
+            f"EST label 'plant' is held by TCSIssuer {victim}/zz-plant, which claimed it first"
+            in taken["message"]
+        )
+        await wait_ready(kube, "aa-plant", intruder)  # it signs its own requests all the same
+        own = await wait_est_serving(kube, "aa-own", intruder, "True", "DefaultNotAllowed")
+        assert (
+            "not as the default: only a TCSClusterIssuer or an issuer in namespace keyward-system"
+            in own["message"]
+        )
+        await served_ca(endpoint, "aa-own/cacerts")  # served under its own label
+        assert await served_ca(endpoint, "plant/cacerts") == plant_ca
+        assert (await endpoint.curl("cacerts")).status == 404, "no namespace's issuer is everyone's default"
+
+        await operator.stop()
+        await operators.start(*args, "--est-tls-secret", f"{victim}/est-tls")
+        assert await served_ca(endpoint, "plant/cacerts") == plant_ca, "the same holder after a restart"
+        assert (await endpoint.curl("cacerts")).status == 404
+        await wait_est_serving(kube, "aa-plant", intruder, "False", "LabelTaken")
+
+        await kube.delete(TCS_ISSUERS, "zz-plant", victim)  # the holder lets go: the next claimant serves
+        await wait_est_serving(kube, "aa-plant", intruder, "True", "DefaultNotAllowed")
+
+        async def intruders_ca() -> bool:
+            response = await endpoint.curl("plant/cacerts")
+            return response.status == 200 and leaf_of(response) != plant_ca
+
+        await wait_for(intruders_ca, what="label plant served for the remaining claimant")
+
+        await kube.patch(TCS_ISSUERS, "aa-own", {"spec": {"est": None}}, intruder)  # no longer served
+
+        async def condition_gone() -> bool:
+            issuer = await kube.find(TCS_ISSUERS, "aa-own", intruder)
+            return not est_serving(issuer) and ready_condition(issuer).get("status") == "True"
+
+        await wait_for(condition_gone, what="the EstServing condition gone with spec.est")
+        assert (await endpoint.curl("aa-own/cacerts")).status == 404
+    finally:
+        for namespace in (victim, intruder):
+            await kube.delete(NAMESPACES, namespace)

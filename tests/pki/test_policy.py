@@ -499,3 +499,58 @@ def test_a_policy_pickles_and_still_matches(
     issue(request(leaf_key, [x509.DNSName("b.app.example")]), ca, policy=back)
     with refused("allowed-dns-names"):
         issue(request(leaf_key, [x509.DNSName("b.other.example")]), ca, policy=back)
+
+
+# ---- the EST server's own names ----
+
+
+SERVER = IssuerPolicy(reserved_server_names=("est.example.com", "127.0.0.1", "::1", "*.est.example.net"))
+SERVER_AUTH = RequestProfile(usages=("digital signature", "server auth"))
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        [x509.DNSName("est.example.com")],
+        [x509.DNSName("EST.Example.COM")],  # case changes nothing
+        [x509.DNSName("device.example"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        [x509.IPAddress(ipaddress.ip_address("::1"))],
+        [x509.DNSName("*.example.com")],  # a wildcard covering the server's name
+        [x509.DNSName("a.est.example.net")],  # a name the server's wildcard covers
+    ],
+    ids=["dns", "case", "ip", "ipv6", "covering-wildcard", "covered-by-the-servers-wildcard"],
+)
+def test_no_server_auth_certificate_for_the_est_servers_own_names(
+    ca: CertificateAuthority, leaf_key: ec.EllipticCurvePrivateKey, names: list[x509.GeneralName]
+) -> None:
+    with refused("est-server-names", "is a name of the EST server itself"):
+        issue(request(leaf_key, names), ca, SERVER_AUTH, SERVER)
+
+
+def test_nor_for_a_common_name_or_with_any_purpose(
+    ca: CertificateAuthority, leaf_key: ec.EllipticCurvePrivateKey
+) -> None:
+    with refused("est-server-names", 'commonName "127.0.0.1"'):
+        issue(
+            request(leaf_key, requested=subject((NameOID.COMMON_NAME, "127.0.0.1"))), ca, SERVER_AUTH, SERVER
+        )
+    anything = IssuerPolicy(
+        reserved_server_names=SERVER.reserved_server_names,
+        allowed_extended_usages=DEFAULT_EXTENDED_USAGES | {"any"},
+    )
+    with refused("est-server-names"):
+        issue(request(leaf_key, [dns("est.example.com")]), ca, RequestProfile(usages=("any",)), anything)
+    no_extended_usage = RequestProfile(usages=("digital signature",))  # valid for every purpose
+    with refused("est-server-names"):
+        issue(request(leaf_key, [dns("est.example.com")]), ca, no_extended_usage, SERVER)
+
+
+def test_client_certificates_for_those_names_and_server_certificates_for_others_are_issued(
+    ca: CertificateAuthority, leaf_key: ec.EllipticCurvePrivateKey
+) -> None:
+    client = RequestProfile(usages=("digital signature", "client auth"))
+    issued = issue(request(leaf_key, [dns("est.example.com")]), ca, client, SERVER)
+    assert list(extension(issued, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    for other in ("device.example.com", "b.a.est.example.net", "est.example.com.evil"):
+        issue(request(leaf_key, [dns(other)]), ca, SERVER_AUTH, SERVER)
+    issue(request(leaf_key, [dns("est.example.com")]), ca, SERVER_AUTH)  # no EST server: no such rule

@@ -329,6 +329,16 @@ async def test_request_counts_count_requests_and_writes(
     after = api_server.request_counts()
     assert after["requests"] - before["requests"] == 3
     assert after["writes"] - before["writes"] == 2
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {"user": "someone", "resourceAttributes": {"verb": "get", "resource": "pods"}},
+    }
+    answered = await client.post("/apis/authorization.k8s.io/v1/subjectaccessreviews", json=review)
+    assert answered.status_code == 201 and answered.json()["status"]["allowed"] is False
+    reviewed = api_server.request_counts()
+    assert reviewed["requests"] - after["requests"] == 1
+    assert reviewed["writes"] == after["writes"], "a review is answered, never stored: no write"
 
 
 def protobuf_envelope(api_version: str, kind: str, raw: bytes) -> bytes:

@@ -147,7 +147,7 @@ async def est_server_process(state_dir: Path) -> AsyncIterator[EstEndpoint]:
             ) from None
         yield EstEndpoint(
             base_url=base_url,
-            ca_file=state_dir / "ca.pem",
+            ca_file=state_dir / "tls-ca.pem",  # the server's TLS CA (ca.pem is the enrollment CA)
             username="est",
             password=(state_dir / "est-password").read_text().strip(),
             pid=process.pid,

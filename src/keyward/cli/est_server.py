@@ -36,7 +36,8 @@ def _checked_hostnames(
     "--state-dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where the token, ca.pem, est-password and the TLS files live (created on first start).",
+    help="Where the token, ca.pem (enrollment CA), tls-ca.pem (TLS CA), est-password and the TLS files "
+    "live (created on first start; yours alone: refused if another user owns or can write it).",
 )
 @click.option(
     "--listen",
@@ -59,6 +60,25 @@ def _checked_hostnames(
     help="Another DNS name or IP for the TLS certificate (repeatable); localhost and 127.0.0.1 always.",
 )
 @click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serve this TLS certificate (PEM, then its intermediates) instead of one from the state's TLS "
+    "CA; with --tls-key. Not renewed by keyward: restart after replacing it.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The private key (PEM, unencrypted) of --tls-cert.",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="What the enrollment CA signs: a YAML or JSON file with the fields of a TCS issuer's "
+    "spec.policy (allowedDNSNames, allowedIPRanges, ...; docs/POLICY.md) [default: the default policy].",
+)
+@click.option(
     "--workers",
     type=click.IntRange(0, MAX_SIGNING_PROCESSES),
     metavar="N",
@@ -72,6 +92,9 @@ def est_server(
     listen: str,
     key_algorithm: str | None,
     hostnames: tuple[str, ...],
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    policy_file: Path | None,
     workers: int | None,
     fips: bool,
     verbose: bool,
@@ -79,7 +102,7 @@ def est_server(
     """Serve RFC 7030 EST from a CA whose key is in a local SoftHSM2 token (no cluster needed)."""
     fips_status = start_fips_mode(fips)
     from keyward.estserver.serve import LOG_FORMAT, StandaloneOptions, serve
-    from keyward.estserver.state import DEFAULT_HOSTNAMES
+    from keyward.estserver.state import DEFAULT_HOSTNAMES, SuppliedTls, load_policy
     from keyward.host import ListenAddress, processes_per_core
     from keyward.keystore import KeySpec
 
@@ -91,6 +114,9 @@ def est_server(
     )
     if fips_status is not None:
         logging.getLogger("keyward.fips").info("%s", fips_status.describe())
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together: give both, or neither")
+    supplied = SuppliedTls(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
     key_spec = None
     if key_algorithm:
         algorithm, _, size = key_algorithm.partition("-")
@@ -101,5 +127,7 @@ def est_server(
         key_spec=key_spec,
         hostnames=tuple(dict.fromkeys((*DEFAULT_HOSTNAMES, *hostnames))),
         workers=processes_per_core() if workers is None else workers,
+        policy=load_policy(policy_file) if policy_file is not None else None,
+        supplied_tls=supplied,
     )
     run_until_signalled(serve(options))

@@ -151,6 +151,13 @@ def _seed_flag(name: str, help_text: str, **kwargs: Any) -> Callable[[FC], FC]:
     help="Comma-separated DNS names and IPs for the certificate --est-issuer issues.",
 )
 @click.option(
+    "--est-default-namespaces",
+    multiple=True,
+    metavar="NAMESPACES",
+    help="Comma-separated namespaces whose TCSIssuers may be the EST server's default CA (spec.est.default),"
+    " besides TCSClusterIssuers and the operator's namespace [env KEYWARD_EST_DEFAULT_NAMESPACES].",
+)
+@click.option(
     "--wait-for-token",
     is_flag=True,
     help="Start even when the PKCS#11 token cannot be opened "

@@ -49,16 +49,27 @@ class ServingSetup:
 
 
 def standalone_server(
-    ca: CertificateAuthority, policy: IssuerPolicy, credential: BasicCredential, signing: TokenWorkers
+    ca: CertificateAuthority,
+    policy: IssuerPolicy,
+    credential: BasicCredential,
+    server_names: tuple[str, ...],
+    signing: TokenWorkers,
 ) -> EstServer:
-    """The server ``keyward est-server`` runs: the CA under ``EST_LABEL``, also the default CA. Built in
-    each serving process (a partial of this function is their ``make_server``), or in the parent when
-    there are none."""
+    """The server ``keyward est-server`` runs: the CA under ``EST_LABEL``, also the default CA; no device
+    enrolls for ``server_names`` with server auth. Built in each serving process (a partial of this
+    function is their ``make_server``), or in the parent when there are none."""
 
     async def workers() -> TokenWorkers:
         return signing
 
-    served = TcsEstCa(EST_LABEL, ca, policy, workers, credentials=lambda: credential)
+    served = TcsEstCa(
+        EST_LABEL,
+        ca,
+        policy,
+        workers,
+        credentials=lambda: credential,
+        server_names=lambda: server_names,
+    )
     return EstServer({EST_LABEL: served}, default_label=EST_LABEL)
 
 

@@ -17,11 +17,19 @@ from pathlib import Path
 from keyward.errors import UserError
 from keyward.est.server import ServerTls
 from keyward.estserver.child import EST_LABEL, ServingSetup, standalone_server
-from keyward.estserver.state import DEFAULT_HOSTNAMES, USERNAME, StandaloneState, prepare_state, save_tls
+from keyward.estserver.state import (
+    DEFAULT_HOSTNAMES,
+    USERNAME,
+    StandaloneState,
+    SuppliedTls,
+    prepare_state,
+    save_tls,
+)
 from keyward.estserver.workers import ServingProcesses, hold_port
 from keyward.host import ListenAddress
 from keyward.issuers.tcs.est_ca import ServerCertificate, issue_tls_server_certificate, renewal_time
 from keyward.keystore import KeySpec
+from keyward.pki.profile import IssuerPolicy
 
 log = logging.getLogger("keyward.est.standalone")
 
@@ -38,11 +46,24 @@ class StandaloneOptions:
     key_spec: KeySpec | None = None
     hostnames: tuple[str, ...] = DEFAULT_HOSTNAMES
     workers: int = 0  # serving processes (``keyward.estserver.workers``); 0 serves in this process
+    #: What the enrollment CA signs (``--policy``); None: the default policy.
+    policy: IssuerPolicy | None = None
+    #: The operator's own TLS certificate and key (``--tls-cert``, ``--tls-key``) instead of the TLS CA's.
+    supplied_tls: SuppliedTls | None = None
 
 
 async def serve(options: StandaloneOptions) -> None:
     """Run the EST server until cancelled (the CLI cancels on SIGINT/SIGTERM), then close the token."""
-    state = await asyncio.to_thread(prepare_state, options.state_dir, options.key_spec, options.hostnames)
+    state = await asyncio.to_thread(
+        functools.partial(
+            prepare_state,
+            options.state_dir,
+            options.key_spec,
+            options.hostnames,
+            policy=options.policy,
+            supplied_tls=options.supplied_tls,
+        )
+    )
     try:
         if options.workers:
             await _serve_in_processes(state, options)
@@ -55,7 +76,7 @@ async def serve(options: StandaloneOptions) -> None:
 
 async def _serve_here(state: StandaloneState, options: StandaloneOptions) -> None:
     """One process: the event loop serves, the store's threads sign."""
-    server = standalone_server(state.ca, state.policy, state.credential, state.store)
+    server = standalone_server(state.ca, state.policy, state.credential, state.server_names, state.store)
     tls = ServerTls(state.tls.chain_pem, state.tls.key_pem, server.client_trust_anchors())
     try:
         await server.start(options.listen.host, options.listen.port, tls.context)
@@ -77,7 +98,9 @@ async def _serve_in_processes(state: StandaloneState, options: StandaloneOptions
         raise _cannot_listen(options.listen, exc) from None
     try:
         setup = ServingSetup(
-            make_server=functools.partial(standalone_server, state.ca, state.policy, state.credential),
+            make_server=functools.partial(
+                standalone_server, state.ca, state.policy, state.credential, state.server_names
+            ),
             tls=state.tls,
             listen=ListenAddress(options.listen.host, port),
             log_level=logging.getLogger().getEffectiveLevel(),
@@ -109,13 +132,17 @@ def _cannot_listen(listen: ListenAddress, exc: OSError) -> UserError:
 
 async def _renew_forever(state: StandaloneState, install: Callable[[ServerCertificate], None]) -> None:
     """Renew the TLS certificate at two thirds of its lifetime and ``install`` it; the old one serves
-    until then."""
+    until then. A supplied certificate (``--tls-cert``) is the operator's to renew: served until stopped."""
+    tls_ca = state.tls_ca
+    if tls_ca is None:
+        await asyncio.Event().wait()
+        return
     due = renewal_time(state.tls.certificate)
     while True:
         await asyncio.sleep(max(1.0, (due - datetime.now(UTC)).total_seconds()))
         try:
             renewed = await state.store.run(
-                issue_tls_server_certificate, state.ca, state.hostnames, state.policy
+                issue_tls_server_certificate, tls_ca, state.hostnames, IssuerPolicy()
             )
             await asyncio.to_thread(save_tls, state.files, renewed)
             install(renewed)
@@ -134,15 +161,22 @@ def banner(state: StandaloneState, listen: ListenAddress, port: int) -> str:
     shown_host = f"[{host}]" if ":" in host else host
     base = f"https://{shown_host}:{port}/.well-known/est"
     files = state.files
+    if state.tls_ca is not None:
+        trust = files.tls_ca_pem
+        tls = f"  TLS: certificate issued by the TLS CA; clients verify the server with {trust}"
+    else:
+        trust = Path("SERVER-CA.pem")
+        tls = "  TLS: the --tls-cert certificate; clients verify the server with the CA that issued it"
     return "\n".join(
         [
             f"keyward EST server listening on {base}/ (also {base}/{EST_LABEL}/)",
-            f"  CA certificate: {files.ca_pem}",
+            f"  enrollment CA certificate (devices get it from /cacerts): {files.ca_pem}",
+            tls,
             f"  HTTP Basic: user {USERNAME}, password in {files.password}",
             "Enroll a new key with openssl and curl:",
             "  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout device.key "
             "-subj /CN=device -outform DER | base64 > device.b64",
-            f"  curl --cacert {files.ca_pem} -u {USERNAME}:$(cat {files.password}) "
+            f"  curl --cacert {trust} -u {USERNAME}:$(cat {files.password}) "
             f"-H 'Content-Type: application/pkcs10' --data-binary @device.b64 {base}/simpleenroll "
             "| base64 -d | openssl pkcs7 -inform DER -print_certs -out device.pem",
             "Renew it with the certificate itself: curl --cert device.pem --key device.key ... "

@@ -21,6 +21,7 @@ from keyward.errors import UserError
 from keyward.keystore.config import SOFTHSM2_MODULE, HsmConfig, load_hsm_config
 from keyward.keystore.errors import KeystoreError
 from keyward.keystore.module import SOFTHSM2_CONF_ENV
+from keyward.statedir import private_subdirectory, write_private_file
 
 CONFIG_FILE = "hsm.json"
 SOFTHSM2_CONF_FILE = "softhsm2.conf"
@@ -44,12 +45,10 @@ def create_softhsm_store(state_dir: Path, token_label: str = "keyward") -> HsmCo
     with _exclusive(state):
         if config_file.exists():
             return load_hsm_config(config_file, env={})
-        tokens = state / TOKENS_DIR
-        tokens.mkdir(mode=0o700, exist_ok=True)
+        tokens = private_subdirectory(state / TOKENS_DIR)
         softhsm2_conf = state / SOFTHSM2_CONF_FILE
-        softhsm2_conf.write_text(
-            f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
-        )
+        conf = f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+        write_private_file(softhsm2_conf, conf.encode(), mode=0o600)
         config = HsmConfig(
             module=SOFTHSM2_MODULE,
             token_label=token_label,
@@ -58,26 +57,22 @@ def create_softhsm_store(state_dir: Path, token_label: str = "keyward") -> HsmCo
             softhsm2_conf=str(softhsm2_conf),
         )
         pending = state / f".{CONFIG_FILE}.new"
-        _write_private(pending, config.to_json())
+        write_private_file(pending, config.to_json().encode(), mode=0o600)  # it holds the PINs
         _initialize_token(pending, config)
         pending.replace(config_file)
         return config
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read: it holds the PINs."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
-    path.chmod(0o600)
-
-
 @contextmanager
 def _exclusive(state: Path) -> Iterator[None]:
-    """Serialize store creation between processes sharing the state directory."""
-    with open(state / ".hsm.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    """Serialize store creation between processes sharing the state directory (the lock file is never
+    truncated, nor opened through a link)."""
+    descriptor = os.open(state / ".hsm.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(descriptor)
 
 
 def _initialize_token(config_file: Path, config: HsmConfig) -> None:

@@ -67,6 +67,9 @@ EVENTS = Resource("", "v1", "events", "Event", True)
 CSRS = Resource(CSR_GROUP, "v1", "certificatesigningrequests", "CertificateSigningRequest", False)
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", True)
+SUBJECT_ACCESS_REVIEWS = Resource(
+    "authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False
+)
 
 TCS_ISSUERS = Resource(TCS_GROUP, "v1alpha1", "tcsissuers", "TCSIssuer", True)
 TCS_CLUSTER_ISSUERS = Resource(TCS_GROUP, "v1alpha1", "tcsclusterissuers", "TCSClusterIssuer", False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from keyward.kube.resources import (
     EST_ORDERS,
     QUOTE_ATTESTATIONS,
     SIGNER_ANNOTATION,
+    TCS_CLUSTER_ISSUERS,
+    TCS_ISSUERS,
     Resource,
 )
 from keyward.operator import (
@@ -33,10 +35,12 @@ from keyward.operator.est import issuers as est_issuers  # noqa: F401
 from keyward.operator.est import orders as est_orders  # noqa: F401
 from keyward.operator.est import requests as est_requests  # noqa: F401
 from keyward.operator.est.services import EstControllers
-from keyward.operator.est_server.service import EstService
+from keyward.operator.est_server.claims import EstClaims
+from keyward.operator.est_server.service import UNCONFIGURED_MESSAGE, EstService
 from keyward.operator.est_server.tls_sources import tls_source
 from keyward.operator.health import ProbeServer
 from keyward.operator.leader import LeaderElector, LeasePolicy
+from keyward.operator.references import SignerReferences
 from keyward.operator.registry import registry
 from keyward.operator.secrets import OwnedObjects, SecretStore, owned_secrets
 from keyward.operator.services import Services
@@ -87,6 +91,12 @@ def build(services: Services) -> None:
     events = Events(kube)
     writer = services.writer = StatusWriter(kube, events, on_failure=_count_write_failure)
     secrets = services.secret_store = SecretStore(kube)
+    source = tls_source(settings, secrets, services.cas, services.tokens)
+    claims = EstClaims(
+        operator_namespace=settings.operator_namespace,
+        default_namespaces=settings.est_default_namespaces,
+        unserved=None if source is not None else UNCONFIGURED_MESSAGE,
+    )
     issuers = services.tcs_issuer_checks = TcsIssuers(
         kube=kube,
         writer=writer,
@@ -95,6 +105,7 @@ def build(services: Services) -> None:
         operator_namespace=settings.operator_namespace,
         leadership=services.leadership,
         secrets=secrets,
+        est_claims=claims,
         provisioning=ProvisioningOptions(
             mechanism=settings.key_wrap_mechanism,
             random_nonce=settings.use_random_nonce,
@@ -102,12 +113,14 @@ def build(services: Services) -> None:
             service_id=settings.hsm.token_label,
         ),
     )
+    references = SignerReferences(kube)
     requests = services.tcs_requests = TcsRequests(
         cas=services.cas,
         tokens=services.tokens,
         writer=writer,
         describe=issuers.describe,
         csr_full_chain=settings.csr_full_cert_chain,
+        references=references,
         attestations=RequestAttestations(
             kube=kube,
             writer=writer,
@@ -125,15 +138,18 @@ def build(services: Services) -> None:
         cluster_namespace=settings.est_cluster_namespace,
         csr_full_chain=settings.csr_full_cert_chain,
         leadership=services.leadership,
+        references=references,
     )
     services.est_service = EstService(
         cas=services.cas,
         tokens=services.tokens,
         secrets=secrets,
         events=events,
-        source=tls_source(settings, secrets, services.cas, services.tokens),
+        source=source,
         listen=settings.est_listen,
         operator_namespace=settings.operator_namespace,
+        claims=claims,
+        read_issuers=lambda: read_tcs_issuers(kube, settings.namespaces, issuers.observe),
     )
     namespaces = settings.namespaces
     if namespaces and settings.operator_namespace not in namespaces:
@@ -158,6 +174,16 @@ def build(services: Services) -> None:
         issuers=lambda: _issuer_states(services),
         token_up=lambda: [(ref.signer_name, services.tokens.is_open) for ref, _ in issuers.states()],
     )
+
+
+async def read_tcs_issuers(
+    kube: Kube, namespaces: tuple[str, ...], observe: Callable[[str, Mapping[str, Any]], None]
+) -> None:
+    """Every TCS issuer the operator serves, read now (as the events would bring them)."""
+    for resource, scopes in ((TCS_ISSUERS, namespaces or (None,)), (TCS_CLUSTER_ISSUERS, (None,))):
+        for namespace in scopes:
+            for body in await kube.list(resource, namespace):
+                observe("ADDED", {**body, "apiVersion": resource.api_version, "kind": resource.kind})
 
 
 def _count_write_failure(_resource: Resource, error: ApiError) -> None:

@@ -39,6 +39,8 @@ class Verdict(Generic[R]):
     transient: bool = False
     #: More status fields to write beside the Ready condition (e.g. status.signerName).
     status: Mapping[str, Any] = field(default_factory=dict)
+    #: More conditions beside Ready, by type: (status, reason, message), or None to remove the condition.
+    conditions: Mapping[str, tuple[bool, str, str] | None] = field(default_factory=dict)
 
 
 #: A family's check: (the issuer, its object, whether this replica leads) → verdict. A standby checks
@@ -205,16 +207,32 @@ class IssuerChecks(Generic[R]):
         generation = meta.get("generation")
         status = body.get("status") or {}
         previous = status.get("conditions")
-        current = conditions.find(previous, "Ready") or {}
-        wanted = conditions.make(
-            "Ready", ok, verdict.reason, verdict.message, previous=previous, generation=generation
+        wanted = [
+            conditions.make(
+                "Ready", ok, verdict.reason, verdict.message, previous=previous, generation=generation
+            )
+        ]
+        removed = {type_ for type_, extra in verdict.conditions.items() if extra is None}
+        wanted += [
+            conditions.make(type_, *extra, previous=previous, generation=generation)
+            for type_, extra in verdict.conditions.items()
+            if extra is not None
+        ]
+        unchanged = all(_same_condition(conditions.find(previous, c["type"]), c) for c in wanted) and not any(
+            conditions.find(previous, type_) for type_ in removed
         )
-        same_ready = all(
-            current.get(k) == wanted.get(k) for k in ("status", "reason", "message", "observedGeneration")
-        )
-        if same_ready and all(status.get(k) == v for k, v in verdict.status.items()):
+        if unchanged and all(status.get(k) == v for k, v in verdict.status.items()):
             return
-        patch = {**verdict.status, "conditions": conditions.replace(previous, wanted)}
+        written_conditions = [dict(c) for c in previous or () if c.get("type") not in removed]
+        for condition in wanted:
+            written_conditions = conditions.replace(written_conditions, condition)
+        patch = {**verdict.status, "conditions": written_conditions}
         written = await self._writer.write(tracked.resource, body, patch, precondition=False)
         if written is not None and self._tracked.get(tracked.ref.signer_name) is tracked:
             tracked.body = written
+
+
+def _same_condition(current: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
+    return current is not None and all(
+        current.get(k) == wanted.get(k) for k in ("status", "reason", "message", "observedGeneration")
+    )

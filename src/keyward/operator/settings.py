@@ -41,6 +41,7 @@ ENV_EST_LISTEN = "KEYWARD_EST_LISTEN"
 ENV_EST_TLS_SECRET = "KEYWARD_EST_TLS_SECRET"  # noqa: S105 - a variable name
 ENV_EST_ISSUER = "KEYWARD_EST_ISSUER"
 ENV_EST_HOSTNAMES = "KEYWARD_EST_HOSTNAMES"  # comma-separated
+ENV_EST_DEFAULT_NAMESPACES = "KEYWARD_EST_DEFAULT_NAMESPACES"  # comma-separated
 ENV_CSR_FULL_CHAIN = "KEYWARD_CSR_FULL_CERT_CHAIN"
 ENV_SIGNING_PROCESSES = "KEYWARD_SIGNING_PROCESSES"
 ENV_LEADER_ELECT = "KEYWARD_LEADER_ELECT"
@@ -132,6 +133,8 @@ class Settings:
     #: ... or issued by this TCS issuer ("TCSIssuer/NS/NAME", "TCSClusterIssuer/NAME") for est_hostnames.
     est_issuer: str | None = None
     est_hostnames: tuple[str, ...] = ()
+    #: Namespaces besides the operator's whose TCSIssuers may be the EST server's default CA.
+    est_default_namespaces: tuple[str, ...] = ()
     csr_full_cert_chain: bool = False
     #: Processes that decode and sign requests, each with its own token session (0: threads only).
     signing_processes: int = field(default_factory=lambda: processes_per_core())
@@ -253,6 +256,9 @@ def load_settings(
         est_tls_secret=est_tls_secret,
         est_issuer=est_issuer,
         est_hostnames=est_hostnames,
+        est_default_namespaces=_names(
+            flags.get("est_default_namespaces") or env.get(ENV_EST_DEFAULT_NAMESPACES, "")
+        ),
         csr_full_cert_chain=bool(flags.get("csr_full_cert_chain")) or _truthy(env.get(ENV_CSR_FULL_CHAIN)),
         signing_processes=_signing_processes(pick("signing_processes", ENV_SIGNING_PROCESSES)),
         est_client=EstClientSettings.from_env(env),
@@ -363,6 +369,12 @@ def _logging(flags: Mapping[str, object]) -> tuple[LogLevel, LogFormat]:
     return level, log_format
 
 
+def _names(values: object) -> tuple[str, ...]:
+    """Comma-separated names, from one string (the environment) or several (a repeated flag)."""
+    items = [values] if isinstance(values, str) else list(values)  # type: ignore[call-overload]
+    return tuple(dict.fromkeys(n.strip() for item in items for n in str(item).split(",") if n.strip()))
+
+
 def _flag_or_env(flag: object, text: str | None, default: bool) -> bool:
     if flag is not None:
         return bool(flag)
@@ -414,8 +426,7 @@ def _est_tls_source(
     secret: str | None, issuer: str | None, hostnames: object
 ) -> tuple[str | None, str | None, tuple[str, ...]]:
     """Check the EST server's TLS options together: one source, well-formed, with host names to certify."""
-    items = [hostnames] if isinstance(hostnames, str) else list(hostnames)  # type: ignore[call-overload]
-    names = tuple(dict.fromkeys(n.strip() for item in items for n in str(item).split(",") if n.strip()))
+    names = _names(hostnames)
     if secret and issuer:
         raise UserError(
             "--est-tls-secret and --est-issuer are both set",

@@ -29,7 +29,7 @@ from keyward.pki.errors import IssuerError, RequestError
 from keyward.pki.keys import check_ca_key, check_request_algorithms, random_serial_number, signature_hash
 from keyward.pki.names import subject_from_spec
 from keyward.pki.pem import load_pem_chain, pem_chain
-from keyward.pki.policy import check_subject, comparable_name, requested_names
+from keyward.pki.policy import check_server_names, check_subject, comparable_name, requested_names
 from keyward.pki.profile import IssuerPolicy, RequestProfile, check_profile
 
 __all__ = [
@@ -292,6 +292,7 @@ def issue_certificate(
             "email); add a commonName or dnsNames to the request"
         )
     check_subject(subject, ca.subjects, policy)
+    check_server_names(names, subject, usages.extended, policy)
     not_before, not_after = _validity(moment, duration, ca, policy)
     extensions = [_basic_constraints(profile.is_ca, ca), *usages.extensions]
     if names:

@@ -27,6 +27,7 @@ from keyward.pki.errors import PolicyViolation, RequestError
 from keyward.pki.usages import DEFAULT_USAGES, EXTENDED_KEY_USAGES, KEY_USAGE_BITS, resolve_usages
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # ---- rules: their names, as refusals and docs/POLICY.md state them ----------------------------------
 
@@ -45,6 +46,7 @@ ALLOWED_EMAIL_ADDRESSES = "allowed-email-addresses"
 SUBJECT_ATTRIBUTES = "subject-attributes"
 CA_SUBJECT = "ca-subject"
 FORBIDDEN_ORGANIZATIONS = "forbidden-subject-organizations"
+SERVER_NAMES = "est-server-names"
 
 # ---- bounds -------------------------------------------------------------------------------------------
 
@@ -125,6 +127,9 @@ class IssuerPolicy:
     allowed_uris: tuple[str, ...] | None = None
     allowed_email_addresses: tuple[str, ...] | None = None
     forbidden_subject_organizations: tuple[str, ...] = DEFAULT_FORBIDDEN_ORGANIZATIONS
+    #: The names (DNS names, IP addresses) of an EST server that serves this CA: no certificate for one of
+    #: them may be used by a TLS server (rule ``est-server-names``). Set by the EST server, per enrollment.
+    reserved_server_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_extended_usages(self.allowed_extended_usages)
@@ -143,6 +148,18 @@ class IssuerPolicy:
     @cached_property
     def _email_addresses(self) -> re.Pattern[str] | None:
         return _patterns(self.allowed_email_addresses, re.IGNORECASE)
+
+    @cached_property
+    def _server_names(self) -> tuple[frozenset[str], frozenset[IPAddress]]:
+        dns: set[str] = set()
+        ips: set[IPAddress] = set()
+        for name in self.reserved_server_names:
+            address = _ip_literal(name.strip("[]"))
+            if address is not None:
+                ips.add(address)
+            elif name:
+                dns.add(_dns_key(name))
+        return frozenset(dns), frozenset(ips)
 
     def __getstate__(self) -> dict[str, object]:
         # The compiled patterns are made again on arrival (policies travel with every signing job).
@@ -408,6 +425,55 @@ def _check_allowed(
         )
 
 
+# ---- the EST server's own names ------------------------------------------------------------------------
+
+#: Extended key usages with which a certificate authenticates a TLS server (none at all: any purpose).
+_SERVER_PURPOSES = frozenset({EXTENDED_KEY_USAGES["server auth"], EXTENDED_KEY_USAGES["any"]})
+
+
+def _dns_key(name: str) -> str:
+    return name.rstrip(".").lower()
+
+
+def _covers(wildcard: str, name: str) -> bool:
+    """Whether the wildcard DNS name ``*.rest`` matches ``name`` (one label in place of the star)."""
+    return wildcard.startswith("*.") and name.partition(".")[2] == wildcard[2:] and "." in name
+
+
+def _dns_overlap(a: str, b: str) -> bool:
+    return a == b or _covers(a, b) or _covers(b, a)
+
+
+def check_server_names(
+    names: Sequence[x509.GeneralName],
+    subject: x509.Name,
+    extended_usages: Sequence[ObjectIdentifier],
+    policy: IssuerPolicy,
+) -> None:
+    """Refuse a certificate a TLS server could present (server auth, "any", or no extended key usage at
+    all) for a name of the EST server it is enrolled through (``policy.reserved_server_names``): whoever
+    holds it could pass for that server with clients that trust the CA. The subjectAltNames count, and a
+    commonName (which old clients still match)."""
+    dns, ips = policy._server_names
+    if not (dns or ips) or (extended_usages and not _SERVER_PURPOSES & set(extended_usages)):
+        return
+    wanted: list[tuple[str, str]] = [
+        ("dNSName" if isinstance(name, x509.DNSName) else "iPAddress", str(name.value))
+        for name in names
+        if isinstance(name, x509.DNSName | x509.IPAddress)
+    ]
+    wanted += [("commonName", str(a.value)) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    for kind, value in wanted:
+        address = _ip_literal(value.strip("[]"))
+        if (address in ips) if address is not None else any(_dns_overlap(_dns_key(value), d) for d in dns):
+            raise PolicyViolation(
+                SERVER_NAMES,
+                f"{kind} {_shown(value)} is a name of the EST server itself; a certificate enrolled here "
+                "for it may not authenticate a TLS server (server auth): request client auth only, or "
+                "leave that name out",
+            )
+
+
 # ---- subjects -------------------------------------------------------------------------------------------
 
 #: C0 and C1 control characters, DEL included: never part of a name shown to anyone.
@@ -490,6 +556,7 @@ __all__ = [
     "IssuerPolicy",
     "check_extended_usages",
     "check_pattern",
+    "check_server_names",
     "check_subject",
     "comparable_name",
     "dns_name_problem",

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from keyward.statedir import open_private_append
+
 log = logging.getLogger("keyward.sandbox.operator")
 
 
@@ -63,7 +65,7 @@ class OperatorProcess:
             self._supervisor = asyncio.create_task(self._supervise())
 
     async def _spawn(self) -> None:
-        out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115, ASYNC230 - instant, local
+        out = open_private_append(self.log_path) if self.log_path else None
         try:
             self.process = await asyncio.create_subprocess_exec(
                 *self.command,

@@ -33,6 +33,7 @@ from keyward.sandbox.certmanager import NAMESPACE, RBAC_PATH, SERVICE_ACCOUNT, C
 from keyward.sandbox.operator_process import OperatorProcess, operator_command
 from keyward.sandbox.rbac import SERVICE_ACCOUNT as OPERATOR_ACCOUNT
 from keyward.sandbox.rbac import operator_roles
+from keyward.statedir import prepare_private_directory
 
 log = logging.getLogger("keyward.sandbox")
 
@@ -54,17 +55,8 @@ class SandboxOptions:
 
 
 def prepare_state_dir(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(
-            f"state directory {path} is not writable ({exc.strerror})",
-            "pass --state-dir with a directory you can write",
-        ) from None
-    return path.resolve()
+    """The state directory, checked (``keyward.statedir``): it holds the admin kubeconfig and the PINs."""
+    return prepare_private_directory(path)
 
 
 class Sandbox:

@@ -9,6 +9,8 @@ from typing import Any
 
 from keyward.kube.client import ApiError
 from keyward.kube.resources import Resource
+from keyward.operator.status import StatusWriter
+from keyward.operator.tcs.attestations import RequestAttestations
 
 
 class ScriptedApi:
@@ -67,3 +69,14 @@ class ScriptedApi:
         self._maybe_fail()
         self.created.append({"resource": resource, "namespace": namespace, **copy.deepcopy(dict(obj))})
         return dict(obj)
+
+
+def request_attestations(api: ScriptedApi, writer: StatusWriter) -> RequestAttestations:
+    """The request attestations a signing pipeline needs, on the scripted API."""
+    return RequestAttestations(
+        kube=api,  # type: ignore[arg-type]
+        writer=writer,
+        timeout=600,
+        operator_namespace="keyward-system",
+        service_id="test",
+    )

@@ -18,6 +18,7 @@ from keyward.issuers.signer_names import IssuerRef
 from keyward.issuers.tcs.est_ca import TcsEstCa
 from keyward.kube.resources import TCS_GROUP
 from keyward.operator.est_server.catalog import DEFAULT_KEY, EstCatalog
+from keyward.operator.est_server.claims import EstClaims
 from keyward.operator.est_server.service import EstService, event_message
 from keyward.operator.est_server.tls_sources import SecretTls
 from keyward.operator.secrets import SecretStore
@@ -50,12 +51,28 @@ def basic_auth(name: str, namespace: str, password: str) -> dict[str, Any]:
     )
 
 
+def issuer_body(ready: ReadyCa, created: str) -> dict[str, Any]:
+    """The issuer object behind ``ready``, created at ``created``."""
+    ref = ready.ref
+    meta = {
+        "name": ref.name,
+        "namespace": ref.namespace,
+        "creationTimestamp": created,
+        "uid": ref.signer_name,
+    }
+    spec = {"est": ready.est} if ready.est is not None else {}
+    return {"kind": ref.kind, "metadata": {k: v for k, v in meta.items() if v}, "spec": spec}
+
+
 def catalog_of(*cas: ReadyCa) -> tuple[ReadyCas, SecretStore, EstCatalog]:
-    ready_cas = ReadyCas()
-    for ca in cas:
+    """A catalog of ready issuers, created in this order one second apart."""
+    ready_cas, claims = ReadyCas(), EstClaims(operator_namespace="keyward-system")
+    for second, ca in enumerate(cas):
         ready_cas.ready(ca)
+        claims.observe("ADDED", issuer_body(ca, f"2030-01-01T00:00:{second:02d}Z"))
     secrets = SecretStore(follow=Follows({}))
-    return ready_cas, secrets, EstCatalog(ready_cas, TokenProvider(Settings()), secrets, "keyward-system")
+    catalog = EstCatalog(ready_cas, TokenProvider(Settings()), secrets, "keyward-system", claims)
+    return ready_cas, secrets, catalog
 
 
 def served(catalog: EstCatalog, label: str) -> TcsEstCa:
@@ -76,21 +93,23 @@ async def test_issuers_with_spec_est_are_served_under_their_label() -> None:
     assert served(catalog, "devices/v1").ca_certificates()[0].subject.rfc4514_string() == "CN=labelled"
 
 
-async def test_label_and_default_conflicts_keep_the_first_issuer_and_say_why(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    _, _, catalog = catalog_of(
-        ready("same", "a", est={"default": True}),
-        ready("same", "b", est={"default": True}),
-        ready("x", est={"label": "same"}),
-    )
-    caplog.set_level(logging.WARNING)
-    cas = catalog.cas()
-    assert set(cas) == {"same", DEFAULT_KEY}
-    assert served(catalog, "same").ca_certificates()[0].subject.rfc4514_string() == "CN=same"
-    assert catalog.issuer_for("same").ready.ref.namespace == "a"  # type: ignore[union-attr]
-    taken = [m for m in caplog.messages if "label 'same' is taken by TCSIssuer a/same" in m]
-    assert len(taken) == 2 and all("set spec.est.label to another label" in m for m in taken)
+async def test_a_label_stays_with_its_first_claimant_and_the_default_with_an_allowed_one() -> None:
+    first, intruder = ready("first", "a", est={"label": "same"}), ready("late", "b", est={"label": "same"})
+    greedy = ready("greedy", "c", est={"default": True})
+    _, _, catalog = catalog_of(first, intruder, greedy, ready("global", None, est={"default": True}))
+    assert set(catalog.cas()) == {"same", "greedy", "global", DEFAULT_KEY}
+    assert catalog.issuer_for("same").ready is first  # type: ignore[union-attr]
+    assert catalog.issuer_for(DEFAULT_KEY).ready.ref.name == "global"  # type: ignore[union-attr]
+
+
+async def test_the_holder_keeps_its_label_while_it_is_not_ready() -> None:
+    first, intruder = ready("first", "a", est={"label": "same"}), ready("late", "b", est={"label": "same"})
+    cas, _, catalog = catalog_of(first, intruder)
+    assert catalog.issuer_for("same").ready is first  # type: ignore[union-attr]
+    cas.discard(first.ref.signer_name)  # a token fault, say
+    assert catalog.cas() == {}, "nobody else is served under the label meanwhile"
+    cas.ready(first)
+    assert catalog.issuer_for("same").ready is first  # type: ignore[union-attr]
 
 
 async def test_the_catalog_follows_issuers_coming_and_going() -> None:
@@ -99,6 +118,8 @@ async def test_the_catalog_follows_issuers_coming_and_going() -> None:
     assert catalog.cas()["one"] is first, "unchanged issuers keep their CA object"
     replacement = ready("one", est={"label": "renamed"})
     cas.ready(replacement)
+    assert catalog.cas() == {}, "served again once its claim (the issuer's event) names the new label"
+    catalog._claims.observe("MODIFIED", issuer_body(replacement, "2030-01-01T00:00:00Z"))
     assert set(catalog.cas()) == {"renamed"}
     cas.discard(replacement.ref.signer_name)
     assert catalog.cas() == {}
@@ -183,11 +204,12 @@ def test_the_enrollment_event_names_client_subject_sans_serial_and_expiry() -> N
 
 
 async def test_only_secrets_the_est_server_reads_wake_it() -> None:
-    cas, secrets, _ = catalog_of(
+    issuers = [
         ready("a", est={"basicAuthSecretRef": {"name": "users"}}),
         ready("b", None, est={"clientCATrust": {"secretRef": {"name": "client-ca", "key": "ca.crt"}}}),
         ready("plain"),
-    )
+    ]
+    cas, secrets, catalog = catalog_of(*issuers)
     service = EstService(
         cas=cas,
         tokens=TokenProvider(Settings()),
@@ -196,6 +218,7 @@ async def test_only_secrets_the_est_server_reads_wake_it() -> None:
         source=SecretTls(secrets, "keyward-system/est-tls"),
         listen=ListenAddress("127.0.0.1", 0),
         operator_namespace="keyward-system",
+        claims=catalog._claims,
     )
     assert service.catalog.referenced_secrets() == {("team", "users"), ("keyward-system", "client-ca")}
     for namespace, name in [

@@ -10,12 +10,11 @@ from keyward.kube.resources import TCS_GROUP
 from keyward.operator.requests import CertificateRequests
 from keyward.operator.settings import Settings
 from keyward.operator.status import Events, StatusWriter
-from keyward.operator.tcs.attestations import RequestAttestations
 from keyward.operator.tcs.cas import ReadyCas
 from keyward.operator.tcs.pipeline import SigningPipeline
 from keyward.operator.tcs.token import TokenProvider
 
-from .fakes import ScriptedApi
+from .fakes import ScriptedApi, request_attestations
 
 BODY: dict[str, Any] = {
     "apiVersion": "cert-manager.io/v1",
@@ -35,13 +34,7 @@ async def test_waiting_for_a_missing_issuer_is_pending_once_and_never_fails() ->
         tokens=TokenProvider(Settings()),
         writer=writer,
         describe=lambda ref: f"{ref} not found; waiting for it to exist",
-        attestations=RequestAttestations(
-            kube=api,  # type: ignore[arg-type]
-            writer=writer,
-            timeout=600,
-            operator_namespace="keyward-system",
-            service_id="test",
-        ),
+        attestations=request_attestations(api, writer),
     )
     await pipeline.on_event("ADDED", copy.deepcopy(BODY))
     assert len(api.patches) == 1

@@ -124,6 +124,8 @@ async def test_an_issuer_with_spec_est_but_no_tls_source_is_reported_not_served(
         listen=ListenAddress("127.0.0.1", 0),
         operator_namespace="keyward-system",
     )
+    body = {"kind": "TCSIssuer", "metadata": {"name": "devices", "namespace": "ops"}, "spec": {"est": {}}}
+    service.claims.observe("ADDED", body)
     cas.ready(ReadyCa(ref, ca, IssuerPolicy(), pem_chain([ca.certificate]), est={}, event_body={"kind": "x"}))
     try:
         deadline = asyncio.get_running_loop().time() + 10

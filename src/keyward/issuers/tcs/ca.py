@@ -310,3 +310,24 @@ def decode_and_sign(
     if verified_quote is None or verified_quote != evidence.quote:
         return evidence
     return sign(ca, request, policy, issuer_extensions=(verified_extension(),))
+
+
+#: The fields of a TCS issuer's spec.policy (docs/POLICY.md).
+POLICY_FIELDS = (
+    "allowedDNSNames",
+    "allowedIPRanges",
+    "allowedURIs",
+    "allowedEmailAddresses",
+    "allowedExtendedKeyUsages",
+    "forbiddenSubjectOrganizations",
+)
+
+
+def parse_policy(rules: Mapping[str, Any], *, max_duration: timedelta = DEFAULT_MAX_DURATION) -> IssuerPolicy:
+    """An issuance policy written like a TCS issuer's ``spec.policy`` (``keyward est-server --policy``),
+    where no schema has pruned unknown fields; ``ValueError`` whose message starts with the offending
+    field's path below it."""
+    unknown = sorted(set(rules) - set(POLICY_FIELDS)) if isinstance(rules, Mapping) else []
+    if unknown:
+        raise ValueError(f".{unknown[0]}: not a policy field; the fields are {', '.join(POLICY_FIELDS)}")
+    return _issuer_policy({"policy": rules}, max_duration)

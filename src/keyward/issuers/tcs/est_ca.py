@@ -9,6 +9,7 @@ token's worker pool. The operator and the cluster-free ``keyward est-server`` bo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import ipaddress
 import logging
@@ -44,6 +45,7 @@ __all__ = [
     "ServerCertificate",
     "TcsEstCa",
     "TokenWorkers",
+    "certificate_names",
     "csr_attributes_for",
     "host_names",
     "issue_tls_server_certificate",
@@ -196,7 +198,9 @@ class TcsEstCa:
     ``credentials`` and ``client_trust`` are read at request time, so a changed Secret takes effect for the
     next request without rebuilding the CA. ``workers`` gives the token's worker pool (the operator reopens
     the token after a fault); ``on_token_fault`` hears about token failures, so the owner can take the CA
-    out of service and reopen the token.
+    out of service and reopen the token. ``server_names`` gives the names of the EST server that serves
+    the CA (read per request: its TLS certificate may change): no device enrolls for them with server
+    auth (policy rule ``est-server-names``), whatever else the CA's policy allows.
     """
 
     def __init__(
@@ -210,6 +214,7 @@ class TcsEstCa:
         client_trust: Callable[[], Sequence[x509.Certificate]] = lambda: (),
         on_token_fault: Callable[[Exception], None] | None = None,
         usages: Sequence[str] = EST_USAGES,
+        server_names: Callable[[], Sequence[str]] = lambda: (),
     ) -> None:
         self.label = label
         self.ca = ca
@@ -218,6 +223,8 @@ class TcsEstCa:
         self._credentials = credentials
         self._client_trust = client_trust
         self._on_token_fault = on_token_fault
+        self._server_names = server_names
+        self._enrollment_policy: tuple[tuple[str, ...], IssuerPolicy] = ((), policy)
         self._profile = RequestProfile(duration=None, usages=tuple(usages), is_ca=False)
         self._attributes = csr_attributes_for(ca.certificate)
 
@@ -272,11 +279,19 @@ class TcsEstCa:
         base = [u for u in self._profile.usages if u not in REQUESTABLE_EXTENDED_USAGES.values()]
         return RequestProfile(duration=None, usages=(*base, *tls), is_ca=False)
 
+    def _policy(self) -> IssuerPolicy:
+        """The CA's policy with the server's own names reserved (made again only when they change)."""
+        names = tuple(self._server_names())
+        if names != self._enrollment_policy[0]:
+            reserved = dataclasses.replace(self.policy, reserved_server_names=names)
+            self._enrollment_policy = (names, reserved)
+        return self._enrollment_policy[1]
+
     async def _sign(self, csr: x509.CertificateSigningRequest) -> IssuedCertificate:
         try:
             workers = await self._workers()
             request = SigningRequest(csr, self._profile_for(csr))
-            return await workers.run_signing(sign, self.ca, request, self.policy)
+            return await workers.run_signing(sign, self.ca, request, self._policy())
         except RequestError as exc:
             raise EnrollRejected(str(exc)) from None
         except IssuerError as exc:
@@ -320,6 +335,15 @@ def host_names(hostnames: Sequence[str]) -> list[x509.GeneralName]:
         except ValueError:
             names.append(x509.DNSName(text))
     return names
+
+
+def certificate_names(certificate: x509.Certificate) -> list[str]:
+    """The DNS names and IP addresses a (server) certificate's subjectAltName holds, as text."""
+    try:
+        sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(name.value) for name in sans if isinstance(name, x509.DNSName | x509.IPAddress)]
 
 
 def issue_tls_server_certificate(

@@ -25,11 +25,13 @@ from keyward.issuers.est.orders import (
     renewal_identity,
     upstream_order_name,
 )
+from keyward.issuers.signer_names import IssuerRef
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.objects import name_of, plain
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CERTIFICATES, CSRS, EST_GROUP, EST_ORDERS, SECRETS
 from keyward.operator import metrics
 from keyward.operator.est.issuers import EstIssuers, ReadyEstIssuer
+from keyward.operator.references import DENIED_REFERENCE, SignerReferences
 from keyward.operator.registry import registry
 from keyward.operator.requests import CertificateRequests, Csrs, RequestKind
 from keyward.operator.services import Services
@@ -73,8 +75,11 @@ class EstRequests:
         issuers: EstIssuers,
         operator_namespace: str,
         csr_full_chain: bool,
+        references: SignerReferences | None = None,
     ) -> None:
         self._kube = kube
+        #: The reference check of CSRs (may the requester use the namespaced issuer it names?).
+        self._references = references
         self._writer = writer
         self._issuers = issuers
         self._operator_namespace = operator_namespace
@@ -163,16 +168,7 @@ class EstRequests:
             request_pem = decode_request_field(kind.request_field(body))
         except RequestError as exc:
             problem = str(exc)
-            self.waiting.release(uid)
-            if await self._writer.finish(
-                kind.resource,
-                body,
-                lambda current: kind.failed_status(current, "Failed", problem),
-                wanted=_wants(kind),
-                event=("Failed", f"request rejected: {problem}"),
-                warning=True,
-            ):
-                metrics.FAILED.labels(ref.kind, kind.resource.kind).inc()
+            await self._fail(kind, body, ref, "Failed", problem, f"request rejected: {problem}")
             return
         issuer = self._issuers.ready(ref)
         if issuer is None:
@@ -184,6 +180,11 @@ class EstRequests:
             if written is not None:
                 self.waiting.update(uid, (kind, written))
             return
+        if kind.resource is CSRS and self._references is not None:
+            denial = await self._references.denial(body, ref)  # no answer: retried (see _handle)
+            if denial is not None:
+                await self._fail(kind, body, ref, DENIED_REFERENCE, denial, denial)
+                return
         self.waiting.release(uid)
         renewal_secret = await self._renewal_secret(kind, body, issuer)
         manifest = order_manifest(
@@ -210,6 +211,27 @@ class EstRequests:
         status = kind.pending_status(body, f"{how} at the EST server of {ref} (EstOrder {name})")
         if status:
             await self._writer.write(kind.resource, body, status)
+
+    async def _fail(
+        self,
+        kind: RequestKind,
+        body: Mapping[str, Any],
+        ref: IssuerRef,
+        reason: str,
+        problem: str,
+        event: str,
+    ) -> None:
+        """The request fails for good, without an order: ``problem`` in its status, once."""
+        self.waiting.release(str(body["metadata"]["uid"]))
+        if await self._writer.finish(
+            kind.resource,
+            body,
+            lambda current: kind.failed_status(current, reason, problem),
+            wanted=_wants(kind),
+            event=(reason, event),
+            warning=True,
+        ):
+            metrics.FAILED.labels(ref.kind, kind.resource.kind).inc()
 
     async def _seed_order(self, meta: Mapping[str, Any]) -> bool:
         """Whether the EST seed made this request's EstOrder (then the order controller takes it over)."""

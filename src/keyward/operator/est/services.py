@@ -15,6 +15,7 @@ from keyward.operator.est.issuers import EstIssuers, ReadyEstIssuer
 from keyward.operator.est.orders import EstOrders
 from keyward.operator.est.requests import EstRequests
 from keyward.operator.leader import Leadership
+from keyward.operator.references import SignerReferences
 from keyward.operator.secrets import SecretStore
 from keyward.operator.settings import EstClientSettings
 from keyward.operator.status import StatusWriter
@@ -32,6 +33,7 @@ class EstControllers:
         cluster_namespace: str,
         csr_full_chain: bool,
         leadership: Leadership,
+        references: SignerReferences | None = None,
     ) -> None:
         self.settings = settings
         self.leadership = leadership
@@ -61,6 +63,7 @@ class EstControllers:
             issuers=self.issuers,
             operator_namespace=operator_namespace,
             csr_full_chain=csr_full_chain,
+            references=references,
         )
         self.orders = EstOrders(
             kube=kube,

@@ -1,6 +1,7 @@
 """Which TCS issuer answers under which EST label, with its credentials and client trust from Secrets.
 
-The catalog is derived from the ready TCS CAs and rebuilt whenever they change; the Secrets its CAs read
+The catalog serves each label's holder (``est_server.claims``: first come keeps a label) while that
+issuer is ready, and is rebuilt whenever the ready TCS CAs or the claims change; the Secrets its CAs read
 (Basic credentials, client CA certificates) come from the watch-fed ``SecretStore``, so an enrollment
 never costs an API call and a changed Secret counts from the next request on.
 """
@@ -8,7 +9,7 @@ never costs an API call and a changed Secret counts from the next request on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from keyward.est.server.ca import EstCa
 from keyward.issuers.tcs.est_ca import BasicCredential, EstServing, TcsEstCa, parse_est_spec
 from keyward.kube.objects import decode_bytes
 from keyward.kube.resources import BASIC_AUTH_SECRET_TYPE
+from keyward.operator.est_server.claims import EstClaims
 from keyward.operator.secrets import SecretStore
 from keyward.operator.tcs.cas import ReadyCa, ReadyCas
 from keyward.operator.tcs.token import TokenProvider
@@ -88,9 +90,19 @@ class EstCatalog:
     """The server's CA mapping (label → CA, plus the default under ``DEFAULT_KEY``), rebuilt lazily."""
 
     def __init__(
-        self, cas: ReadyCas, tokens: TokenProvider, store: SecretStore, operator_namespace: str
+        self,
+        cas: ReadyCas,
+        tokens: TokenProvider,
+        store: SecretStore,
+        operator_namespace: str,
+        claims: EstClaims,
+        *,
+        server_names: Callable[[], Sequence[str]] = lambda: (),
     ) -> None:
         self._ready_cas = cas
+        self._claims = claims
+        self._claims_version = -1
+        self._server_names = server_names
         self._tokens = tokens
         self._store = store
         self._secrets = ParsedSecrets(store)
@@ -105,7 +117,7 @@ class EstCatalog:
         """What the EST server serves now; called on every request, so it only compares identities
         unless an issuer came, went or changed."""
         current = [ready for ready in self._ready_cas if ready.est is not None]
-        changed = len(current) != len(self._basis)
+        changed = len(current) != len(self._basis) or self._claims.version != self._claims_version
         if changed or any(a is not b for a, b in zip(current, self._basis, strict=True)):
             self._rebuild(current)
         return self._cas
@@ -130,32 +142,24 @@ class EstCatalog:
         self._warned.clear()
 
     def _rebuild(self, current: list[ReadyCa]) -> None:
-        self._basis = current
+        """Each label to its holder, if that issuer is ready with the spec.est it claimed the label by
+        (until its check catches up with a changed spec, the label waits rather than go elsewhere)."""
+        self._basis, self._claims_version = current, self._claims.version
         self._warned.clear()
+        assignment = self._claims.assignment()
+        ready_by_signer = {ready.ref.signer_name: ready for ready in current}
         cas: dict[str, EstCa] = {}
         issuers: dict[str, ServedIssuer] = {}
-        for ready in sorted(current, key=lambda r: r.ref.signer_name):
+        for label, claim in assignment.holders.items():
+            ready = ready_by_signer.get(claim.ref.signer_name)
+            if ready is None:
+                continue
             served = self._served(ready)
-            label = served.serving.label
-            if label in issuers:
-                log.warning(
-                    "%s is not served over EST: label %r is taken by %s; set spec.est.label to another label",
-                    ready.ref,
-                    label,
-                    issuers[label].ready.ref,
-                )
+            if served.serving.label != label:
                 continue
             cas[label], issuers[label] = self._ca(served), served
-            if served.serving.default:
-                if DEFAULT_KEY in issuers:
-                    log.warning(
-                        "%s asks to be the default EST CA, but %s is already; "
-                        "set spec.est.default on one issuer only",
-                        ready.ref,
-                        issuers[DEFAULT_KEY].ready.ref,
-                    )
-                else:
-                    cas[DEFAULT_KEY], issuers[DEFAULT_KEY] = cas[label], served
+            if assignment.default is claim:
+                cas[DEFAULT_KEY], issuers[DEFAULT_KEY] = cas[label], served
         self._cas, self._issuers = cas, issuers
         self._referenced = frozenset(
             (served.secret_namespace, name)
@@ -190,6 +194,7 @@ class EstCatalog:
             credentials=lambda: self._credentials(served),
             client_trust=lambda: self._client_trust(served),
             on_token_fault=lambda _exc: self._out_of_service(served.ready),
+            server_names=self._server_names,
         )
 
     def _credentials(self, served: ServedIssuer) -> BasicCredential | None:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import errno
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from cryptography import x509
@@ -23,8 +23,10 @@ from cryptography.hazmat.primitives import hashes
 from keyward.errors import UserError
 from keyward.est.server import AuditRecord, EstServer, ServerTls, TlsSetupError
 from keyward.host import ListenAddress
+from keyward.issuers.tcs.est_ca import certificate_names
 from keyward.operator import metrics
 from keyward.operator.est_server.catalog import DEFAULT_KEY, EstCatalog
+from keyward.operator.est_server.claims import EstClaims
 from keyward.operator.est_server.tls_sources import TlsMaterial, TlsSource
 from keyward.operator.secrets import SecretStore
 from keyward.operator.status import Events
@@ -33,6 +35,11 @@ from keyward.operator.tcs.token import TokenProvider
 
 log = logging.getLogger("keyward.est.operator")
 MAX_BACKOFF_SECONDS = 60.0
+#: Why no issuer is served when the operator has no TLS certificate for the EST server.
+UNCONFIGURED_MESSAGE = (
+    "the EST server has no TLS certificate: start the operator with --est-tls-secret NS/NAME, "
+    "or --est-issuer KIND/NS/NAME and --est-hostnames"
+)
 
 
 class EstService:
@@ -48,14 +55,23 @@ class EstService:
         source: TlsSource | None,
         listen: ListenAddress,
         operator_namespace: str,
+        claims: EstClaims | None = None,
+        read_issuers: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._events = events
         self._listen = listen
-        self.catalog = EstCatalog(cas, tokens, secrets, operator_namespace)
+        self.claims = claims or EstClaims(operator_namespace=operator_namespace)
+        #: Reads every TCS issuer once before the server first serves, so that each label's first
+        #: claimant is known before anyone is served under it (their events may still be on the way).
+        self._read_issuers = read_issuers
+        self.catalog = EstCatalog(
+            cas, tokens, secrets, operator_namespace, self.claims, server_names=self.server_names
+        )
         self._source = source
         self.server: EstServer | None = None
         self._tls: ServerTls | None = None
         self._served: TlsMaterial | None = None
+        self._names: tuple[TlsMaterial | None, tuple[str, ...]] = (None, ())
         self._trust: frozenset[bytes] = frozenset()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -63,6 +79,17 @@ class EstService:
         self._rejected: TlsMaterial | None = None
         cas.listen(self._on_ca_ready)
         secrets.listen(self._on_secret)
+
+    def server_names(self) -> tuple[str, ...]:
+        """The names clients reach the server by, those its TLS certificate carries: no device enrolls
+        for one of them with server auth (policy rule est-server-names)."""
+        served = self._served
+        if served is None:
+            return ()
+        if self._names[0] is not served:
+            leaf = x509.load_pem_x509_certificates(served.chain_pem)[0]
+            self._names = (served, tuple(certificate_names(leaf)))
+        return self._names[1]
 
     # -- what wakes the server -----------------------------------------------------------------------
 
@@ -142,6 +169,8 @@ class EstService:
         return self._source.seconds_until_due()
 
     async def _start(self, material: TlsMaterial) -> None:
+        if self._read_issuers is not None:
+            await self._read_issuers()
         server = EstServer(self.catalog.cas, default_label=DEFAULT_KEY, audit=self._audit, observe=_observe)
         tls = ServerTls(material.chain_pem, material.key_pem, server.client_trust_anchors())
         listen = self._listen
@@ -166,10 +195,7 @@ class EstService:
 
     def _report_unconfigured(self) -> None:
         """Said once per issuer: spec.est asks for a server that has no certificate to serve with."""
-        message = (
-            "the EST server has no TLS certificate: start the operator with --est-tls-secret NS/NAME, "
-            "or --est-issuer KIND/NS/NAME and --est-hostnames"
-        )
+        message = UNCONFIGURED_MESSAGE
         for label in list(self.catalog.cas()):
             issuer = self.catalog.issuer_for(label)
             if label == DEFAULT_KEY or issuer is None or label in self._unconfigured_reported:

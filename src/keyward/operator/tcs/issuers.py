@@ -45,6 +45,7 @@ from keyward.kube.resources import (
     TCS_CLUSTER_ISSUERS,
     TCS_ISSUERS,
 )
+from keyward.operator.est_server.claims import EstClaims
 from keyward.operator.issuers import IssuerChecks, Verdict
 from keyward.operator.leader import Leadership
 from keyward.operator.registry import registry
@@ -65,6 +66,8 @@ ISSUERS = (TCS_ISSUERS, TCS_CLUSTER_ISSUERS)
 #: Seconds between checks of a ready issuer (is its key still in the token?), and of a failing one.
 RECHECK_READY = 300.0
 RECHECK_FAILED = 30.0
+#: The condition saying whether an issuer with spec.est holds its EST label (est_server.claims).
+ESTSERVING = "EstServing"
 
 
 def issuer_ref(body: Mapping[str, Any]) -> IssuerRef:
@@ -104,8 +107,11 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         leadership: Leadership,
         secrets: SecretStore,
         provisioning: ProvisioningOptions | None = None,
+        est_claims: EstClaims | None = None,
     ) -> None:
         self._kube = kube
+        #: The EST labels issuers claim (spec.est): who holds which, for their EstServing condition.
+        self._est_claims = est_claims or EstClaims(operator_namespace=operator_namespace)
         self._tokens = tokens
         self._cas = cas
         self._operator_namespace = operator_namespace
@@ -130,6 +136,12 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
             on_unready=lambda ref: cas.discard(ref.signer_name),
             annotations=(RENEW_ANNOTATION,),
         )
+
+    def observe(self, event_type: str, body: Mapping[str, Any]) -> None:
+        super().observe(event_type, body)
+        changed = self._est_claims.observe(event_type, body)
+        if changed:  # another issuer took, or let go of, a label these claim: their EstServing is due
+            self.wake(lambda ref, _body: ref in changed)
 
     def secret_namespace(self, ref: IssuerRef) -> str:
         return ref.namespace or self._operator_namespace
@@ -162,9 +174,12 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
     async def _check_issuer(self, ref: IssuerRef, body: Mapping[str, Any], leading: bool) -> Verdict[ReadyCa]:
         label = ref.signer_name
         recorded_status = {"signerName": label}
+        est_serving = {ESTSERVING: self._est_claims.condition(ref)}
 
         def not_ready(reason: str, message: str, *, transient: bool = False) -> Verdict[ReadyCa]:
-            return Verdict(None, reason, message, transient=transient, status=recorded_status)
+            return Verdict(
+                None, reason, message, transient=transient, status=recorded_status, conditions=est_serving
+            )
 
         try:
             spec = TcsIssuerSpec.parse(ref.name, body.get("spec") or {})
@@ -240,7 +255,7 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         ready = ReadyCa(
             ref=ref, ca=ca, policy=spec.policy, ca_pem=ca_pem, est=spec.est, event_body=identity(body)
         )
-        return Verdict(ready, status=recorded_status)
+        return Verdict(ready, status=recorded_status, conditions=est_serving)
 
     def _became_ready(self, ref: IssuerRef, ready: ReadyCa) -> None:
         current = self._cas.get(ref.signer_name)

@@ -28,8 +28,10 @@ from keyward.issuers.signer_names import IssuerRef
 from keyward.issuers.tcs.ca import decode_and_sign
 from keyward.issuers.tcs.quotes import QuoteEvidence
 from keyward.keystore import KeystoreError, SigningProcessDied
+from keyward.kube.client import ApiError
 from keyward.kube.objects import name_of
 from keyward.operator import metrics
+from keyward.operator.references import DENIED_REFERENCE, SignerReferences
 from keyward.operator.requests import RequestKind
 from keyward.operator.status import StatusWriter
 from keyward.operator.tcs.attestations import Outcome, RequestAttestations
@@ -64,8 +66,11 @@ class SigningPipeline:
         writer: StatusWriter,
         describe: Describe,
         attestations: RequestAttestations,
+        references: SignerReferences | None = None,
     ) -> None:
         self.kind = kind
+        #: The reference check (Kubernetes CSRs: may the requester use the namespaced issuer it names?).
+        self.references = references
         self.cas = cas
         self.tokens = tokens
         self.writer = writer
@@ -127,11 +132,29 @@ class SigningPipeline:
             return
         self._inflight[key] = None
         try:
-            await self._sign_and_write(body, ready)
+            if await self._may_sign(body, ready):
+                await self._sign_and_write(body, ready)
         finally:
             newer = self._inflight.pop(key, None)
         if newer is not None and key not in self._issued:
             await self._handle(newer)
+
+    async def _may_sign(self, body: Mapping[str, Any], ready: ReadyCa) -> bool:
+        """The reference check, asked anew for each attempt: a requester who may not use the issuer gets
+        the request failed, never signed; an API server that does not answer leaves it waiting."""
+        if self.references is None:
+            return True
+        try:
+            denial = await self.references.denial(body, ready.ref)
+        except ApiError as exc:
+            log.warning("%s %s: cannot check its requester: %s", self.kind.noun, name_of(body), exc)
+            message = f"cannot check whether the requester may use {ready.ref} ({exc}); retrying"
+            await self._park(body, ready.ref.signer_name, message, "reference_check")
+            return False
+        if denial is None:
+            return True
+        await self._fail(body, DENIED_REFERENCE, denial, event=(DENIED_REFERENCE, denial))
+        return False
 
     async def _sign(self, body: Mapping[str, Any], ready: ReadyCa) -> IssuedCertificate | Outcome:
         """Decode and sign in a signing process; a request carrying an SGX quote only once the quote is

@@ -7,6 +7,7 @@ from typing import Any
 import kopf
 
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, TCS_GROUP
+from keyward.operator.references import SignerReferences
 from keyward.operator.registry import registry
 from keyward.operator.requests import CertificateRequests, Csrs
 from keyward.operator.services import Services
@@ -32,6 +33,7 @@ class TcsRequests:
         describe: Describe,
         csr_full_chain: bool,
         attestations: RequestAttestations,
+        references: SignerReferences | None = None,
     ) -> None:
         self.certificate_requests = SigningPipeline(
             CERTIFICATE_REQUEST_KIND,
@@ -48,6 +50,7 @@ class TcsRequests:
             writer=writer,
             describe=describe,
             attestations=attestations,
+            references=references,
         )
         cas.listen(self.wake)
 

@@ -46,6 +46,9 @@ from keyward.sandbox.apiserver.watch import Watcher, serve_watch
 
 logger = logging.getLogger(__name__)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: API groups whose resources are only answered, never stored (TokenReview, the access reviews): creating
+#: one is a request, not a write.
+ANSWERED_GROUPS = frozenset({"authentication.k8s.io", "authorization.k8s.io"})
 MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request size limit
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -199,16 +202,21 @@ def _status(error: err.ApiError) -> web.Response:
     return _json(error.status(), error.code)
 
 
+def _answered_only(attributes: Attributes) -> bool:
+    """A create that stores nothing: a review, or a ServiceAccount token (TokenRequest)."""
+    return attributes.api_group in ANSWERED_GROUPS or attributes.subresource == "token"
+
+
 def build_app(state: ServerState) -> web.Application:
     @web.middleware
     async def kube_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         state.requests += 1
-        if request.method in WRITE_METHODS:
-            state.writes += 1
         try:
             user = state.impersonate(request, state.authenticate(request))
             attributes = state.authorize(request, user)
             request[USER] = user
+            if request.method in WRITE_METHODS and not _answered_only(attributes):
+                state.writes += 1
             if state.faults.rules:
                 injected = await state.inject(request, attributes)
                 if injected is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from keyward.sandbox.apiserver.rbac import Attributes, SimpleRule, rule_allows, uncovered
+from keyward.statedir import open_private_append
 
 
 @dataclass(frozen=True, order=True)
@@ -91,8 +92,8 @@ class PermissionLog:
                 return
             self._seen[entry] = None
         if self.path is not None:
-            with self.path.open("a") as stream:
-                stream.write(json.dumps(entry.json(), separators=(",", ":")) + "\n")
+            with open_private_append(self.path) as stream:
+                stream.write(json.dumps(entry.json(), separators=(",", ":")).encode() + b"\n")
 
     def entries(self, user: str | None = None, *, allowed: bool | None = None) -> list[Permission]:
         with self._lock:

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
-import os
 import ssl
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from keyward.sandbox.apiserver.rbac import Authorizer, RuleResolver
 from keyward.sandbox.apiserver.resources import Registry
 from keyward.sandbox.apiserver.store import Store
 from keyward.sandbox.apiserver.tls import ServingTls, make_serving_tls
+from keyward.statedir import write_private_file
 
 CONTEXT = "keyward-sandbox"
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -269,13 +269,12 @@ class ApiServer:
         }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w") as stream:
-            yaml.safe_dump(config, stream, sort_keys=False)
+        # It holds a token: written through a new file, never through a link already at ``path``.
+        write_private_file(path, yaml.safe_dump(config, sort_keys=False).encode(), mode=0o600)
 
     def request_counts(self) -> dict[str, int]:
-        """Requests served since start, and how many were writes (create/update/patch/delete)."""
+        """Requests served since start, and how many were writes (create/update/patch/delete of stored
+        objects: a review or a TokenRequest, answered and never stored, is a request only)."""
         state = self._started()
         return {"requests": state.requests, "writes": state.writes}
 
