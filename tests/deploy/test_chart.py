@@ -174,11 +174,15 @@ def test_the_operator_accepts_the_containers_arguments_and_environment(name: str
     command = cli.commands["operator"]
     context = command.make_context("operator", list(operator["args"][1:]))
     params = context.params
-    env = {e["name"]: e["value"] for e in operator.get("env", []) if "value" in e}
+    env = {e["name"]: e.get("valueFrom") for e in operator.get("env", [])}
     ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
     assert ListenAddress.parse(str(params["health_listen"]), what="health").port == ports["health"]
     assert ListenAddress.parse(str(params["est_listen"]), what="EST").port == ports["est"]
-    assert ListenAddress.parse(env["KEYWARD_METRICS_LISTEN"], what="metrics").port == ports["metrics"]
+    assert ListenAddress.parse(str(params["metrics_listen"]), what="metrics").port == ports["metrics"]
+    assert bool(params["leader_elect"]) is values.get("leaderElection", {}).get("enabled", True)
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}, (
+        "the replica's name, for the Lease"
+    )
     assert params["operator_namespace"] == helm.MANIFEST_NAMESPACE
     mounts = {m["name"]: m["mountPath"] for m in operator["volumeMounts"]}
     secret = next(v["secret"] for v in pod_spec(docs)["volumes"] if v["name"] == "hsm-config")
