@@ -89,5 +89,15 @@ async def until_signalled(main: Coroutine[Any, Any, None]) -> None:
         await task
 
 
+async def cancel(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel ``tasks`` (None: none) and wait until each has ended."""
+    running = [task for task in tasks if task is not None]
+    for task in running:
+        task.cancel()
+    for task in running:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def run_until_signalled(main: Coroutine[Any, Any, None]) -> None:
     asyncio.run(until_signalled(main))

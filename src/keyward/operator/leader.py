@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from keyward.host import cancel
 from keyward.kube.client import ApiError, Body, Kube
 from keyward.kube.resources import LEASES
 
@@ -115,10 +116,7 @@ class LeaderElector:
     async def stop(self) -> None:
         """Stop, and give the lease up if held, so a standby takes over at once (ReleaseOnCancel)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         if self._leadership.leading:
             self._leadership.stop_leading()
             with contextlib.suppress(ApiError):

@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from keyward.host import cancel
 from keyward.kube.client import Kube
 from keyward.kube.resources import MANAGED_BY, MANAGED_BY_LABEL, SECRETS, Resource
 from keyward.kube.watching import list_and_watch
@@ -90,12 +90,7 @@ class SecretStore:
         return frozenset(self._watched)
 
     async def close(self) -> None:
-        tasks = [w.task for w in self._watched.values() if w.task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(*(watched.task for watched in self._watched.values()))
         self._watched.clear()
 
     def _watch(self, namespace: str, name: str) -> _Watched:
@@ -184,11 +179,7 @@ class OwnedObjects:
             )
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(*self._tasks)
         self._tasks.clear()
 
     async def _follow(self, namespace: str | None) -> None:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 
 from keyward.errors import UserError
 from keyward.est.server import AuditRecord, EstServer, ServerTls, TlsSetupError
-from keyward.host import ListenAddress
+from keyward.host import ListenAddress, cancel
 from keyward.issuers.tcs.est_ca import certificate_names
 from keyward.operator import metrics
 from keyward.operator.est_server.catalog import DEFAULT_KEY, EstCatalog
@@ -111,10 +111,7 @@ class EstService:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         server, self.server = self.server, None
         if server is not None:
             await server.stop()
