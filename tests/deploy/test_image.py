@@ -21,7 +21,9 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -128,8 +130,18 @@ class Pod:
             "--env", "KUBECONFIG=/etc/keyward/kubeconfig",  # in a cluster: the ServiceAccount
         ]  # fmt: skip
         for variable in self.container.get("env", []):
-            command += ["--env", f"{variable['name']}={variable['value']}"]
+            command += ["--env", f"{variable['name']}={self.env_value(variable, name)}"]
         return [*command, self.image, *self.container["args"]]
+
+    @staticmethod
+    def env_value(variable: dict[str, Any], pod_name: str) -> str:
+        """A container variable's value as the kubelet resolves it: a literal, or the downward API's
+        metadata.name (the Pod's name: here the container's)."""
+        if "value" in variable:
+            return str(variable["value"])
+        field = variable["valueFrom"]["fieldRef"]["fieldPath"]
+        assert field == "metadata.name", f"the test resolves no downward-API field {field!r}"
+        return pod_name
 
     async def start(self) -> str:
         name = f"keyward-test-{uuid.uuid4().hex[:8]}"
@@ -169,17 +181,25 @@ class Pod:
             podman("rm", "--force", "--time", "5", name, check=False)
 
 
+@dataclass(frozen=True)
+class Token:
+    """The HSM config's token; its PINs never shown (a failing test prints its fixtures)."""
+
+    label: str
+    user_pin: str = field(repr=False)
+    so_pin: str = field(repr=False)
+
+    def config(self) -> str:
+        return json.dumps({"tokenLabel": self.label, "userPin": self.user_pin, "soPin": self.so_pin})
+
+
 @pytest.fixture
-def pod(image: str, sandbox: Sandbox, tmp_path: Path) -> Iterator[tuple[Pod, dict[str, str]]]:
+def pod(image: str, sandbox: Sandbox, tmp_path: Path) -> Iterator[tuple[Pod, Token]]:
     """A Pod with its files: an HSM config with fresh PINs and the sandbox's kubeconfig, readable by the
     container's user; and a token volume of its own."""
-    hsm = {
-        "tokenLabel": "keyward-image",
-        "userPin": secrets.token_urlsafe(18),
-        "soPin": secrets.token_urlsafe(18),
-    }
+    hsm = Token("keyward-image", secrets.token_urlsafe(18), secrets.token_urlsafe(18))
     (tmp_path / "hsm").mkdir()
-    (tmp_path / "hsm" / "config.json").write_text(json.dumps(hsm))
+    (tmp_path / "hsm" / "config.json").write_text(hsm.config())
     shutil.copyfile(sandbox.kubeconfig, tmp_path / "kubeconfig")
     for path in (tmp_path / "hsm", tmp_path / "hsm" / "config.json", tmp_path / "kubeconfig"):
         path.chmod(0o755 if path.is_dir() else 0o644)  # mounted read-only into the container
@@ -214,7 +234,7 @@ def test_the_image_runs_as_its_own_unprivileged_user_with_the_tcs_entry_point(im
 
 
 async def test_operator_in_the_image_issues_and_keeps_its_ca_on_the_token_volume(
-    pod: tuple[Pod, dict[str, str]], sandbox: Sandbox, namespace: str, tmp_path: Path
+    pod: tuple[Pod, Token], sandbox: Sandbox, namespace: str, tmp_path: Path
 ) -> None:
     runner, hsm = pod
     kube = sandbox.kube
@@ -237,7 +257,7 @@ async def test_operator_in_the_image_issues_and_keeps_its_ca_on_the_token_volume
     # pkcs11-tool (OpenSC, in the image) sees the CA key in the token on the volume: never extractable
     listing = await asyncio.to_thread(
         podman, "exec", first, "pkcs11-tool", "--module", "/usr/lib/softhsm/libsofthsm2.so",
-        "--token-label", hsm["tokenLabel"], "--login", "--pin", hsm["userPin"], "-O",
+        "--token-label", hsm.label, "--login", "--pin", hsm.user_pin, "-O",
     )  # fmt: skip
     keys = [
         b
