@@ -17,13 +17,11 @@ from typing import Any
 from cryptography import x509
 
 from keyward.issuers import conditions
+from keyward.kube.resources import REQUEST_DURATION_ANNOTATION, REQUEST_IS_CA_ANNOTATION
 from keyward.pki.csr import decode_request_field, load_csr
 from keyward.pki.durations import parse_duration
 from keyward.pki.errors import RequestError
 from keyward.pki.profile import RequestProfile
-
-REQUEST_DURATION_ANNOTATION = "experimental.cert-manager.io/request-duration"
-REQUEST_IS_CA_ANNOTATION = "experimental.cert-manager.io/request-is-ca"
 
 
 class Phase(enum.Enum):

@@ -43,20 +43,20 @@ from keyward.issuers.signer_names import (
     issuer_ref_from_request,
     parse_signer_name,
 )
-from keyward.kube.resources import EST_GROUP, MANAGED_BY, MANAGED_BY_LABEL, SIGNER_ANNOTATION, TLS_SECRET_TYPE
+from keyward.kube.resources import (
+    EST_GROUP,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    RENEWAL_SECRET_ANNOTATION,
+    SEED_ORDER_HANDLER,
+    SEED_PROGRESS_ANNOTATION,
+    SIGNER_ANNOTATION,
+    TLS_SECRET_TYPE,
+)
 from keyward.pki.pem import pem_chain
 
 NAME_LIMIT = 253
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
-#: The Certificate's Secret whose certificate and key authenticate a renewal (simplereenroll).
-RENEWAL_SECRET_ANNOTATION = "keyward.io/renewal-secret"  # noqa: S105 - a Secret's name, not a secret
-#: The issuer's signer name: for a CSR the order lives in the operator namespace, not the issuer's.
-
-
-#: The EST seed's kopf handler for EstOrders: its result lands in status.<name>, its progress in kopf's
-#: annotation ``kopf.zalando.org/<name>`` and status.kopf.progress.<name>.
-SEED_ORDER_HANDLER = "estorder_create"
-SEED_PROGRESS_ANNOTATION = f"kopf.zalando.org/{SEED_ORDER_HANDLER}"
 
 
 def upstream_order_name(request_name: str) -> str:

@@ -29,7 +29,6 @@ from keyward.issuers.contract import Phase
 from keyward.issuers.errors import IssuerNotReady
 from keyward.issuers.est.issuer import SecretLookup, load_credentials
 from keyward.issuers.est.orders import (
-    RENEWAL_SECRET_ANNOTATION,
     Accepted,
     Enrolled,
     IssuerUnavailable,
@@ -55,7 +54,7 @@ from keyward.issuers.est.orders import (
 from keyward.issuers.signer_names import IssuerRef
 from keyward.kube.client import Kube
 from keyward.kube.objects import plain
-from keyward.kube.resources import EST_ORDERS, SECRETS
+from keyward.kube.resources import EST_ORDERS, RENEWAL_SECRET_ANNOTATION, SECRETS
 from keyward.operator import metrics
 from keyward.operator.est.issuers import ClientFactory, EstIssuers, ReadyEstIssuer
 from keyward.operator.est.requests import EstRequestKinds
