@@ -37,6 +37,7 @@ from keyward.est.client import ClientCertificate, EstError
 from keyward.issuers import conditions
 from keyward.issuers.errors import IssuerNotReady
 from keyward.issuers.est.issuer import client_certificate
+from keyward.issuers.objects import IssuerReference
 from keyward.issuers.signer_names import (
     IssuerRef,
     MalformedSignerName,
@@ -123,7 +124,7 @@ def order_issuer(order: Mapping[str, Any]) -> IssuerRef | None:
     if ref is not None:
         return ref
     issuer = (order.get("spec") or {}).get("issuerRef") or {}
-    return issuer_ref_from_request(dict(issuer), str(meta.get("namespace") or ""))
+    return issuer_ref_from_request(IssuerReference.from_body(issuer), str(meta.get("namespace") or ""))
 
 
 def order_owner(order: Mapping[str, Any]) -> Mapping[str, Any] | None:

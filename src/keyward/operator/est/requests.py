@@ -25,6 +25,7 @@ from keyward.issuers.est.orders import (
     renewal_identity,
     upstream_order_name,
 )
+from keyward.issuers.objects import RequestFields
 from keyward.issuers.signer_names import IssuerRef
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.objects import name_of, plain
@@ -164,8 +165,9 @@ class EstRequests:
         if kind.resource is CERTIFICATE_REQUESTS and await self._seed_order(meta):
             return
         try:
-            kind.decode(body)  # checks the CSR: an unusable request fails now, without an order
-            request_pem = decode_request_field(kind.request_field(body))
+            fields = RequestFields.from_body(body)
+            kind.decode(fields)  # checks the CSR: an unusable request fails now, without an order
+            request_pem = decode_request_field(fields.request)
         except RequestError as exc:
             problem = str(exc)
             await self._fail(kind, body, ref, "Failed", problem, f"request rejected: {problem}")
