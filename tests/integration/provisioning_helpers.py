@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from keyward.issuers.objects import QuoteAttestationView
 from keyward.issuers.tcs.attestation import answered_status, published_public_key
 from keyward.kube.client import Kube
 from keyward.kube.resources import QUOTE_ATTESTATIONS, SECRETS
@@ -23,6 +24,11 @@ from tests.integration.helpers import wait_for
 from tests.keystore.helpers import self_signed_ca
 
 CaKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+def wrapping_key(qa: dict[str, Any]) -> rsa.RSAPublicKey:
+    """The wrapping key a QuoteAttestation publishes (spec.publicKey), as a key manager reads it."""
+    return published_public_key(QuoteAttestationView.from_body(qa))
 
 
 def make_ca(
@@ -89,7 +95,7 @@ async def answer(
     mechanism: WrapMechanism = "aes_key_wrap_pad",
 ) -> None:
     """Act as the key manager: wrap ``key`` for the QuoteAttestation, write the Secret, set Ready."""
-    wrapped = wrap_private_key(key, published_public_key(qa), mechanism)
+    wrapped = wrap_private_key(key, wrapping_key(qa), mechanism)
     pem = certificate.public_bytes(serialization.Encoding.PEM)
     secret = wrapped_secret(qa["spec"]["secretName"], qa["metadata"]["namespace"], wrapped, pem)
     await answer_with(kube, qa, secret)
@@ -105,7 +111,7 @@ async def answer_with(kube: Kube, qa: dict[str, Any], secret: dict[str, Any] | N
     await kube.patch(
         QUOTE_ATTESTATIONS,
         meta["name"],
-        {"status": answered_status(current, ok, message)},
+        {"status": answered_status(QuoteAttestationView.from_body(current), ok, message)},
         meta["namespace"],
         subresource="status",
     )

@@ -19,7 +19,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from keyward.issuers.tcs.attestation import published_public_key
 from keyward.kube.client import Kube
 from keyward.kube.resources import CSRS, QUOTE_ATTESTATIONS, SECRETS, TCS_ISSUERS
 from keyward.pki.keywrap import wrap_private_key
@@ -44,6 +43,7 @@ from tests.integration.provisioning_helpers import (
     make_ca,
     wait_quote_attestation,
     wrapped_secret,
+    wrapping_key,
     write_ca,
 )
 from tests.integration.requests_helpers import approve_csr, create_csr, make_csr, wait_csr_certificate
@@ -158,17 +158,17 @@ async def _secret_of(qa: dict[str, Any], wrapped: bytes, certificate: x509.Certi
 
 async def _truncated(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
     key, ca = make_ca()
-    return await _secret_of(qa, wrap_private_key(key, published_public_key(qa))[:-16], ca)
+    return await _secret_of(qa, wrap_private_key(key, wrapping_key(qa))[:-16], ca)
 
 
 async def _too_short(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
     key, ca = make_ca()
-    return await _secret_of(qa, wrap_private_key(key, published_public_key(qa))[:300], ca)
+    return await _secret_of(qa, wrap_private_key(key, wrapping_key(qa))[:300], ca)
 
 
 async def _oversized(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
     key, ca = make_ca()
-    return await _secret_of(qa, wrap_private_key(key, published_public_key(qa)) + os.urandom(8192), ca)
+    return await _secret_of(qa, wrap_private_key(key, wrapping_key(qa)) + os.urandom(8192), ca)
 
 
 async def _not_base64(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
@@ -180,30 +180,30 @@ async def _not_base64(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[st
 
 async def _wrong_mechanism(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
     key, ca = make_ca()
-    return await _secret_of(qa, wrap_private_key(key, published_public_key(qa), "aes_gcm"), ca)
+    return await _secret_of(qa, wrap_private_key(key, wrapping_key(qa), "aes_gcm"), ca)
 
 
 async def _another_keys_certificate(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
     key, _ = make_ca()
     _, other = make_ca(name="Someone Else's CA")
-    return await _secret_of(qa, wrap_private_key(key, published_public_key(qa)), other)
+    return await _secret_of(qa, wrap_private_key(key, wrapping_key(qa)), other)
 
 
 async def _not_a_ca(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
     key, leaf = make_ca(name="leaf.example", ca=False)
-    return await _secret_of(qa, wrap_private_key(key, published_public_key(qa)), leaf)
+    return await _secret_of(qa, wrap_private_key(key, wrapping_key(qa)), leaf)
 
 
 async def _expired(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
     key, old = make_ca(valid_for=datetime.timedelta(hours=-1))
-    return await _secret_of(qa, wrap_private_key(key, published_public_key(qa)), old)
+    return await _secret_of(qa, wrap_private_key(key, wrapping_key(qa)), old)
 
 
 async def _replayed(kube: Kube, qa: dict[str, Any], namespace: str) -> dict[str, Any]:
     """The answer another issuer's QuoteAttestation got, copied into this one's Secret."""
     other = await _waiting_issuer(kube, namespace, "other")
     key, ca = make_ca()
-    return await _secret_of(qa, wrap_private_key(key, published_public_key(other)), ca)
+    return await _secret_of(qa, wrap_private_key(key, wrapping_key(other)), ca)
 
 
 @pytest.mark.parametrize(
@@ -267,7 +267,7 @@ async def test_ready_without_the_secret_says_so_and_takes_the_secret_when_it_com
     message = await _not_ready(kube, namespace, "KeyProvisioningFailed")
     assert f"Secret {namespace}/ext it names does not exist" in message
     key, ca = make_ca()
-    secret = await _secret_of(qa, wrap_private_key(key, published_public_key(qa)), ca)
+    secret = await _secret_of(qa, wrap_private_key(key, wrapping_key(qa)), ca)
     await kube.create(SECRETS, secret, namespace)  # the watch of that Secret wakes the issuer
     await wait_ready(kube, "ext", namespace, timeout=20)
 

@@ -13,6 +13,7 @@ from tests.est.helpers import Issuer, ec_key, key_pem, name, pem
 
 from keyward.est.client import EstError
 from keyward.issuers.est.issuer import SecretLookup
+from keyward.issuers.objects import SecretView
 
 
 def b64(data: bytes) -> str:
@@ -46,8 +47,11 @@ def tls_secret(
 
 
 def lookup(secrets: Mapping[str, Mapping[str, Any]]) -> SecretLookup:
-    async def find(secret_name: str) -> Mapping[str, Any] | None:
-        return secrets.get(secret_name)
+    """The Secrets by name, as the operator hands them to the domain (views)."""
+
+    async def find(secret_name: str) -> SecretView | None:
+        secret = secrets.get(secret_name)
+        return SecretView.from_body(secret) if secret is not None else None
 
     return find
 

@@ -32,12 +32,12 @@ from keyward.issuers.est.orders import (
     order_issuer,
     order_manifest,
     order_name,
-    order_owner,
     renewal_identity,
     start_attempt,
     upstream_order_name,
     wait_for_issuer,
 )
+from keyward.issuers.objects import OrderView, OwnerReference, SecretView
 from keyward.issuers.signer_names import IssuerRef
 
 from .est_fixtures import tls_secret
@@ -73,12 +73,12 @@ def test_order_name_is_stable_valid_and_distinct_per_request(
         assert order_name(request_name, other_uid) != chosen
 
 
+def order(body: dict[str, object]) -> OrderView:
+    return OrderView.from_body(body)
+
+
 def test_order_manifest_is_owned_by_the_request_and_names_the_issuer() -> None:
-    owner = {
-        "apiVersion": "certificates.k8s.io/v1",
-        "kind": "CertificateSigningRequest",
-        "metadata": {"name": "node-csr", "uid": "u-1"},
-    }
+    owner = OwnerReference("certificates.k8s.io/v1", "CertificateSigningRequest", "node-csr", "u-1")
     issuer = IssuerRef("est.mitre.org", "EstIssuer", "est", "team-a")
     manifest = order_manifest(
         name="node-csr-1234abcd",
@@ -93,15 +93,20 @@ def test_order_manifest_is_owned_by_the_request_and_names_the_issuer() -> None:
         "request": base64.b64encode(b"-----BEGIN CERTIFICATE REQUEST-----\n").decode(),
         "renewal": False,
     }
-    assert order_owner(manifest) == {
-        "apiVersion": "certificates.k8s.io/v1",
-        "kind": "CertificateSigningRequest",
-        "name": "node-csr",
-        "uid": "u-1",
-        "controller": True,
-    }
+    assert manifest["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "certificates.k8s.io/v1",
+            "kind": "CertificateSigningRequest",
+            "name": "node-csr",
+            "uid": "u-1",
+            "controller": True,
+        }
+    ]
+    assert order(manifest).owner == OwnerReference(
+        "certificates.k8s.io/v1", "CertificateSigningRequest", "node-csr", "u-1", controller=True
+    )
     # The order lives in the operator namespace, the issuer in its own: the annotation keeps it apart.
-    assert order_issuer(manifest) == issuer
+    assert order_issuer(order(manifest)) == issuer
     renewing = order_manifest(
         name="n", namespace="team-a", owner=owner, issuer=issuer, request_pem=b"x", renewal_secret="tls"
     )
@@ -110,11 +115,11 @@ def test_order_manifest_is_owned_by_the_request_and_names_the_issuer() -> None:
 
 
 def test_order_without_annotation_falls_back_to_its_issuer_ref() -> None:
-    order = {
+    body = {
         "metadata": {"name": "o", "namespace": "ns"},
         "spec": {"issuerRef": {"name": "c", "kind": "EstClusterIssuer", "group": "est.mitre.org"}},
     }
-    assert order_issuer(order) == IssuerRef("est.mitre.org", "EstClusterIssuer", "c")
+    assert order_issuer(order(body)) == IssuerRef("est.mitre.org", "EstClusterIssuer", "c")
 
 
 # ---- renewal --------------------------------------------------------------------------------------------
@@ -122,17 +127,18 @@ def test_order_without_annotation_falls_back_to_its_issuer_ref() -> None:
 
 def test_renewal_needs_a_current_certificate_from_this_issuer_with_its_key(ca: Issuer) -> None:
     secret, certificate = tls_secret(ca, "example.com")
-    identity = renewal_identity(secret, [ca.certificate])
+    identity = renewal_identity(SecretView.from_body(secret), [ca.certificate])
     assert identity is not None and identity.leaf() == certificate
 
     stranger = Issuer.self_signed("EST CA")  # same name, another key: not this issuer
-    assert renewal_identity(secret, [stranger.certificate]) is None
+    assert renewal_identity(SecretView.from_body(secret), [stranger.certificate]) is None
     expired, _ = tls_secret(ca, lifetime=timedelta(hours=1), not_before=datetime.now(UTC) - timedelta(days=3))
-    assert renewal_identity(expired, [ca.certificate]) is None
+    assert renewal_identity(SecretView.from_body(expired), [ca.certificate]) is None
     assert renewal_identity(None, [ca.certificate]) is None
-    assert renewal_identity({**secret, "type": "Opaque"}, [ca.certificate]) is None
+    opaque = SecretView.from_body({**secret, "type": "Opaque"})
+    assert renewal_identity(opaque, [ca.certificate]) is None
     keyless = {"type": "kubernetes.io/tls", "data": {"tls.crt": secret["data"]["tls.crt"], "tls.key": ""}}
-    assert renewal_identity(keyless, [ca.certificate]) is None
+    assert renewal_identity(SecretView.from_body(keyless), [ca.certificate]) is None
 
 
 # ---- what goes into the request's status ----------------------------------------------------------------
@@ -250,13 +256,15 @@ def test_status_round_trips_through_the_api_shape() -> None:
     status = failing.to_status(NOW)
     assert status["state"] == "Waiting" and status["attempts"] == 1 and status["lastError"] == "timeout"
     assert status["nextAttemptTime"] == "2026-01-01T12:00:01Z"
-    read = OrderProgress.from_status(status)
+    read = OrderProgress.of(order({"status": status}))
     assert (read.state, read.attempts, read.failing_since) == (OrderState.WAITING, 1, NOW)
     # The run of failures keeps its start across attempts (the deadline survives restarts):
     later = after_attempt(
         attempt(read, NOW + timedelta(seconds=1)), Unavailable("t"), NOW + timedelta(seconds=1), POLICY
     )
-    assert OrderProgress.from_status(later.to_status(NOW + timedelta(seconds=1))).failing_since == NOW
+    assert (
+        OrderProgress.of(order({"status": later.to_status(NOW + timedelta(seconds=1))})).failing_since == NOW
+    )
     issued = finish(read, OrderState.ISSUED, "already finished").to_status(NOW)
     assert issued["nextAttemptTime"] is None
     ready = next(c for c in issued["conditions"] if c["type"] == "Ready")
@@ -283,8 +291,8 @@ def test_est_errors_map_to_outcomes(kind: str, outcome: type) -> None:
 
 
 def test_unknown_state_reads_as_pending() -> None:
-    assert OrderProgress.from_status({"state": "Bogus"}).state is OrderState.PENDING
-    assert OrderProgress.from_status(None) == OrderProgress()
+    assert OrderProgress.of(order({"status": {"state": "Bogus"}})).state is OrderState.PENDING
+    assert OrderProgress.of(order({})) == OrderProgress()
 
 
 # ---- orders the EST seed made ---------------------------------------------------------------------------
@@ -318,19 +326,20 @@ def seed_order(
 def test_an_order_the_seed_issued_is_finished_with_its_certificate(ca: Issuer) -> None:
     leaf = ca.issue(name("example.com"), ec_key().public_key())
     certificate = base64.b64encode(leaf.public_bytes(Encoding.PEM)).decode()
-    progress = OrderProgress.of(seed_order({"estorder_create": {"certificate": certificate}}))
+    progress = OrderProgress.of(order(seed_order({"estorder_create": {"certificate": certificate}})))
     assert progress.state is OrderState.ISSUED and progress.finished
     assert progress.enrolled() == (leaf,)
-    assert order_owner(seed_order())["uid"] == "u-1"  # type: ignore[index]
+    owner = order(seed_order()).owner
+    assert owner is not None and owner.uid == "u-1"
     assert upstream_order_name("test-cert-abcde") == "test-cert-abcde-order"
 
 
 def test_an_order_the_seed_was_retrying_waits_until_the_retry_it_scheduled() -> None:
     record = {"started": "2026-01-01T11:00:00.000000", "delayed": "2026-01-01T12:10:00.000000", "retries": 3}
     by_annotation = OrderProgress.of(
-        seed_order(annotations={"kopf.zalando.org/estorder_create": json.dumps(record)})
+        order(seed_order(annotations={"kopf.zalando.org/estorder_create": json.dumps(record)}))
     )
-    by_status = OrderProgress.of(seed_order({"kopf": {"progress": {"estorder_create": record}}}))
+    by_status = OrderProgress.of(order(seed_order({"kopf": {"progress": {"estorder_create": record}}})))
     for progress in (by_annotation, by_status):
         assert progress.state is OrderState.WAITING and not progress.finished
         assert progress.due() == NOW + timedelta(minutes=10)
@@ -338,10 +347,10 @@ def test_an_order_the_seed_was_retrying_waits_until_the_retry_it_scheduled() -> 
 
 
 def test_a_seed_order_without_progress_is_enrolled_and_keywards_own_status_wins() -> None:
-    started = OrderProgress.of(seed_order({"kopf": {"progress": {"estorder_create": {"retries": 0}}}}))
+    started = OrderProgress.of(order(seed_order({"kopf": {"progress": {"estorder_create": {"retries": 0}}}})))
     assert started.state is OrderState.PENDING and started.due() == datetime.min.replace(tzinfo=UTC)
     taken_over = seed_order({"estorder_create": {"certificate": "x"}, "state": "Waiting", "attempts": 4})
-    assert OrderProgress.of(taken_over).state is OrderState.WAITING, (
+    assert OrderProgress.of(order(taken_over)).state is OrderState.WAITING, (
         "keyward's status, once written, is the truth"
     )
-    assert OrderProgress.of({"metadata": {}, "status": {"state": "Failed"}}).state is OrderState.FAILED
+    assert OrderProgress.of(order({"metadata": {}, "status": {"state": "Failed"}})).state is OrderState.FAILED

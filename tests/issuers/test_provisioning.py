@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tests.keystore.helpers import self_signed_ca
 
+from keyward.issuers.objects import QuoteAttestationView, SecretView
 from keyward.issuers.tcs.attestation import (
     answer,
     key_provisioning_name,
@@ -91,7 +92,7 @@ def qa(*conditions: dict[str, str], secrets: dict[str, Any] | None = None) -> di
 def test_the_key_managers_answer_is_read_from_either_version(
     obj: dict[str, Any], state: str, detail: str
 ) -> None:
-    found = answer(obj, SIGNER)
+    found = answer(QuoteAttestationView.from_body(obj), SIGNER)
     assert found.state == state
     assert detail in (found.secret_name if state == "granted" else found.message)
 
@@ -104,30 +105,34 @@ def test_names_are_the_seeds_and_stay_valid_object_names() -> None:
     assert len(long) == 253 and long != object_name("a" * 250, "other"), "shortened, and still distinct"
 
 
+def published(body: dict[str, Any]) -> rsa.RSAPublicKey:
+    return published_public_key(QuoteAttestationView.from_body(body))
+
+
 def test_the_published_public_key_is_read_as_pem_or_der_and_must_be_rsa() -> None:
     key = rsa.generate_private_key(65537, 3072).public_key()
     for encoding in (serialization.Encoding.PEM, serialization.Encoding.DER):
         raw = key.public_bytes(encoding, serialization.PublicFormat.SubjectPublicKeyInfo)
         spec = {"spec": {"publicKey": base64.b64encode(raw).decode()}}
-        assert published_public_key(spec).public_numbers() == key.public_numbers()
+        assert published(spec).public_numbers() == key.public_numbers()
     with pytest.raises(ValueError, match="not base64"):
-        published_public_key({"spec": {"publicKey": "%%%"}})
+        published({"spec": {"publicKey": "%%%"}})
     ec_pem = (
         ec.generate_private_key(ec.SECP256R1())
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     with pytest.raises(ValueError, match="not an RSA public key"):
-        published_public_key({"spec": {"publicKey": base64.b64encode(ec_pem).decode()}})
+        published({"spec": {"publicKey": base64.b64encode(ec_pem).decode()}})
 
 
-def secret(key: bytes | None, certificate: bytes | None) -> dict[str, Any]:
+def secret(key: bytes | None, certificate: bytes | None) -> SecretView:
     data = {}
     if key is not None:
         data["tls.key"] = base64.b64encode(key).decode()
     if certificate is not None:
         data["tls.crt"] = base64.b64encode(certificate).decode()
-    return {"data": data}
+    return SecretView.from_body({"data": data})
 
 
 CA_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -156,7 +161,7 @@ def test_a_delivery_takes_the_certificate_as_base64_text_or_as_pem() -> None:
     ],
     ids=["no-key", "empty-key", "not-base64", "truncated", "oversized", "no-certificate", "bad-certificate"],
 )
-def test_a_malformed_delivery_is_refused_with_the_reason(obj: dict[str, Any], said: str) -> None:
+def test_a_malformed_delivery_is_refused_with_the_reason(obj: SecretView, said: str) -> None:
     with pytest.raises(ProvisioningFailed, match=said.replace("|", r"\|")) as failure:
         read_delivery(obj, "Secret apps/my-ca")
     assert failure.value.reason == "SecretInvalid"

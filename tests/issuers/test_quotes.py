@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import os
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from asn1crypto import core
@@ -15,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from keyward.issuers.contract import from_csr
+from keyward.issuers.objects import RequestFields
 from keyward.issuers.tcs.ca import decode_and_sign
 from keyward.issuers.tcs.quotes import (
     OID_QUOTE,
@@ -37,8 +37,10 @@ def ca() -> CertificateAuthority:
     return CertificateAuthority(certificate=self_signed_ca(key, name, timedelta(days=30)), key=key)
 
 
-def csr_object(csr: x509.CertificateSigningRequest) -> dict[str, Any]:
-    return {"spec": {"request": base64.b64encode(pem(csr)).decode(), "usages": ["client auth"]}}
+def csr_object(csr: x509.CertificateSigningRequest) -> RequestFields:
+    """What a signing process gets of a CSR object."""
+    body = {"spec": {"request": base64.b64encode(pem(csr)).decode(), "usages": ["client auth"]}}
+    return RequestFields.from_body(body)
 
 
 def test_a_request_without_sgx_extensions_is_signed_as_ever(ca: CertificateAuthority) -> None:

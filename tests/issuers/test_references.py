@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from keyward.issuers.objects import RequestObject
 from keyward.issuers.references import denied_reference, reference_reviews
 from keyward.issuers.signer_names import parse_signer_name
 
@@ -46,7 +47,7 @@ def test_the_requester_is_asked_about_the_issuer_then_every_issuer_of_its_namesp
 ) -> None:
     ref = parse_signer_name(signer)
     assert ref is not None
-    reviews = reference_reviews(CSR, ref)
+    reviews = reference_reviews(RequestObject.from_body(CSR), ref)
     subject = {
         "user": "system:serviceaccount:apps:builder",
         "groups": CSR["spec"]["groups"],
@@ -61,10 +62,11 @@ def test_the_requester_is_asked_about_the_issuer_then_every_issuer_of_its_namesp
 
 def test_cluster_issuers_are_not_checked_and_a_csr_without_requester_is_denied() -> None:
     cluster = parse_signer_name("tcsclusterissuer.tcs.intel.com/global")
-    assert cluster is not None and reference_reviews(CSR, cluster) is None
+    assert cluster is not None and reference_reviews(RequestObject.from_body(CSR), cluster) is None
     namespaced = parse_signer_name("tcsissuer.tcs.intel.com/team-a.ca")
     assert namespaced is not None
-    assert reference_reviews({"spec": {}}, namespaced) == []
-    assert denied_reference({"spec": {}}, namespaced).startswith(
+    anonymous = RequestObject.from_body({"spec": {}})
+    assert reference_reviews(anonymous, namespaced) == []
+    assert denied_reference(anonymous, namespaced).startswith(
         "a requester the API server did not record may not reference TCSIssuer team-a/ca"
     )

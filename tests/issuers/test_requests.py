@@ -1,6 +1,7 @@
 """cert-manager's issuer contract, point by point, without a cluster."""
 
 import base64
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -8,16 +9,30 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from keyward.issuers.contract import (
-    REQUEST_DURATION_ANNOTATION,
-    Phase,
-    certificate_request_phase,
-    csr_phase,
-    denial_message,
-    from_certificate_request,
-    from_csr,
-)
+from keyward.issuers import contract
+from keyward.issuers.contract import REQUEST_DURATION_ANNOTATION, Phase, SigningRequest
+from keyward.issuers.objects import RequestFields, RequestObject
 from keyward.pki.errors import RequestError
+
+
+def certificate_request_phase(body: dict[str, Any]) -> Phase:
+    return contract.certificate_request_phase(RequestObject.from_body(body))
+
+
+def csr_phase(body: dict[str, Any]) -> Phase:
+    return contract.csr_phase(RequestObject.from_body(body))
+
+
+def denial_message(body: dict[str, Any]) -> str:
+    return contract.denial_message(RequestObject.from_body(body))
+
+
+def from_certificate_request(body: dict[str, Any]) -> SigningRequest:
+    return contract.from_certificate_request(RequestFields.from_body(body))
+
+
+def from_csr(body: dict[str, Any]) -> SigningRequest:
+    return contract.from_csr(RequestFields.from_body(body))
 
 
 def cond(type_: str, status: str = "True", reason: str = "", message: str = "") -> dict[str, str]:

@@ -1,5 +1,6 @@
 import pytest
 
+from keyward.issuers.objects import IssuerReference
 from keyward.issuers.signer_names import (
     IssuerRef,
     MalformedSignerName,
@@ -64,11 +65,9 @@ def test_malformed_names_in_our_groups_are_reported(name: str) -> None:
 
 
 def test_issuer_ref_from_certificate_request_uses_request_namespace_for_namespaced_kinds() -> None:
-    ref = issuer_ref_from_request({"group": "tcs.intel.com", "kind": "TCSIssuer", "name": "my-ca"}, "sandbox")
+    ref = issuer_ref_from_request(IssuerReference("tcs.intel.com", "TCSIssuer", "my-ca"), "sandbox")
     assert ref == IssuerRef("tcs.intel.com", "TCSIssuer", "my-ca", "sandbox")
-    cluster = issuer_ref_from_request(
-        {"group": "tcs.intel.com", "kind": "TCSClusterIssuer", "name": "c"}, "ns"
-    )
+    cluster = issuer_ref_from_request(IssuerReference("tcs.intel.com", "TCSClusterIssuer", "c"), "ns")
     assert cluster == IssuerRef("tcs.intel.com", "TCSClusterIssuer", "c")
-    assert issuer_ref_from_request({"group": "cert-manager.io", "kind": "Issuer", "name": "x"}, "ns") is None
-    assert issuer_ref_from_request({"group": "tcs.intel.com", "kind": "Other", "name": "x"}, "ns") is None
+    assert issuer_ref_from_request(IssuerReference("cert-manager.io", "Issuer", "x"), "ns") is None
+    assert issuer_ref_from_request(IssuerReference("tcs.intel.com", "Other", "x"), "ns") is None

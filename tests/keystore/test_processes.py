@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from keyward.issuers.contract import from_certificate_request, request_fields
+from keyward.issuers.contract import from_certificate_request
+from keyward.issuers.objects import RequestFields
 from keyward.issuers.tcs.ca import decode_and_sign
 from keyward.keystore import (
     HsmConfig,
@@ -57,9 +58,7 @@ def _ca(store: TokenKeyStore, spec: KeySpec) -> CertificateAuthority:
     return CertificateAuthority(self_signed_ca(key, name, timedelta(days=30)), key)
 
 
-async def _sign(
-    store: TokenKeyStore, request: dict[str, object], ca: CertificateAuthority
-) -> IssuedCertificate:
+async def _sign(store: TokenKeyStore, request: RequestFields, ca: CertificateAuthority) -> IssuedCertificate:
     return await store.run_signing(decode_and_sign, from_certificate_request, request, ca, IssuerPolicy())
 
 
@@ -88,8 +87,8 @@ async def test_requests_are_decoded_and_signed_in_other_processes(signing_store:
     names = [f"svc-{n}.example.com" for n in range(12)]
     jobs = [
         signing_store.run_signing(
-            decode_and_sign, from_certificate_request, request_fields(_certificate_request(name)), ca,
-            IssuerPolicy(),
+            decode_and_sign, from_certificate_request, RequestFields.from_body(_certificate_request(name)),
+            ca, IssuerPolicy(),
         )
         for name in names
     ]  # fmt: skip
@@ -108,7 +107,7 @@ async def test_requests_are_decoded_and_signed_in_other_processes(signing_store:
 async def test_a_key_made_after_the_processes_started_signs_there(signing_store: TokenKeyStore) -> None:
     await signing_store.run_signing(os.getpid)  # the processes are up and logged in
     ca = _ca(signing_store, KeySpec("ECDSA", 256))
-    request = request_fields(_certificate_request("late.example.com"))
+    request = RequestFields.from_body(_certificate_request("late.example.com"))
 
     issued = await signing_store.run_signing(
         decode_and_sign, from_certificate_request, request, ca, IssuerPolicy()
@@ -119,7 +118,7 @@ async def test_a_key_made_after_the_processes_started_signs_there(signing_store:
 
 async def test_errors_come_back_with_their_type_and_message(signing_store: TokenKeyStore) -> None:
     ca = _ca(signing_store, KeySpec("ECDSA", 256))
-    broken = {"spec": {"request": "bm90IGEgQ1NS"}, "metadata": {}}  # base64 of "not a CSR"
+    broken = RequestFields.from_body({"spec": {"request": "bm90IGEgQ1NS"}})  # base64 of "not a CSR"
 
     with pytest.raises(RequestError, match="not a PEM or DER PKCS#10"):
         await signing_store.run_signing(decode_and_sign, from_certificate_request, broken, ca, IssuerPolicy())
@@ -141,7 +140,7 @@ async def test_a_crashed_process_fails_only_its_job_and_is_replaced(signing_stor
     assert len(done) == 1
     with pytest.raises(SigningProcessDied, match="killed by signal 9"):
         done.pop().result()
-    request = request_fields(_certificate_request("after-crash.example.com"))
+    request = RequestFields.from_body(_certificate_request("after-crash.example.com"))
     issued = await signing_store.run_signing(
         decode_and_sign, from_certificate_request, request, ca, IssuerPolicy()
     )

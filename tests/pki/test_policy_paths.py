@@ -4,8 +4,7 @@ serverkeygen, and the EST server's own TLS certificate all refuse what the issue
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 from cryptography import x509
@@ -16,6 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from keyward.est.server.ca import ClientIdentity, EnrollRejected
 from keyward.issuers.contract import SigningRequest, from_certificate_request, from_csr
+from keyward.issuers.objects import RequestFields
 from keyward.issuers.tcs.ca import decode_and_sign
 from keyward.issuers.tcs.est_ca import TcsEstCa, issue_tls_server_certificate
 from keyward.pki.errors import PolicyViolation
@@ -40,21 +40,21 @@ def csr(subject: x509.Name, names: list[x509.GeneralName]) -> x509.CertificateSi
     return builder.sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
 
 
-def certificate_request(request: x509.CertificateSigningRequest) -> dict[str, Any]:
+def certificate_request(request: x509.CertificateSigningRequest) -> RequestFields:
     pem = request.public_bytes(Encoding.PEM)
-    return {
-        "spec": {"request": base64.b64encode(pem).decode(), "usages": ["digital signature", "client auth"]}
-    }
+    return RequestFields.from_body(
+        {"spec": {"request": base64.b64encode(pem).decode(), "usages": ["digital signature", "client auth"]}}
+    )
 
 
-def kubernetes_csr(request: x509.CertificateSigningRequest) -> dict[str, Any]:
+def kubernetes_csr(request: x509.CertificateSigningRequest) -> RequestFields:
     pem = request.public_bytes(Encoding.PEM)
-    return {
-        "spec": {"request": base64.b64encode(pem).decode(), "signerName": "tcsissuer.tcs.intel.com/ns.ca"}
-    }
+    return RequestFields.from_body(
+        {"spec": {"request": base64.b64encode(pem).decode(), "signerName": "tcsissuer.tcs.intel.com/ns.ca"}}
+    )
 
 
-Decode = Callable[[Mapping[str, Any]], SigningRequest]
+Decode = Callable[[RequestFields], SigningRequest]
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ Decode = Callable[[Mapping[str, Any]], SigningRequest]
 def test_kubernetes_requests_go_through_the_policy(
     ca: CertificateAuthority,
     decode: Decode,
-    shape: Callable[[x509.CertificateSigningRequest], dict[str, Any]],
+    shape: Callable[[x509.CertificateSigningRequest], RequestFields],
 ) -> None:
     issued = decode_and_sign(decode, shape(csr(x509.Name([]), ALLOWED)), ca, POLICY)
     assert (

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 from cryptography import x509
@@ -29,12 +27,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from keyward.errors import UserError
 from keyward.issuers.errors import IssuerNotReady
+from keyward.issuers.objects import QuoteAttestationView
 from keyward.issuers.tcs import attestation
 from keyward.issuers.tcs.ca import TcsIssuerSpec
 from keyward.issuers.tcs.provisioning import check_certificate
 from keyward.keystore.evidence import NO_EVIDENCE
 from keyward.kube.client import ApiError, Kube
-from keyward.kube.objects import name_of, owner_reference
+from keyward.kube.objects import owner_reference
 from keyward.kube.resources import QUOTE_ATTESTATIONS
 from keyward.operator.tcs.secrets import put_secret
 from keyward.pki.issue import certificate_matches_key
@@ -89,11 +88,11 @@ def load_ca(key_path: Path, certificate_path: Path) -> tuple[CaKey, x509.Certifi
     return key, certificate
 
 
-def check_evidence(qa: Mapping[str, Any], *, accept_unattested: bool, quote_verified: bool) -> str:
+def check_evidence(qa: QuoteAttestationView, *, accept_unattested: bool, quote_verified: bool) -> str:
     """What evidence the QuoteAttestation carries, if the user's flags allow wrapping for it."""
-    where = f"QuoteAttestation {name_of(qa)}"
-    version = str((qa.get("spec") or {}).get("quoteVersion") or "")
-    if not attestation.spec_bytes(qa, "quote") or version == NO_EVIDENCE:
+    where = f"QuoteAttestation {qa.meta.namespace}/{qa.meta.name}"
+    version = qa.quote_version
+    if not qa.quote or version == NO_EVIDENCE:
         if not accept_unattested:
             raise UserError(
                 f"{where} carries no attestation evidence (its token has none): the key would go to "
@@ -123,19 +122,20 @@ async def provision(
     quote_verified: bool = False,
 ) -> Provisioned:
     """Answer the KeyProvisioning QuoteAttestation ``namespace/name`` with ``key`` and ``certificate``."""
-    qa = await kube.find(QUOTE_ATTESTATIONS, name, namespace)
+    body = await kube.find(QUOTE_ATTESTATIONS, name, namespace)
     where = f"QuoteAttestation {namespace}/{name}"
-    if qa is None:
+    if body is None:
         raise UserError(
             f"{where} does not exist", f"list them with `kubectl get quoteattestations -n {namespace}`"
         )
-    request_type = (qa.get("spec") or {}).get("type")
+    qa = QuoteAttestationView.from_body(body)
+    request_type = qa.request_type
     if request_type != attestation.KEY_PROVISIONING:
         raise UserError(
             f"{where} is of type {request_type}, not {attestation.KEY_PROVISIONING}",
             "provision-key answers the QuoteAttestations that ask for a CA key",
         )
-    if attestation.answer(qa, str((qa.get("spec") or {}).get("signerName") or "")).state != "pending":
+    if attestation.answer(qa, qa.signer_name).state != "pending":
         raise UserError(f"{where} is answered already", "ask for the key again from the issuer, then answer")
     said = check_evidence(qa, accept_unattested=accept_unattested, quote_verified=quote_verified)
     try:
@@ -143,7 +143,7 @@ async def provision(
     except ValueError as exc:
         raise UserError(f"{where}: {exc}", "answer only QuoteAttestations keyward made") from None
     wrapped = wrap_private_key(key, wrapping_key, mechanism)
-    secret_name = attestation.secret_name(qa)
+    secret_name = qa.secret_name
     pem = certificate.public_bytes(serialization.Encoding.PEM)
     secret = {
         "apiVersion": "v1",
@@ -152,7 +152,7 @@ async def provision(
             "name": secret_name,
             "namespace": namespace,
             "labels": {},
-            "ownerReferences": [owner_reference(qa, controller=False)],
+            "ownerReferences": [owner_reference(body, controller=False)],
         },
         "type": "Opaque",
         "data": {"tls.key": _b64(_b64(wrapped).encode()), "tls.crt": _b64(_b64(pem).encode())},
@@ -160,7 +160,7 @@ async def provision(
     await put_secret(kube, secret)
     message = f"CA key and certificate in Secret {secret_name}, wrapped with {mechanism}; evidence: {said}"
     patch = {
-        "metadata": {"resourceVersion": qa["metadata"]["resourceVersion"]},
+        "metadata": {"resourceVersion": qa.meta.resource_version},
         "status": attestation.answered_status(qa, True, message),
     }
     await kube.patch(QUOTE_ATTESTATIONS, name, patch, namespace, subresource="status")

@@ -1,7 +1,8 @@
 """What to do with a signing request: cert-manager's issuer contract in one place.
 
-The controllers feed request objects (plain dicts as the API returns them) through these pure
-functions and act on the answer; every rule of the contract is here and unit-tested without a cluster.
+The controllers feed request objects (``issuers.objects.RequestObject``, made from the objects the API
+returns) through these pure functions and act on the answer; every rule of the contract is here and
+unit-tested without a cluster.
 """
 
 from __future__ import annotations
@@ -9,21 +10,17 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from cryptography import x509
 
-from keyward.issuers import conditions
+from keyward.issuers.objects import RequestFields, RequestObject
+from keyward.kube.resources import REQUEST_DURATION_ANNOTATION
 from keyward.pki.csr import decode_request_field, load_csr
 from keyward.pki.durations import parse_duration
 from keyward.pki.errors import RequestError
 from keyward.pki.profile import RequestProfile
-
-REQUEST_DURATION_ANNOTATION = "experimental.cert-manager.io/request-duration"
-REQUEST_IS_CA_ANNOTATION = "experimental.cert-manager.io/request-is-ca"
 
 
 class Phase(enum.Enum):
@@ -33,40 +30,36 @@ class Phase(enum.Enum):
     APPROVED = "approved"  # sign, if the issuer is ready
 
 
-def certificate_request_phase(obj: Mapping[str, Any]) -> Phase:
+def certificate_request_phase(request: RequestObject) -> Phase:
     """Contract points 2-4 for a cert-manager CertificateRequest."""
-    status = obj.get("status") or {}
-    conds = status.get("conditions") or []
-    ready = conditions.find(conds, "Ready")
-    if status.get("certificate"):
+    ready = request.condition("Ready")
+    if request.has_certificate:
         return Phase.FINISHED
-    if ready is not None and (ready.get("status") == "True" or ready.get("reason") in ("Failed", "Denied")):
+    if ready is not None and (ready.true or ready.reason in ("Failed", "Denied")):
         return Phase.FINISHED
-    if conditions.is_true(conds, "InvalidRequest"):
+    if request.is_true("InvalidRequest"):
         return Phase.FINISHED
-    if conditions.is_true(conds, "Denied"):
+    if request.is_true("Denied"):
         return Phase.DENIED
-    if not conditions.is_true(conds, "Approved"):
+    if not request.is_true("Approved"):
         return Phase.AWAITING_APPROVAL
     return Phase.APPROVED
 
 
-def csr_phase(obj: Mapping[str, Any]) -> Phase:
+def csr_phase(request: RequestObject) -> Phase:
     """A Kubernetes CSR: sign only approved, not denied, not failed, not yet signed requests."""
-    status = obj.get("status") or {}
-    conds = status.get("conditions") or []
-    if status.get("certificate") or conditions.is_true(conds, "Failed"):
+    if request.has_certificate or request.is_true("Failed"):
         return Phase.FINISHED
-    if conditions.is_true(conds, "Denied"):
+    if request.is_true("Denied"):
         return Phase.FINISHED  # the API server keeps the denial; a signer writes nothing
-    if not conditions.is_true(conds, "Approved"):
+    if not request.is_true("Approved"):
         return Phase.AWAITING_APPROVAL
     return Phase.APPROVED
 
 
-def denial_message(obj: Mapping[str, Any]) -> str:
-    denied = conditions.find((obj.get("status") or {}).get("conditions"), "Denied") or {}
-    return str(denied.get("message") or denied.get("reason") or "The CertificateRequest was denied")
+def denial_message(request: RequestObject) -> str:
+    denied, fallback = request.condition("Denied"), "The CertificateRequest was denied"
+    return denied.said(fallback) if denied is not None else fallback
 
 
 @dataclass(frozen=True)
@@ -77,50 +70,41 @@ class SigningRequest:
     profile: RequestProfile
 
 
-def request_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a request object that ``from_certificate_request`` and ``from_csr`` read (its spec and
-    annotations): what is sent to a signing process instead of the whole object."""
-    annotations = (obj.get("metadata") or {}).get("annotations")
-    return {"spec": dict(obj.get("spec") or {}), "metadata": {"annotations": dict(annotations or {})}}
-
-
-def from_certificate_request(obj: Mapping[str, Any]) -> SigningRequest:
+def from_certificate_request(fields: RequestFields) -> SigningRequest:
     """Decode a CertificateRequest's spec; RequestError when the request itself is unusable."""
-    spec = obj.get("spec") or {}
-    csr = load_csr(decode_request_field(spec.get("request") or ""))
-    duration = _duration(spec.get("duration"), "spec.duration")
-    return SigningRequest(
-        csr,
-        RequestProfile(
-            duration=duration, usages=tuple(spec.get("usages") or ()), is_ca=bool(spec.get("isCA"))
-        ),
-    )
+    _refuse_problems(fields, "spec.request", "spec.duration", "spec.usages", "spec.isCA")
+    csr = load_csr(decode_request_field(fields.request))
+    duration = _duration(fields.duration, "spec.duration")
+    return SigningRequest(csr, RequestProfile(duration=duration, usages=fields.usages, is_ca=fields.is_ca))
 
 
-def from_csr(obj: Mapping[str, Any]) -> SigningRequest:
+def from_csr(fields: RequestFields) -> SigningRequest:
     """Decode a Kubernetes CSR (spec.request is base64 of PEM in JSON)."""
-    spec = obj.get("spec") or {}
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    _refuse_problems(fields, "spec.request", "spec.expirationSeconds", "spec.usages")
     try:
-        pem = base64.b64decode(spec.get("request") or "", validate=True)
+        pem = base64.b64decode(fields.request, validate=True)
     except (binascii.Error, ValueError):
         raise RequestError("spec.request is not base64") from None
     csr = load_csr(pem)
     duration: timedelta | None = None
-    if spec.get("expirationSeconds") is not None:
-        duration = timedelta(seconds=int(spec["expirationSeconds"]))
-    elif annotations.get(REQUEST_DURATION_ANNOTATION):
-        duration = _duration(annotations[REQUEST_DURATION_ANNOTATION], REQUEST_DURATION_ANNOTATION)
-    is_ca = str(annotations.get(REQUEST_IS_CA_ANNOTATION, "")).lower() == "true"
-    return SigningRequest(
-        csr, RequestProfile(duration=duration, usages=tuple(spec.get("usages") or ()), is_ca=is_ca)
-    )
+    if fields.expiration_seconds is not None:
+        duration = timedelta(seconds=fields.expiration_seconds)
+    elif fields.duration_annotation:
+        duration = _duration(fields.duration_annotation, REQUEST_DURATION_ANNOTATION)
+    is_ca = fields.is_ca_annotation.lower() == "true"
+    return SigningRequest(csr, RequestProfile(duration=duration, usages=fields.usages, is_ca=is_ca))
 
 
-def _duration(value: Any, field: str) -> timedelta | None:
-    if value in (None, ""):
+def _refuse_problems(fields: RequestFields, *names: str) -> None:
+    problem = fields.problem(*names)
+    if problem is not None:
+        raise RequestError(problem)
+
+
+def _duration(value: str, field: str) -> timedelta | None:
+    if not value:
         return None
     try:
-        return parse_duration(str(value))
+        return parse_duration(value)
     except ValueError as exc:
         raise RequestError(f"{field}: {exc}") from None

@@ -16,9 +16,9 @@ This module says what to ask; the operator asks (``keyward.operator.references``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
+from keyward.issuers.objects import RequestObject
 from keyward.issuers.signer_names import IssuerRef
 
 __all__ = ["REFERENCE_VERB", "SIGNERS_RESOURCE", "denied_reference", "reference_reviews"]
@@ -29,22 +29,20 @@ SIGNERS_RESOURCE = "signers"
 _ALL_ISSUERS = "*"
 
 
-def reference_reviews(csr: Mapping[str, Any], ref: IssuerRef) -> list[dict[str, Any]] | None:
+def reference_reviews(csr: RequestObject, ref: IssuerRef) -> list[dict[str, Any]] | None:
     """The SubjectAccessReview bodies that decide whether the requester of ``csr`` may reference ``ref``,
     in the order to ask them: the first that allows decides, none allowing denies. None for a cluster
     issuer (no check); empty for a CSR that names no requester (nobody to ask about: denied)."""
     if ref.namespace is None:
         return None
-    spec = csr.get("spec") or {}
-    user, groups = str(spec.get("username") or ""), [str(g) for g in spec.get("groups") or ()]
-    if not (user or groups):
+    requester = csr.requester
+    if not (requester.username or requester.groups):
         return []
-    subject: dict[str, Any] = {"user": user, "groups": groups}
-    if spec.get("uid"):
-        subject["uid"] = str(spec["uid"])
-    extra = spec.get("extra") or {}
-    if extra:
-        subject["extra"] = {str(key): [str(v) for v in values or ()] for key, values in extra.items()}
+    subject: dict[str, Any] = {"user": requester.username, "groups": list(requester.groups)}
+    if requester.uid:
+        subject["uid"] = requester.uid
+    if requester.extra:
+        subject["extra"] = {key: list(values) for key, values in requester.extra.items()}
     return [
         {
             "spec": {
@@ -63,10 +61,9 @@ def reference_reviews(csr: Mapping[str, Any], ref: IssuerRef) -> list[dict[str, 
     ]
 
 
-def denied_reference(csr: Mapping[str, Any], ref: IssuerRef) -> str:
+def denied_reference(csr: RequestObject, ref: IssuerRef) -> str:
     """Why the CSR fails: who may not reference which issuer, and how a cluster admin allows it."""
-    spec = csr.get("spec") or {}
-    requester = str(spec.get("username") or "") or "a requester the API server did not record"
+    requester = csr.requester.username or "a requester the API server did not record"
     return (
         f"{requester} may not reference {ref} (verb {REFERENCE_VERB} on {SIGNERS_RESOURCE}.{ref.group} "
         f"named {ref.name} or {_ALL_ISSUERS} in namespace {ref.namespace}); not signed: a cluster admin "

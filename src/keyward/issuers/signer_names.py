@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from keyward.issuers.objects import IssuerReference
 from keyward.kube.resources import EST_GROUP, TCS_GROUP
 
 # lower-case kind (singular and plural spelling) → (Kind, namespaced)
@@ -94,15 +95,12 @@ def parse_signer_name(signer_name: str, *, group: str | None = None) -> IssuerRe
     return IssuerRef(name_group, kind, path)
 
 
-def issuer_ref_from_request(issuer_ref: dict[str, str], namespace: str) -> IssuerRef | None:
+def issuer_ref_from_request(issuer_ref: IssuerReference, namespace: str) -> IssuerRef | None:
     """The issuer a CertificateRequest's spec.issuerRef names, if it is one of ours."""
-    group = issuer_ref.get("group", "")
-    kind = issuer_ref.get("kind", "")
-    name = issuer_ref.get("name", "")
-    kinds = _KINDS.get(group)
-    if not kinds or not name:
+    kinds = _KINDS.get(issuer_ref.group)
+    if not kinds or not issuer_ref.name:
         return None
     for spelled, (canonical, namespaced) in kinds.items():
-        if kind.lower() == spelled or kind == canonical:
-            return IssuerRef(group, canonical, name, namespace if namespaced else None)
+        if issuer_ref.kind.lower() == spelled or issuer_ref.kind == canonical:
+            return IssuerRef(issuer_ref.group, canonical, issuer_ref.name, namespace if namespaced else None)
     return None

@@ -29,6 +29,15 @@ ATTESTATION_ANNOTATION = "keyward.io/attestation"
 #: on the QuoteAttestation, the value it was made for. Beside it, the issuer generation it was made for.
 RENEW_ANNOTATION = "keyward.io/renew-key-provisioning"
 GENERATION_ANNOTATION = "keyward.io/issuer-generation"
+#: On an EstOrder: the Certificate's Secret whose certificate and key authenticate a renewal.
+RENEWAL_SECRET_ANNOTATION = "keyward.io/renewal-secret"  # noqa: S105 - a Secret's name, not a secret
+#: The EST seed's kopf handler for EstOrders: its result lands in status.<name>, its progress in kopf's
+#: annotation ``kopf.zalando.org/<name>`` and status.kopf.progress.<name>.
+SEED_ORDER_HANDLER = "estorder_create"
+SEED_PROGRESS_ANNOTATION = f"kopf.zalando.org/{SEED_ORDER_HANDLER}"
+#: cert-manager's annotations on a Kubernetes CSR: the duration and CA-ness it asks for.
+REQUEST_DURATION_ANNOTATION = "experimental.cert-manager.io/request-duration"
+REQUEST_IS_CA_ANNOTATION = "experimental.cert-manager.io/request-is-ca"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from keyward.issuers.objects import RequestObject
 from keyward.issuers.references import denied_reference, reference_reviews
 from keyward.issuers.signer_names import IssuerRef
 from keyward.kube.client import Kube
@@ -23,11 +24,12 @@ class SignerReferences:
     async def denial(self, csr: Mapping[str, Any], ref: IssuerRef) -> str | None:
         """None when the CSR's requester may reference ``ref`` (or ``ref`` needs no check); otherwise why
         the CSR fails. ``ApiError`` when the API server does not answer: nothing is decided then."""
-        reviews = reference_reviews(csr, ref)
+        request = RequestObject.from_body(csr)
+        reviews = reference_reviews(request, ref)
         if reviews is None:
             return None
         for review in reviews:
             answer = await self._kube.create(SUBJECT_ACCESS_REVIEWS, review)
             if (answer.get("status") or {}).get("allowed") is True:
                 return None
-        return denied_reference(csr, ref)
+        return denied_reference(request, ref)

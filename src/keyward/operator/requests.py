@@ -25,6 +25,7 @@ from keyward.issuers.contract import (
     from_certificate_request,
     from_csr,
 )
+from keyward.issuers.objects import RequestFields, RequestObject
 from keyward.issuers.signer_names import (
     IssuerRef,
     MalformedSignerName,
@@ -50,14 +51,14 @@ class RequestKind(Protocol):
     group: str
 
     @property
-    def decode(self) -> Callable[[Mapping[str, Any]], SigningRequest]:
-        """A module-level function: the signing pipeline sends it to a signing process with the request."""
+    def decode(self) -> Callable[[RequestFields], SigningRequest]:
+        """A module-level function: the signing pipeline sends it to a signing process with the request's
+        fields (``RequestFields``)."""
         ...
 
     def wants(self, spec: Mapping[str, Any]) -> bool: ...
     def phase(self, body: Mapping[str, Any]) -> Phase: ...
     def issuer(self, body: Mapping[str, Any]) -> IssuerRef | None: ...
-    def request_field(self, body: Mapping[str, Any]) -> str: ...
     def issued_status(
         self,
         body: Mapping[str, Any],
@@ -97,16 +98,12 @@ class CertificateRequests:
         return ((spec or {}).get("issuerRef") or {}).get("group") == self.group
 
     def phase(self, body: Mapping[str, Any]) -> Phase:
-        return certificate_request_phase(body)
+        return certificate_request_phase(RequestObject.from_body(body))
 
     def issuer(self, body: Mapping[str, Any]) -> IssuerRef | None:
-        ref = issuer_ref_from_request(
-            (body.get("spec") or {}).get("issuerRef") or {}, body["metadata"].get("namespace", "")
-        )
+        request = RequestObject.from_body(body)
+        ref = issuer_ref_from_request(request.issuer, request.meta.namespace)
         return ref if ref is not None and ref.group == self.group else None
-
-    def request_field(self, body: Mapping[str, Any]) -> str:
-        return str((body.get("spec") or {}).get("request") or "")
 
     def issued_status(
         self,
@@ -127,13 +124,13 @@ class CertificateRequests:
 
     def denied_status(self, body: Mapping[str, Any]) -> Status | None:
         return {
-            "conditions": _ready(body, False, "Denied", denial_message(body)),
+            "conditions": _ready(body, False, "Denied", denial_message(RequestObject.from_body(body))),
             "failureTime": conditions.now_rfc3339(),
         }
 
     def pending_status(self, body: Mapping[str, Any], message: str) -> Status | None:
-        ready = conditions.find((body.get("status") or {}).get("conditions"), "Ready")
-        if ready is not None and ready.get("reason") == "Pending" and ready.get("message") == message:
+        ready = RequestObject.from_body(body).condition("Ready")
+        if ready is not None and ready.reason == "Pending" and ready.message == message:
             return None  # already says so: no write, no event loop
         return {"conditions": _ready(body, False, "Pending", message)}
 
@@ -160,17 +157,13 @@ class Csrs:
             return False
 
     def phase(self, body: Mapping[str, Any]) -> Phase:
-        return csr_phase(body)
+        return csr_phase(RequestObject.from_body(body))
 
     def issuer(self, body: Mapping[str, Any]) -> IssuerRef | None:
         try:
-            return parse_signer_name((body.get("spec") or {}).get("signerName", ""), group=self.group)
+            return parse_signer_name(RequestObject.from_body(body).signer_name, group=self.group)
         except MalformedSignerName:
             return None
-
-    def request_field(self, body: Mapping[str, Any]) -> str:
-        # spec.request is bytes in the API: base64 in JSON of the PEM, the same shape as an EstOrder's.
-        return str((body.get("spec") or {}).get("request") or "")
 
     def issued_status(
         self,

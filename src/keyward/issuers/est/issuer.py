@@ -8,7 +8,8 @@ distributing its intermediates). That rule ties the TLS identity of the server t
 server that authenticates with our anchors but distributes another CA is taken out of service instead of
 being trusted silently.
 
-Nothing here knows Kubernetes beyond the shape of a Secret: Secrets arrive through a lookup function and
+Nothing here knows Kubernetes beyond a Secret's view (``issuers.objects.SecretView``): Secrets arrive
+through a lookup function and
 the EST server through an object with ``cacerts()``, so the rules are unit-tested without either.
 """
 
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from keyward.est.client import BasicAuth, ClientCertificate, DigestAuth, EstEndpoint, EstError
 from keyward.issuers.errors import IssuerNotReady
+from keyward.issuers.objects import SecretView
 from keyward.kube.resources import BASIC_AUTH_SECRET_TYPE, TLS_SECRET_TYPE
 
 AuthMethod = Literal["Basic", "Digest", "ClientCertificate"]
@@ -46,7 +48,7 @@ _ERROR_REASONS: dict[str, str] = {
     "config": "InvalidSpec",
 }
 
-SecretLookup = Callable[[str], Awaitable[Mapping[str, Any] | None]]
+SecretLookup = Callable[[str], Awaitable[SecretView | None]]
 """Finds a Secret by name in the issuer's Secret namespace; ``None`` when it does not exist."""
 
 
@@ -156,34 +158,32 @@ async def load_credentials(
 
 async def _required(
     secrets: SecretLookup, name: str, namespace: str, field_name: str, secret_type: str
-) -> Mapping[str, Any]:
+) -> SecretView:
     secret = await secrets(name)
     if secret is None:
         raise IssuerNotReady(
             "SecretMissing",
             f"Secret {namespace}/{name} ({field_name}) does not exist; create it with type {secret_type}",
         )
-    actual = secret.get("type") or "Opaque"
-    if actual != secret_type:
+    if secret.type != secret_type:
         raise IssuerNotReady(
             "SecretWrongType",
-            f"Secret {namespace}/{name} ({field_name}) has type {str(actual)[:60]}, not {secret_type}; "
+            f"Secret {namespace}/{name} ({field_name}) has type {secret.type[:60]}, not {secret_type}; "
             f"re-create it with type {secret_type}",
         )
     return secret
 
 
-def _field(secret: Mapping[str, Any], key: str, where: str) -> bytes:
-    value = (secret.get("data") or {}).get(key)
+def _field(secret: SecretView, key: str, where: str) -> bytes:
+    if key in secret.undecodable:
+        raise IssuerNotReady("SecretInvalid", f"Secret {where}: data.{key} is not base64")
+    value = secret.data.get(key)
     if not value:
         raise IssuerNotReady("SecretInvalid", f"Secret {where} has no {key!r}; add it")
-    try:
-        return base64.b64decode(str(value), validate=True)
-    except (binascii.Error, ValueError):
-        raise IssuerNotReady("SecretInvalid", f"Secret {where}: data.{key} is not base64") from None
+    return value
 
 
-def http_credentials(secret: Mapping[str, Any], where: str, method: AuthMethod) -> BasicAuth | DigestAuth:
+def http_credentials(secret: SecretView, where: str, method: AuthMethod) -> BasicAuth | DigestAuth:
     """username and password of a kubernetes.io/basic-auth Secret, for Basic (or Digest) authentication."""
     try:
         username = _field(secret, "username", where).decode("utf-8")
@@ -199,9 +199,7 @@ def http_credentials(secret: Mapping[str, Any], where: str, method: AuthMethod) 
     return DigestAuth(username, password) if method == "Digest" else BasicAuth(username, password)
 
 
-def client_certificate(
-    secret: Mapping[str, Any], where: str, *, now: datetime | None = None
-) -> ClientCertificate:
+def client_certificate(secret: SecretView, where: str, *, now: datetime | None = None) -> ClientCertificate:
     """tls.crt (chain, leaf first) and tls.key of a kubernetes.io/tls Secret, checked to belong together."""
     chain_pem = _field(secret, "tls.crt", where)
     key_pem = _field(secret, "tls.key", where)

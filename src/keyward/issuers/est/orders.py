@@ -23,9 +23,8 @@ import base64
 import binascii
 import enum
 import hashlib
-import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,26 +36,25 @@ from keyward.est.client import ClientCertificate, EstError
 from keyward.issuers import conditions
 from keyward.issuers.errors import IssuerNotReady
 from keyward.issuers.est.issuer import client_certificate
+from keyward.issuers.objects import Condition, OrderStatus, OrderView, OwnerReference, SecretView
 from keyward.issuers.signer_names import (
     IssuerRef,
     MalformedSignerName,
     issuer_ref_from_request,
     parse_signer_name,
 )
-from keyward.kube.resources import EST_GROUP, MANAGED_BY, MANAGED_BY_LABEL, SIGNER_ANNOTATION, TLS_SECRET_TYPE
+from keyward.kube.resources import (
+    EST_GROUP,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    RENEWAL_SECRET_ANNOTATION,
+    SIGNER_ANNOTATION,
+    TLS_SECRET_TYPE,
+)
 from keyward.pki.pem import pem_chain
 
 NAME_LIMIT = 253
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
-#: The Certificate's Secret whose certificate and key authenticate a renewal (simplereenroll).
-RENEWAL_SECRET_ANNOTATION = "keyward.io/renewal-secret"  # noqa: S105 - a Secret's name, not a secret
-#: The issuer's signer name: for a CSR the order lives in the operator namespace, not the issuer's.
-
-
-#: The EST seed's kopf handler for EstOrders: its result lands in status.<name>, its progress in kopf's
-#: annotation ``kopf.zalando.org/<name>`` and status.kopf.progress.<name>.
-SEED_ORDER_HANDLER = "estorder_create"
-SEED_PROGRESS_ANNOTATION = f"kopf.zalando.org/{SEED_ORDER_HANDLER}"
 
 
 def upstream_order_name(request_name: str) -> str:
@@ -77,13 +75,14 @@ def order_manifest(
     *,
     name: str,
     namespace: str,
-    owner: Mapping[str, Any],
+    owner: OwnerReference,
     issuer: IssuerRef,
     request_pem: bytes,
     renewal_secret: str | None = None,
 ) -> dict[str, Any]:
-    """The EstOrder for an approved request: owned by it (garbage-collected with it), never by users."""
-    meta = owner["metadata"]
+    """The EstOrder for an approved request: owned by it (garbage-collected with it), never by users.
+    The signer-name annotation names the issuer (for a CSR the order lives in the operator namespace,
+    not the issuer's)."""
     annotations = {SIGNER_ANNOTATION: issuer.signer_name}
     if renewal_secret:
         annotations[RENEWAL_SECRET_ANNOTATION] = renewal_secret
@@ -93,15 +92,7 @@ def order_manifest(
             "namespace": namespace,
             "labels": {MANAGED_BY_LABEL: MANAGED_BY},
             "annotations": annotations,
-            "ownerReferences": [
-                {
-                    "apiVersion": owner["apiVersion"],
-                    "kind": owner["kind"],
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                }
-            ],
+            "ownerReferences": [replace(owner, controller=True).to_body()],
         },
         "spec": {
             "issuerRef": {"name": issuer.name, "kind": issuer.kind, "group": issuer.group},
@@ -111,36 +102,26 @@ def order_manifest(
     }
 
 
-def order_issuer(order: Mapping[str, Any]) -> IssuerRef | None:
+def order_issuer(order: OrderView) -> IssuerRef | None:
     """The issuer an EstOrder enrolls with (from its signer-name annotation, else spec.issuerRef)."""
-    meta = order.get("metadata") or {}
     try:
-        ref = parse_signer_name(
-            str((meta.get("annotations") or {}).get(SIGNER_ANNOTATION) or ""), group=EST_GROUP
-        )
+        ref = parse_signer_name(order.signer_name, group=EST_GROUP)
     except MalformedSignerName:
         ref = None
     if ref is not None:
         return ref
-    issuer = (order.get("spec") or {}).get("issuerRef") or {}
-    return issuer_ref_from_request(dict(issuer), str(meta.get("namespace") or ""))
-
-
-def order_owner(order: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The controller owner reference (the CertificateRequest or CSR)."""
-    refs = (order.get("metadata") or {}).get("ownerReferences") or []
-    return next((r for r in refs if r.get("controller")), None)
+    return issuer_ref_from_request(order.issuer, order.meta.namespace)
 
 
 def renewal_identity(
-    secret: Mapping[str, Any] | None,
+    secret: SecretView | None,
     ca_certificates: Sequence[x509.Certificate],
     *,
     now: datetime | None = None,
 ) -> ClientCertificate | None:
     """The TLS client identity for simplereenroll, when ``secret`` holds a current certificate from this
     issuer's CA (directly issued by a /cacerts certificate) with its key; ``None`` otherwise."""
-    if not secret or secret.get("type") != TLS_SECRET_TYPE:
+    if secret is None or secret.type != TLS_SECRET_TYPE:
         return None
     try:
         identity = client_certificate(secret, "renewal", now=now)
@@ -269,56 +250,53 @@ class OrderProgress:
     next_attempt: datetime | None = None
     failing_since: datetime | None = None
     message: str = "waiting for the first attempt"
-    conditions: tuple[Mapping[str, Any], ...] = field(default=(), compare=False)
+    conditions: tuple[Condition, ...] = field(default=(), compare=False)
     #: The chain the EST server issued (base64 of PEM, leaf first), recorded before it is written to the
     #: request: a retry writes it instead of enrolling a second time.
     certificate: str = ""
 
     @classmethod
-    def of(cls, order: Mapping[str, Any]) -> OrderProgress:
+    def of(cls, order: OrderView) -> OrderProgress:
         """An order's progress: keyward's status, or what the EST seed left on an order it ran."""
-        status = order.get("status") or {}
-        if status.get("state") or not _seed_ran(order):
-            return cls.from_status(status)
-        result = status.get(SEED_ORDER_HANDLER) or {}
-        if isinstance(result, Mapping) and result.get("certificate"):
+        seed = order.seed
+        if order.status.state or not seed.ran:
+            return cls._of_status(order.status)
+        if seed.certificate:
             return cls(
                 state=OrderState.ISSUED,
-                certificate=str(result["certificate"]),
+                certificate=seed.certificate,
                 message="issued by the EST operator before keyward took over",
             )
-        delayed = parse_time(_seed_progress(order).get("delayed"))
+        delayed = parse_time(seed.delayed)
         if delayed is None:
             return cls(message="taken over from the EST operator: enrolling with its request")
         return cls(
             state=OrderState.WAITING,
-            attempts=int(_seed_progress(order).get("retries") or 0),
+            attempts=seed.retries,
             next_attempt=delayed,
             message="taken over from the EST operator: asking again when it would have",
         )
 
     @classmethod
-    def from_status(cls, status: Mapping[str, Any] | None) -> OrderProgress:
-        status = status or {}
+    def _of_status(cls, status: OrderStatus) -> OrderProgress:
         try:
-            state = OrderState(status.get("state") or "Pending")
+            state = OrderState(status.state or "Pending")
         except ValueError:
             state = OrderState.PENDING
-        conds = tuple(status.get("conditions") or ())
-        retrying = conditions.find(conds, "Retrying")
-        ready = conditions.find(conds, "Ready") or {}
+        retrying = status.condition("Retrying")
+        ready = status.condition("Ready")
         failing_since = None
-        if retrying is not None and retrying.get("status") == "True":
-            failing_since = parse_time(retrying.get("lastTransitionTime"))
+        if retrying is not None and retrying.true:
+            failing_since = parse_time(retrying.last_transition_time)
         return cls(
             state=state,
-            attempts=int(status.get("attempts") or 0),
-            last_error=str(status.get("lastError") or ""),
-            next_attempt=parse_time(status.get("nextAttemptTime")),
+            attempts=status.attempts,
+            last_error=status.last_error,
+            next_attempt=parse_time(status.next_attempt_time),
             failing_since=failing_since,
-            message=str(ready.get("message") or cls.message),
-            conditions=conds,
-            certificate=str(status.get("certificate") or ""),
+            message=(ready.message if ready is not None else "") or cls.message,
+            conditions=status.conditions,
+            certificate=status.certificate,
         )
 
     def enrolled(self) -> tuple[x509.Certificate, ...] | None:
@@ -351,7 +329,7 @@ class OrderProgress:
             OrderState.FAILED: "Failed",
             OrderState.ENROLLING: "Enrolling",
         }.get(self.state, "Pending")
-        previous = list(self.conditions)
+        previous = [condition.to_body() for condition in self.conditions]
         ready = conditions.make(
             "Ready", self.state is OrderState.ISSUED, ready_reason, self.message, previous=previous, now=now
         )
@@ -373,25 +351,6 @@ class OrderProgress:
         if self.certificate:
             status["certificate"] = self.certificate
         return status
-
-
-def _seed_ran(order: Mapping[str, Any]) -> bool:
-    status = order.get("status") or {}
-    return SEED_ORDER_HANDLER in status or bool(_seed_progress(order))
-
-
-def _seed_progress(order: Mapping[str, Any]) -> Mapping[str, Any]:
-    """kopf's record of the seed's handler: its annotation (JSON), else status.kopf.progress."""
-    text = ((order.get("metadata") or {}).get("annotations") or {}).get(SEED_PROGRESS_ANNOTATION)
-    if text:
-        try:
-            record = json.loads(text)
-        except ValueError:
-            record = None
-        if isinstance(record, Mapping):
-            return record
-    progress = (((order.get("status") or {}).get("kopf") or {}).get("progress") or {}).get(SEED_ORDER_HANDLER)
-    return progress if isinstance(progress, Mapping) else {}
 
 
 def start_attempt(progress: OrderProgress, now: datetime, policy: RetryPolicy) -> OrderProgress:
@@ -512,11 +471,11 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_time(value: Any) -> datetime | None:
+def parse_time(value: str) -> datetime | None:
     if not value:
         return None
     try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyward.issuers import conditions
+from keyward.issuers.objects import Condition, QuoteAttestationView
 from keyward.keystore.evidence import Evidence
 from keyward.kube.resources import (
     ATTESTATION_ANNOTATION,
@@ -128,10 +129,10 @@ def initial_status() -> dict[str, Any]:
 
 
 def answered_status(
-    qa: Mapping[str, Any], ok: bool, message: str, *, reason: str = CONTROLLER_REASON
+    qa: QuoteAttestationView, ok: bool, message: str, *, reason: str = CONTROLLER_REASON
 ) -> dict[str, Any]:
     """A key manager's answer: the Ready condition beside the conditions already there."""
-    previous = (qa.get("status") or {}).get("conditions")
+    previous = [condition.to_body() for condition in qa.conditions]
     ready = conditions.make("Ready", ok, reason, message, previous=previous, time_field="lastUpdateTime")
     return {"conditions": conditions.replace(previous, ready)}
 
@@ -146,29 +147,21 @@ class Answer:
     secret_name: str = ""
 
 
-def secret_name(qa: Mapping[str, Any]) -> str:
-    """The Secret a QuoteAttestation asks the key manager to write: spec.secretName, else its name."""
-    return str((qa.get("spec") or {}).get("secretName") or (qa.get("metadata") or {}).get("name") or "")
-
-
-def answer(qa: Mapping[str, Any], signer_name: str) -> Answer:
+def answer(qa: QuoteAttestationView, signer_name: str) -> Answer:
     """Read a QuoteAttestation's status: v1alpha2's Ready condition, or v1alpha1's manual flow."""
-    status = qa.get("status") or {}
-    found = status.get("conditions") or []
-    ready = conditions.find(found, "Ready")
+    ready = qa.condition("Ready")
     if _is(ready, "true"):
-        return Answer("granted", _said(ready, "Ready"), secret_name(qa))
+        return Answer("granted", _said(ready, "Ready"), qa.secret_name)
     if _is(ready, "false"):
         return Answer("refused", _said(ready, "Ready=False"))
-    secrets_ready = conditions.find(found, "CASecretReady")
+    secrets_ready = qa.condition("CASecretReady")
     if _is(secrets_ready, "true"):
-        entry = (status.get("secrets") or {}).get(signer_name) or {}
-        named = str(entry.get("secretName") or "") if isinstance(entry, Mapping) else ""
-        if not named:
+        entry = qa.secrets.get(signer_name)
+        if entry is None or not entry.secret_name:
             return Answer(
                 "pending", f"CASecretReady is true but status.secrets names no Secret for {signer_name}"
             )
-        secret_type = str(entry.get("secretType") or KMRA_SECRET_TYPE)
+        named, secret_type = entry.secret_name, entry.secret_type or KMRA_SECRET_TYPE
         if secret_type != KMRA_SECRET_TYPE:
             return Answer(
                 "refused",
@@ -176,20 +169,19 @@ def answer(qa: Mapping[str, Any], signer_name: str) -> Answer:
                 f"{KMRA_SECRET_TYPE} Secrets (tls.key wrapped, tls.crt the certificate)",
             )
         return Answer("granted", _said(secrets_ready, "CASecretReady"), named)
-    if _is(secrets_ready, "false") and (secrets_ready or {}).get("reason") != TCS_REASON:
+    if secrets_ready is not None and secrets_ready.is_("false") and secrets_ready.reason != TCS_REASON:
         return Answer("refused", _said(secrets_ready, "CASecretReady=False"))
-    verified = conditions.find(found, "QuoteVerified")
+    verified = qa.condition("QuoteVerified")
     if _is(verified, "false"):
         return Answer("refused", _said(verified, "QuoteVerified=False"))
     return Answer("pending", "no verdict yet")
 
 
-def published_public_key(qa: Mapping[str, Any]) -> rsa.RSAPublicKey:
+def published_public_key(qa: QuoteAttestationView) -> rsa.RSAPublicKey:
     """spec.publicKey as a key (PEM ``PUBLIC KEY`` or ``RSA PUBLIC KEY``, or DER); ``ValueError`` naming
     what is wrong."""
-    text = (qa.get("spec") or {}).get("publicKey")
     try:
-        data = base64.b64decode(str(text or ""), validate=True)
+        data = base64.b64decode(qa.public_key, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("spec.publicKey is not base64") from None
     loaders = (
@@ -208,22 +200,13 @@ def published_public_key(qa: Mapping[str, Any]) -> rsa.RSAPublicKey:
     raise ValueError("spec.publicKey is not a PEM or DER public key")
 
 
-def spec_bytes(qa: Mapping[str, Any], field: str) -> bytes:
-    """A ``format: byte`` field of the spec (quote, nonce); empty when absent or not base64."""
-    try:
-        return base64.b64decode(str((qa.get("spec") or {}).get(field) or ""), validate=True)
-    except (binascii.Error, ValueError):
-        return b""
-
-
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _is(condition: Mapping[str, Any] | None, status: str) -> bool:
-    return condition is not None and str(condition.get("status") or "").lower() == status
+def _is(condition: Condition | None, status: str) -> bool:
+    return condition is not None and condition.is_(status)
 
 
-def _said(condition: Mapping[str, Any] | None, fallback: str) -> str:
-    condition = condition or {}
-    return str(condition.get("message") or condition.get("reason") or fallback)
+def _said(condition: Condition | None, fallback: str) -> str:
+    return condition.said(fallback) if condition is not None else fallback

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes
 
 from keyward.issuers.contract import SigningRequest
 from keyward.issuers.errors import IssuerNotReady
+from keyward.issuers.objects import RequestFields
 from keyward.issuers.tcs.quotes import QuoteEvidence, quote_evidence, verified_extension
 from keyward.keystore import KeySpec, TokenKeyStore
 from keyward.pki.durations import parse_duration
@@ -291,19 +292,19 @@ def sign(
 
 
 def decode_and_sign(
-    decode: Callable[[Mapping[str, Any]], SigningRequest],
-    obj: Mapping[str, Any],
+    decode: Callable[[RequestFields], SigningRequest],
+    fields: RequestFields,
     ca: CertificateAuthority,
     policy: IssuerPolicy,
     verified_quote: bytes | None = None,
 ) -> IssuedCertificate | QuoteEvidence:
-    """Decode a request object with ``decode`` (``from_certificate_request``, ``from_csr``) and sign it:
-    one job for a signing process, so that parsing and the proof-of-possession check run there too.
+    """Decode a request's fields with ``decode`` (``from_certificate_request``, ``from_csr``) and sign
+    it: one job for a signing process, so that parsing and the proof-of-possession check run there too.
 
     A request carrying an SGX quote (``issuers.tcs.quotes``) is signed only when ``verified_quote`` is
     that very quote, with the "SGX Quote has been verified" extension; otherwise its evidence comes back,
     unsigned, for the caller to have it verified."""
-    request = decode(obj)
+    request = decode(fields)
     evidence = quote_evidence(request.csr)
     if evidence is None:
         return sign(ca, request, policy)

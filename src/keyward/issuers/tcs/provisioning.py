@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from keyward.issuers.errors import IssuerNotReady
+from keyward.issuers.objects import SecretView
 from keyward.issuers.tcs.ca import KnownCa, TcsIssuerSpec
 from keyward.keystore import (
     KeyExists,
@@ -37,7 +38,6 @@ from keyward.keystore import (
     UnsupportedOperation,
     WrongPin,
 )
-from keyward.kube.objects import decode_bytes
 from keyward.pki.issue import CLOCK_SKEW
 from keyward.pki.keywrap import WrapMechanism, check_wrapped_size
 from keyward.pki.pem import load_pem_chain
@@ -63,11 +63,10 @@ class Delivery:
         return f"Delivery(from {self.where}, {len(self.wrapped)} wrapped bytes)"
 
 
-def read_delivery(secret: Mapping[str, Any], where: str) -> Delivery:
+def read_delivery(secret: SecretView, where: str) -> Delivery:
     """The wrapped key and the certificate in a key manager's Secret; ``ProvisioningFailed`` when they
     are missing or malformed."""
-    data = secret.get("data") or {}
-    key_text = decode_bytes(data.get("tls.key"))
+    key_text = secret.data.get("tls.key")
     if not key_text:
         raise _failed(
             "SecretInvalid",
@@ -85,7 +84,7 @@ def read_delivery(secret: Mapping[str, Any], where: str) -> Delivery:
     problem = check_wrapped_size(wrapped, _RSA_MODULUS_BYTES)
     if problem:
         raise _failed("SecretInvalid", f"the wrapped key in tls.key of {where} is {problem}")
-    certificate_data = decode_bytes(data.get("tls.crt")) or b""
+    certificate_data = secret.data.get("tls.crt") or b""
     if not certificate_data.lstrip().startswith(b"-----BEGIN"):
         try:
             certificate_data = base64.b64decode(b"".join(certificate_data.split()), validate=True)

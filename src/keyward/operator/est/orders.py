@@ -29,7 +29,6 @@ from keyward.issuers.contract import Phase
 from keyward.issuers.errors import IssuerNotReady
 from keyward.issuers.est.issuer import SecretLookup, load_credentials
 from keyward.issuers.est.orders import (
-    RENEWAL_SECRET_ANNOTATION,
     Accepted,
     Enrolled,
     IssuerUnavailable,
@@ -45,13 +44,13 @@ from keyward.issuers.est.orders import (
     finish,
     issued_parts,
     order_issuer,
-    order_owner,
     parse_time,
     record,
     renewal_identity,
     start_attempt,
     wait_for_issuer,
 )
+from keyward.issuers.objects import ObjectMeta, OrderView, RequestObject, SecretView
 from keyward.issuers.signer_names import IssuerRef
 from keyward.kube.client import Kube
 from keyward.kube.objects import plain
@@ -134,9 +133,9 @@ class EstOrders:
         self._index(body)
 
     def _index(self, body: Mapping[str, Any]) -> None:
-        reference = order_owner(body)
-        if reference is not None and reference.get("uid"):
-            self._requests[str(reference["uid"])] = _key(body)
+        reference = OrderView.from_body(body).owner
+        if reference is not None:
+            self._requests[reference.uid] = _key(body)
 
     def wake(self, signer_name: str) -> None:
         self.waiting.wake(signer_name)
@@ -149,12 +148,12 @@ class EstOrders:
         key = _key(body)
         if event_type == "DELETED":
             self._known.pop(key, None)
-            reference = order_owner(body)
-            if reference is not None and self._requests.get(str(reference.get("uid"))) == key:
-                del self._requests[str(reference.get("uid"))]
+            view = OrderView.from_body(body)
+            if view.owner is not None and self._requests.get(view.owner.uid) == key:
+                del self._requests[view.owner.uid]
             self.waiting.release(key)
             self._woken_by_issuer.discard(key)
-            if not OrderProgress.of(body).finished:
+            if not OrderProgress.of(view).finished:
                 await self._recreate(body)
             return
         self._known[key] = body
@@ -164,13 +163,14 @@ class EstOrders:
 
     def _schedule(self, body: Mapping[str, Any]) -> None:
         key = _key(body)
-        progress = OrderProgress.of(body)
+        view = OrderView.from_body(body)
+        progress = OrderProgress.of(view)
         if progress.finished:
             self.waiting.release(key)
             self._woken_by_issuer.discard(key)
             return
         due = progress.due()
-        ref = order_issuer(body)
+        ref = order_issuer(view)
         woken = ref is not None and (due is None or key in self._woken_by_issuer)
         label = ref.signer_name if ref is not None and woken else None
         if due is None:
@@ -210,24 +210,25 @@ class EstOrders:
 
     async def _run(self, order: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """Returns the order as last written (None when someone else changed it: its next event decides)."""
-        progress = OrderProgress.of(order)
+        view = OrderView.from_body(order)
+        progress = OrderProgress.of(view)
         if progress.finished:
             return order
-        reference = order_owner(order)
-        kind = self._kinds.for_kind(str((reference or {}).get("kind")))
-        ref = order_issuer(order)
+        reference = view.owner
+        kind = self._kinds.for_kind(reference.kind) if reference is not None else None
+        ref = order_issuer(view)
         if reference is None or kind is None or ref is None:
             log.warning("EstOrder %s/%s names no request or issuer of ours; ignored", *_key(order))
             return None
-        namespace = order["metadata"].get("namespace") if kind.resource.namespaced else None
-        request = await self._kube.find(kind.resource, str(reference["name"]), namespace)
-        if request is None or request["metadata"].get("uid") != reference.get("uid"):
+        namespace = view.meta.namespace if kind.resource.namespaced else None
+        request = await self._kube.find(kind.resource, reference.name, namespace)
+        if request is None or request["metadata"].get("uid") != reference.uid:
             return None  # the request is gone: garbage collection removes the order
         phase = kind.phase(request)
         if phase is Phase.FINISHED:
             # Our certificate was written and the process stopped before marking the order, or the
             # request was finished by other means: never enroll again.
-            done = bool((request.get("status") or {}).get("certificate"))
+            done = RequestObject.from_body(request).has_certificate
             state = OrderState.ISSUED if done else OrderState.FAILED
             return await self._write(order, finish(progress, state, "the request was already finished"))
         if phase is not Phase.APPROVED:
@@ -287,14 +288,14 @@ class EstOrders:
             current = await self._kube.find(
                 kind.resource, request["metadata"]["name"], request["metadata"].get("namespace")
             )
-            done = bool(((current or {}).get("status") or {}).get("certificate"))
+            done = current is not None and RequestObject.from_body(current).has_certificate
             state = OrderState.ISSUED if done else OrderState.FAILED
             result = finish(progress, state, "the request was finished or removed meanwhile")
         else:
             log.info("%s %s issued by %s", kind.noun, request["metadata"]["name"], ref)
             result = after_attempt(progress, Enrolled(tuple(enrolled)), _now(), self._policy)
             metrics.ISSUED.labels(ref.kind, kind.resource.kind).inc()
-            created = parse_time(order["metadata"].get("creationTimestamp"))
+            created = parse_time(ObjectMeta.from_body(order).created)
             if created is not None:
                 metrics.EST_ENROLLMENT.labels(ref.kind).observe(max(0.0, (_now() - created).total_seconds()))
         return await self._write(order, result)
@@ -320,9 +321,9 @@ class EstOrders:
             await self._writer.write(kind.resource, request, status)
 
     async def _enroll(self, order: Mapping[str, Any], issuer: ReadyEstIssuer, ref: IssuerRef) -> Outcome:
-        spec = order.get("spec") or {}
+        view = OrderView.from_body(order)
         try:
-            csr = load_csr(decode_request_field(str(spec.get("request") or "")))
+            csr = load_csr(decode_request_field(view.request))
         except RequestError as exc:
             return Refused(f"spec.request: {exc}")
         namespace = issuer.secret_namespace
@@ -330,7 +331,7 @@ class EstOrders:
             credentials = await load_credentials(issuer.spec, self._secrets(namespace), namespace)
         except IssuerNotReady as exc:
             return IssuerUnavailable(f"{ref}: {exc.message}")
-        identity = await self._renewal_identity(order, issuer) if spec.get("renewal") else None
+        identity = await self._renewal_identity(view, issuer) if view.renewal else None
         url = issuer.spec.endpoint.url("simplereenroll" if identity else "simpleenroll")
         try:
             async with self._client(issuer.spec.endpoint, credentials) as client:
@@ -350,20 +351,16 @@ class EstOrders:
             return Accepted(result.retry_after)
         return Enrolled(tuple(result))
 
-    async def _renewal_identity(
-        self, order: Mapping[str, Any], issuer: ReadyEstIssuer
-    ) -> ClientCertificate | None:
-        meta = order["metadata"]
-        secret_name = (meta.get("annotations") or {}).get(RENEWAL_SECRET_ANNOTATION)
-        secret = (
-            await self._kube.find(SECRETS, str(secret_name), meta.get("namespace")) if secret_name else None
-        )
-        identity = renewal_identity(secret, issuer.ca_certificates)
+    async def _renewal_identity(self, order: OrderView, issuer: ReadyEstIssuer) -> ClientCertificate | None:
+        meta, name = order.meta, order.renewal_secret
+        secret = await self._kube.find(SECRETS, name, meta.namespace) if name else None
+        view = SecretView.from_body(secret) if secret is not None else None
+        identity = renewal_identity(view, issuer.ca_certificates)
         if identity is None:
             log.info(
                 "EstOrder %s/%s: the certificate to renew is gone or no longer current; enrolling anew",
-                meta.get("namespace"),
-                meta["name"],
+                meta.namespace,
+                meta.name,
             )
         return identity
 

@@ -18,13 +18,8 @@ from typing import TYPE_CHECKING, Any
 import kopf
 
 from keyward.issuers.contract import Phase
-from keyward.issuers.est.orders import (
-    order_manifest,
-    order_name,
-    order_owner,
-    renewal_identity,
-    upstream_order_name,
-)
+from keyward.issuers.est.orders import order_manifest, order_name, renewal_identity, upstream_order_name
+from keyward.issuers.objects import OrderView, OwnerReference, RequestFields, SecretView
 from keyward.issuers.signer_names import IssuerRef
 from keyward.kube.client import ApiError, Kube
 from keyward.kube.objects import name_of, plain
@@ -107,16 +102,15 @@ class EstRequests:
 
     async def order_deleted(self, order: Mapping[str, Any]) -> None:
         """An unfinished order was deleted: create it again if its request still needs it."""
-        reference = order_owner(order)
-        kind = self.kinds.for_kind(str((reference or {}).get("kind")))
+        view = OrderView.from_body(order)
+        reference = view.owner
+        kind = self.kinds.for_kind(reference.kind) if reference is not None else None
         if reference is None or kind is None:
             return
-        namespace = order["metadata"].get("namespace") if kind.resource.namespaced else None
-        body = await self._kube.find(kind.resource, str(reference["name"]), namespace)
-        if body is not None and body["metadata"].get("uid") == reference.get("uid"):
-            log.info(
-                "EstOrder %s was deleted before it finished: creating it again", order["metadata"]["name"]
-            )
+        namespace = view.meta.namespace if kind.resource.namespaced else None
+        body = await self._kube.find(kind.resource, reference.name, namespace)
+        if body is not None and body["metadata"].get("uid") == reference.uid:
+            log.info("EstOrder %s was deleted before it finished: creating it again", view.meta.name)
             await self._handle(kind, body)
 
     async def _retry(self, item: tuple[RequestKind, Mapping[str, Any]]) -> None:
@@ -164,8 +158,9 @@ class EstRequests:
         if kind.resource is CERTIFICATE_REQUESTS and await self._seed_order(meta):
             return
         try:
-            kind.decode(body)  # checks the CSR: an unusable request fails now, without an order
-            request_pem = decode_request_field(kind.request_field(body))
+            fields = RequestFields.from_body(body)
+            kind.decode(fields)  # checks the CSR: an unusable request fails now, without an order
+            request_pem = decode_request_field(fields.request)
         except RequestError as exc:
             problem = str(exc)
             await self._fail(kind, body, ref, "Failed", problem, f"request rejected: {problem}")
@@ -190,7 +185,7 @@ class EstRequests:
         manifest = order_manifest(
             name=name,
             namespace=namespace,
-            owner={**body, "apiVersion": kind.resource.api_version, "kind": kind.resource.kind},
+            owner=OwnerReference(kind.resource.api_version, kind.resource.kind, meta["name"], uid),
             issuer=ref,
             request_pem=request_pem,
             renewal_secret=renewal_secret,
@@ -236,8 +231,8 @@ class EstRequests:
     async def _seed_order(self, meta: Mapping[str, Any]) -> bool:
         """Whether the EST seed made this request's EstOrder (then the order controller takes it over)."""
         order = await self._kube.find(EST_ORDERS, upstream_order_name(meta["name"]), meta["namespace"])
-        reference = order_owner(order) if order is not None else None
-        if order is None or reference is None or reference.get("uid") != meta["uid"]:
+        reference = OrderView.from_body(order).owner if order is not None else None
+        if order is None or reference is None or reference.uid != meta["uid"]:
             return False
         assert self.orders is not None
         self.orders.remember(order)
@@ -266,7 +261,8 @@ class EstRequests:
         if not secret_name:
             return None
         secret = await self._kube.find(SECRETS, str(secret_name), meta["namespace"])
-        if renewal_identity(secret, issuer.ca_certificates) is None:
+        view = SecretView.from_body(secret) if secret is not None else None
+        if renewal_identity(view, issuer.ca_certificates) is None:
             return None
         return str(secret_name)
 

@@ -9,6 +9,7 @@ from typing import Any
 from keyward.est.client import EstClient, EstEndpoint
 from keyward.issuers.est.issuer import EstCredentials, SecretLookup
 from keyward.issuers.est.orders import RetryPolicy
+from keyward.issuers.objects import SecretView
 from keyward.issuers.signer_names import IssuerRef
 from keyward.kube.client import Kube
 from keyward.operator.est.issuers import EstIssuers, ReadyEstIssuer
@@ -84,8 +85,9 @@ class EstControllers:
         return issuer_namespace or self._cluster_namespace
 
     def secret_lookup(self, namespace: str) -> SecretLookup:
-        async def lookup(name: str) -> Mapping[str, Any] | None:
-            return await self.secrets.get(namespace, name)
+        async def lookup(name: str) -> SecretView | None:
+            secret = await self.secrets.get(namespace, name)
+            return SecretView.from_body(secret) if secret is not None else None
 
         return lookup
 

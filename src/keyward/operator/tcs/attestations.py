@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from keyward.issuers.objects import QuoteAttestationView
 from keyward.issuers.signer_names import IssuerRef
 from keyward.issuers.tcs import attestation
 from keyward.issuers.tcs.quotes import QUOTE_VERSION, QuoteEvidence
@@ -84,7 +85,7 @@ class RequestAttestations:
         except ApiError as exc:
             return Outcome("waiting", f"cannot ask for the verdict on its SGX quote ({where}): {exc}", label)
         self._asked[uid] = (namespace, name)
-        answer = attestation.answer(qa, ref.signer_name)
+        answer = attestation.answer(QuoteAttestationView.from_body(qa), ref.signer_name)
         if answer.state == "granted":
             return Outcome("verified", answer.message)
         if answer.state == "refused":
@@ -141,7 +142,7 @@ def _asks_for(qa: Mapping[str, Any], uid: str, quoted: QuoteEvidence) -> bool:
     return (
         (meta.get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
         and (meta.get("annotations") or {}).get(REQUEST_ANNOTATION) == uid
-        and attestation.spec_bytes(qa, "quote") == quoted.quote
+        and QuoteAttestationView.from_body(qa).quote == quoted.quote
     )
 
 

@@ -23,7 +23,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from keyward.issuers.contract import Phase, request_fields
+from keyward.issuers.contract import Phase
+from keyward.issuers.objects import RequestFields
 from keyward.issuers.signer_names import IssuerRef
 from keyward.issuers.tcs.ca import decode_and_sign
 from keyward.issuers.tcs.quotes import QuoteEvidence
@@ -160,7 +161,7 @@ class SigningPipeline:
         """Decode and sign in a signing process; a request carrying an SGX quote only once the quote is
         verified (``attestations``): until then, where its verdict stands."""
         store = await self.tokens.get()
-        job = (decode_and_sign, self.kind.decode, request_fields(body), ready.ca, ready.policy)
+        job = (decode_and_sign, self.kind.decode, RequestFields.from_body(body), ready.ca, ready.policy)
         issued = await store.run_signing(*job)
         if not isinstance(issued, QuoteEvidence):
             return issued

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from keyward.issuers.errors import IssuerNotReady
+from keyward.issuers.objects import QuoteAttestationView, SecretView
 from keyward.issuers.signer_names import IssuerRef
 from keyward.issuers.tcs import attestation
 from keyward.issuers.tcs.ca import KnownCa, TcsIssuerSpec
@@ -154,10 +155,16 @@ class KeyProvisioning:
                 log.info("%s: %s asks for a wrapping key the token no longer holds; asking anew", ref, where)
                 await self._withdraw(qa, namespace)
                 qa = None
-        answer = attestation.answer(qa, label) if qa is not None else None
-        if qa is not None and answer is not None and self._renewal_asked(label, qa, body, answer):
+        view = QuoteAttestationView.from_body(qa) if qa is not None else None
+        answer = attestation.answer(view, label) if view is not None else None
+        if (
+            qa is not None
+            and view is not None
+            and answer is not None
+            and self._renewal_asked(label, qa, body, answer)
+        ):
             log.info("%s: key provisioning asked for again; replacing %s", ref, where)
-            await self._withdraw(qa, namespace, attestation.secret_name(qa))
+            await self._withdraw(qa, namespace, view.secret_name)
             qa = answer = None
         if qa is None or answer is None:
             await self._request(ref, body, spec, namespace, name, store, token)
@@ -202,7 +209,7 @@ class KeyProvisioning:
         if failed is not None and failed[0] == attempt:
             raise failed[1]
         try:
-            delivery = read_delivery(secret, where)
+            delivery = read_delivery(SecretView.from_body(secret), where)
             await token(lambda: provision_ca(store, label, delivery, self._mechanism, spec, known=known))
         except ProvisioningFailed as exc:
             refused = ProvisioningFailed(exc.reason, f"{exc.message}; {RENEW_HINT}")
@@ -297,7 +304,7 @@ class KeyProvisioning:
         self._failed.pop(_annotation(qa, SIGNER_ANNOTATION), None)
         try:
             await self._kube.delete(QUOTE_ATTESTATIONS, meta["name"], namespace)
-            if answered_by and answered_by == attestation.secret_name(qa):
+            if answered_by and answered_by == QuoteAttestationView.from_body(qa).secret_name:
                 await self._kube.delete(SECRETS, answered_by, namespace)
         except ApiError as exc:
             log.warning("could not delete %s or the Secret that answered it: %s", name_of(qa), exc)
@@ -355,6 +362,7 @@ def _not_for(qa: Mapping[str, Any], label: str) -> str | None:
 
 def _publishes(qa: Mapping[str, Any], wrapping: Any) -> bool:
     try:
-        return bool(attestation.published_public_key(qa).public_numbers() == wrapping.public_numbers())
+        published = attestation.published_public_key(QuoteAttestationView.from_body(qa))
+        return bool(published.public_numbers() == wrapping.public_numbers())
     except ValueError:
         return False
