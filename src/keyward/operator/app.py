@@ -21,7 +21,6 @@ from keyward.kube.resources import (
     EST_ORDERS,
     QUOTE_ATTESTATIONS,
     SIGNER_ANNOTATION,
-    Resource,
 )
 from keyward.operator import (
     metrics,
@@ -41,7 +40,7 @@ from keyward.operator.registry import registry
 from keyward.operator.secrets import OwnedObjects, SecretStore, owned_secrets
 from keyward.operator.services import Services
 from keyward.operator.settings import Settings
-from keyward.operator.status import Events, StatusWriter
+from keyward.operator.status import Events, StatusWriter, WritePolicy
 from keyward.operator.tcs import requests as tcs_requests  # noqa: F401
 from keyward.operator.tcs.attestations import RequestAttestations, label_of
 from keyward.operator.tcs.issuers import TcsIssuers
@@ -70,11 +69,13 @@ async def configure(settings: kopf.OperatorSettings, memo: Services, **_: Any) -
     settings.posting.enabled = False  # keyward posts its own Events (operator.status.Events)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.networking.request_timeout = 30
+    settings.networking.request_timeout = memo.settings.api.timeout
     settings.batching.idle_timeout = 30.0
     settings.execution.max_workers = max(4, os.cpu_count() or 1)
     if memo.kube_client is None:
-        memo.kube_client = await Kube.connect()
+        memo.kube_client = await Kube.connect(
+            timeout=memo.settings.api.timeout, on_write_failure=_count_write_failure
+        )
     build(memo)
     elect(memo)
     _spawn(open_token(memo), "open the token")
@@ -84,8 +85,9 @@ def build(services: Services) -> None:
     """Make the controllers and connect them: each gets the narrow pieces it needs."""
     settings = services.settings
     kube = services.kube
-    events = Events(kube)
-    writer = services.writer = StatusWriter(kube, events, on_failure=_count_write_failure)
+    policy = WritePolicy(limit=settings.api.write_backoff_limit, refused=settings.api.write_refused_delay)
+    writer = services.writer = StatusWriter(kube, Events(kube, policy=policy), policy=policy)
+    events = writer.events
     secrets = services.secret_store = SecretStore(kube)
     issuers = services.tcs_issuer_checks = TcsIssuers(
         kube=kube,
@@ -101,12 +103,14 @@ def build(services: Services) -> None:
             replica=settings.replica_name,
             service_id=settings.hsm.token_label,
         ),
+        settings=settings.tcs_issuers,
     )
     requests = services.tcs_requests = TcsRequests(
         cas=services.cas,
         tokens=services.tokens,
         writer=writer,
         describe=issuers.describe,
+        recheck=issuers.recheck,
         csr_full_chain=settings.csr_full_cert_chain,
         attestations=RequestAttestations(
             kube=kube,
@@ -160,7 +164,7 @@ def build(services: Services) -> None:
     )
 
 
-def _count_write_failure(_resource: Resource, error: ApiError) -> None:
+def _count_write_failure(error: ApiError, _method: str) -> None:
     metrics.API_WRITE_FAILURES.labels(str(error.status)).inc()
 
 

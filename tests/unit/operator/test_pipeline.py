@@ -42,6 +42,7 @@ async def test_waiting_for_a_missing_issuer_is_pending_once_and_never_fails() ->
             operator_namespace="keyward-system",
             service_id="test",
         ),
+        recheck=lambda ref: None,
     )
     await pipeline.on_event("ADDED", copy.deepcopy(BODY))
     assert len(api.patches) == 1

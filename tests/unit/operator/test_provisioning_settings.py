@@ -36,7 +36,10 @@ def test_environment_and_flags() -> None:
 @pytest.mark.parametrize(
     ("env", "said"),
     [
-        ({"KEYWARD_KEY_WRAP_MECHANISM": "des"}, "is not known: use the one the key managers wrap with: aes_key_wrap_pad, aes_gcm"),
+        (
+            {"KEYWARD_KEY_WRAP_MECHANISM": "des"},
+            "is not known: use the one the key managers wrap with: aes_key_wrap_pad, aes_gcm",
+        ),
         ({"KEYWARD_REPLICA_NAME": "Replica_A"}, "is not a DNS label"),
         ({"KEYWARD_QUOTE_VERIFICATION_TIMEOUT": "0"}, "is not a positive duration"),
     ],

@@ -177,8 +177,10 @@ class EstRequests:
         issuer = self._issuers.ready(ref)
         if issuer is None:
             message = self._issuers.describe(ref)
-            reason = "issuer_missing" if "not found" in message else "issuer_not_ready"
+            reason = "issuer_missing" if message and "not found" in message else "issuer_not_ready"
             self.waiting.park(uid, (kind, body), ref.signer_name, reason=reason)
+            if message is None:  # its first check is under way: its outcome wakes this, or a retry tells
+                return
             status = kind.pending_status(body, message)
             written = await self._writer.write(kind.resource, body, status) if status else None
             if written is not None:

@@ -13,7 +13,7 @@ from keyward.operator.services import Services
 from keyward.operator.status import StatusWriter
 from keyward.operator.tcs.attestations import RequestAttestations
 from keyward.operator.tcs.cas import ReadyCas
-from keyward.operator.tcs.pipeline import Describe, SigningPipeline
+from keyward.operator.tcs.pipeline import Describe, Recheck, SigningPipeline
 from keyward.operator.tcs.token import TokenProvider
 
 CERTIFICATE_REQUEST_KIND = CertificateRequests(TCS_GROUP)
@@ -30,6 +30,7 @@ class TcsRequests:
         tokens: TokenProvider,
         writer: StatusWriter,
         describe: Describe,
+        recheck: Recheck,
         csr_full_chain: bool,
         attestations: RequestAttestations,
     ) -> None:
@@ -40,6 +41,7 @@ class TcsRequests:
             writer=writer,
             describe=describe,
             attestations=attestations,
+            recheck=recheck,
         )
         self.csrs = SigningPipeline(
             Csrs(TCS_GROUP, full_chain=csr_full_chain),
@@ -48,6 +50,7 @@ class TcsRequests:
             writer=writer,
             describe=describe,
             attestations=attestations,
+            recheck=recheck,
         )
         cas.listen(self.wake)
 
