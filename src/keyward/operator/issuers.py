@@ -194,12 +194,13 @@ class IssuerChecks(Generic[R]):
         verdict = await self._check(ref, body, leading)
         if self._tracked.get(ref.signer_name) is not tracked:
             return verdict  # deleted or replaced while we checked
+        state = ("True" if verdict.ready is not None else "False", verdict.message)
         if verdict.ready is None:
-            if self._unready(ref) or tracked.state[0] != "False":
+            if self._unready(ref) or tracked.state != state:  # each new reason is logged once
                 log.warning("%s is not ready: %s", ref, verdict.message)
         elif tracked.state[0] != "True":
             log.info("%s is ready", ref)
-        tracked.state = ("True" if verdict.ready is not None else "False", verdict.message)
+        tracked.state = state
         if leading:
             await self._write(tracked, verdict)
         if verdict.ready is not None:

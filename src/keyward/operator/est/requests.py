@@ -15,8 +15,6 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import kopf
-
 from keyward.issuers.contract import Phase
 from keyward.issuers.est.orders import (
     order_manifest,
@@ -26,13 +24,11 @@ from keyward.issuers.est.orders import (
     upstream_order_name,
 )
 from keyward.kube.client import ApiError, Kube
-from keyward.kube.objects import name_of, plain
+from keyward.kube.objects import name_of
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CERTIFICATES, CSRS, EST_GROUP, EST_ORDERS, SECRETS
 from keyward.operator import metrics
 from keyward.operator.est.issuers import EstIssuers, ReadyEstIssuer
-from keyward.operator.registry import registry
 from keyward.operator.requests import CertificateRequests, Csrs, RequestKind
-from keyward.operator.services import Services
 from keyward.operator.status import StatusWriter
 from keyward.operator.waiting import Waiting
 from keyward.pki.csr import decode_request_field
@@ -249,27 +245,3 @@ class EstRequests:
         if renewal_identity(secret, issuer.ca_certificates) is None:
             return None
         return str(secret_name)
-
-
-def _is_est_request(spec: Any, memo: Services, **_: Any) -> bool:
-    return memo.settings.cert_manager_issuer and memo.est.requests.kinds.certificate_requests.wants(spec)
-
-
-def _is_est_signer(spec: Any, memo: Services, **_: Any) -> bool:
-    return memo.est.requests.kinds.csrs.wants(spec)
-
-
-@kopf.on.event(*CERTIFICATE_REQUESTS.handler_args, when=_is_est_request, registry=registry)
-async def est_certificate_request_event(type: str, body: Any, memo: Services, **_: Any) -> None:
-    if not memo.leadership.leading:
-        return  # a standby: the leader enrolls (and replays every request when this replica takes over)
-    requests = memo.est.requests
-    await requests.on_event(requests.kinds.certificate_requests, type or "ADDED", plain(body))
-
-
-@kopf.on.event(*CSRS.handler_args, when=_is_est_signer, registry=registry)
-async def est_csr_event(type: str, body: Any, memo: Services, **_: Any) -> None:
-    if not memo.leadership.leading:
-        return
-    requests = memo.est.requests
-    await requests.on_event(requests.kinds.csrs, type or "ADDED", plain(body))
