@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,12 @@ async def wait_for(
             return last
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def ready_condition(obj: dict[str, Any] | None) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
@@ -17,14 +16,8 @@ import pytest
 from keyward.kube.client import Kube
 from keyward.sandbox.operator_process import OperatorProcess
 from tests.integration.conftest import OperatorRunner
-from tests.integration.helpers import create_issuer, wait_for, wait_ready
+from tests.integration.helpers import create_issuer, free_port, wait_for, wait_ready
 from tests.integration.requests_helpers import approved_requests, wait_all_issued
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def get(url: str) -> tuple[int, str]:
