@@ -27,7 +27,7 @@ log = logging.getLogger("keyward.watching")
 Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
 Key = tuple[str, str]
 WATCH_SECONDS = 240  # the server ends each watch after this; we resume from the last version seen
-PAGE = 500  # objects per list page
+PAGE = 250  # objects per list page
 
 
 class Gone(Exception):
