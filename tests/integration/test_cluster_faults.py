@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from keyward.keystore.config import HsmConfig
 from keyward.keystore.softhsm import TOKENS_DIR, create_softhsm_store
 from keyward.kube.client import Kube
-from keyward.kube.resources import CERTIFICATE_REQUESTS, NAMESPACES, SECRETS
+from keyward.kube.resources import CERTIFICATE_REQUESTS, CRDS, NAMESPACES, SECRETS
 from keyward.sandbox.certmanager import approve
 from keyward.sandbox.runner import Sandbox, SandboxOptions
 from tests.integration.conftest import OperatorRunner
@@ -43,6 +46,7 @@ from tests.integration.fault_helpers import (
     write_failures,
 )
 from tests.integration.helpers import (
+    fetch,
     free_port,
     ready_condition,
     ready_issuer_ca,
@@ -51,10 +55,13 @@ from tests.integration.helpers import (
 )
 from tests.integration.requests_helpers import (
     CertificatesSeen,
+    approve_csr,
     approved_requests,
+    create_csr,
     create_request,
     make_csr,
     wait_all_issued,
+    wait_csr_certificate,
 )
 
 OUTAGE = 30.0
@@ -86,19 +93,27 @@ async def test_watches_cut_mid_stream_lose_no_request(
 # ---- the API server away for 30 s ------------------------------------------------------------------
 
 
-@pytest.fixture
-async def small_window(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    """A sandbox of its own that remembers only WATCH_WINDOW events per resource."""
-    box = Sandbox(
-        SandboxOptions(
-            state_dir=tmp_path / "sandbox", port=0, run_operator=False, faults=f"watch-window={WATCH_WINDOW}"
-        )
-    )
+@contextlib.asynccontextmanager
+async def sandbox_of_its_own(state_dir: Path, faults: str = "") -> AsyncIterator[Sandbox]:
+    box = Sandbox(SandboxOptions(state_dir=state_dir, port=0, run_operator=False, faults=faults))
     await box.start()
     try:
         yield box
     finally:
         await box.stop()
+
+
+@pytest.fixture
+async def small_window(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    """A sandbox of its own that remembers only WATCH_WINDOW events per resource."""
+    async with sandbox_of_its_own(tmp_path / "sandbox", f"watch-window={WATCH_WINDOW}") as box:
+        yield box
+
+
+@pytest.fixture
+async def own_sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    async with sandbox_of_its_own(tmp_path / "sandbox") as box:
+        yield box
 
 
 def through(proxy: TcpProxy, kubeconfig: Path, target: Path) -> Path:
@@ -194,6 +209,36 @@ async def test_the_api_away_for_30_seconds_and_410_gone_after_it_lose_no_request
 
 async def _fired(rule: Any) -> bool:
     return bool(rule.fired)
+
+
+async def test_without_cert_managers_crds_the_operator_is_ready_and_signs_csrs(
+    own_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A cluster without cert-manager: the CertificateRequest watch lists nothing (404), says so once,
+    and neither blocks readiness nor the CSRs."""
+    sandbox = own_sandbox
+    assert sandbox.kube is not None
+    kube = sandbox.kube
+    await kube.delete(CRDS, "certificaterequests.cert-manager.io")
+    runner = OperatorRunner(sandbox, tmp_path / "logs")
+    (tmp_path / "logs").mkdir()
+    health = free_port()
+    process = await runner.start("--health-listen", f"127.0.0.1:{health}", env=FAST_RETRIES)
+    try:
+
+        async def ready() -> bool:
+            return (await fetch(f"http://127.0.0.1:{health}/readyz"))[0] == 200
+
+        await wait_for(ready, what="/readyz 200 without cert-manager")
+        await kube.create(NAMESPACES, {"metadata": {"name": "no-cm"}})
+        await ready_issuer_ca(kube, "my-ca", "no-cm", {"secretName": "my-ca-cert"})
+        await create_csr(kube, "no-cm-csr", make_csr("no-cm.example"), "tcsissuer.tcs.intel.com/no-cm.my-ca")
+        await approve_csr(kube, "no-cm-csr")
+        await wait_csr_certificate(kube, "no-cm-csr")
+        text = runner.logs()
+        assert text.count("does not serve certificaterequests.cert-manager.io (404)") == 1, "said once"
+    finally:
+        await process.stop()
 
 
 # ---- the token emptied -------------------------------------------------------------------------------

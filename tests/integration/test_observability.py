@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import urllib.parse
@@ -16,22 +15,8 @@ import pytest
 from keyward.kube.client import Kube
 from keyward.sandbox.operator_process import OperatorProcess
 from tests.integration.conftest import OperatorRunner
-from tests.integration.helpers import create_issuer, free_port, wait_for, wait_ready
+from tests.integration.helpers import create_issuer, fetch, free_port, wait_for, wait_ready
 from tests.integration.requests_helpers import approved_requests, wait_all_issued
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
-
-
-async def fetch(url: str) -> tuple[int, str]:
-    return await asyncio.to_thread(get, url)
 
 
 class Served:

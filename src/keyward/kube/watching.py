@@ -145,7 +145,8 @@ async def list_and_watch(
 
     An object that vanished while the watch was away is reported "DELETED" with the metadata it was last
     seen with (name, namespace, uid). ``synced`` is called after each complete list (every object listed
-    has been reported)."""
+    has been reported), and when the resource is not served at all (a CRD not installed: nothing to
+    list)."""
     backoff = Backoff()
     version = ""
     selectors = {
@@ -193,10 +194,24 @@ async def list_and_watch(
             version = ""
         except Exception as exc:
             delay = backoff.next()
-            problem = f"{type(exc).__name__}: {exc}"
+            if not version and _status_of(exc) == 404:
+                # The resource is not served (its CRD is not installed): nothing to list, so the list
+                # is complete; watched for again until it appears.
+                problem = f"the API server does not serve {resource} (404): is its CRD installed?"
+                if synced is not None:
+                    synced()
+            else:
+                problem = f"{type(exc).__name__}: {exc}"
             (log.warning if problem != failure else log.debug)(
                 "watching %s failed (%s); retrying in %.0fs", resource, problem, delay
             )
             failure = problem
             version = ""
             await asyncio.sleep(delay)
+
+
+def _status_of(error: Exception) -> int | None:
+    """The HTTP status of a failed call (kr8s and httpx errors carry the response), if any."""
+    response = getattr(error, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
