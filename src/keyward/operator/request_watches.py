@@ -133,6 +133,8 @@ class RequestWatches:
         return len(self._synced) == len(self._watched)
 
     def start(self) -> None:
+        if self._tasks:
+            return  # watching already (a new leader's relist came first)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._follow(resource, namespace), name=f"watch {resource}")
