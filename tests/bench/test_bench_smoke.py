@@ -59,7 +59,7 @@ def assert_issuance(result: dict[str, Any], kind: str, requests: int, reviews: i
 def test_every_benchmark_runs_and_writes_the_json_report(tmp_path: Path) -> None:
     report_path = tmp_path / "bench.json"
     result = keyward(
-        "bench", "--requests", "6", "--duration", "0.1", "--json", str(report_path),
+        "bench", "--requests", "6", "--existing", "5", "--duration", "0.1", "--json", str(report_path),
         "--state-dir", str(tmp_path / "state"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -67,8 +67,9 @@ def test_every_benchmark_runs_and_writes_the_json_report(tmp_path: Path) -> None
     assert report["command"].startswith("keyward bench --requests 6")
     assert report["machine"]["cpus"] == os.cpu_count()
     assert report["settings"] == {
-        "only": "a,b,c,d,e,f",
+        "only": "a,b,c,d,e,f,g",
         "requests": 6,
+        "existing": 5,
         "duration": 0.1,
         "csr_key": "RSA-2048 (cert-manager's default private key)",
     }
@@ -90,8 +91,14 @@ def test_every_benchmark_runs_and_writes_the_json_report(tmp_path: Path) -> None
     assert script.stat().st_mode & 0o777 == 0o600
     password = (tmp_path / "state" / "est" / "est-password").read_text().strip()
     assert password not in result.stdout + result.stderr
-    # (f): during each flood the legitimate client enrolls, and not one enrollment fails.
-    baseline, *floods = results["f_est_under_flood"]["floods"]
+    # (f): the operator restarted with 5 issued requests signs a new one and none of the 5 again.
+    restart = results["f_restart_at_scale"]
+    assert restart["existing_requests"] == 5 and restart["resigns"] == 0
+    assert 0 < restart["seconds_to_new_certificate"] <= restart["seconds_to_idle"] + 1
+    assert restart["operator_api_writes"] == 2, "the new request's status and its Event, nothing else"
+    assert restart["operator_peak_rss_mib"] > 10 and restart["fill_operator_peak_rss_mib"] > 10
+    # (g): during each flood the legitimate client enrolls, and not one enrollment fails.
+    baseline, *floods = results["g_est_under_flood"]["floods"]
     assert (baseline["flood_source_addresses"], baseline["flood_connections"]) == (0, 0)
     assert [flood["flood_source_addresses"] for flood in floods] == [1, 20]
     for run in (baseline, *floods):
@@ -103,7 +110,8 @@ def test_every_benchmark_runs_and_writes_the_json_report(tmp_path: Path) -> None
     names = [target["name"] for target in report["targets"]]
     assert any(name.startswith("(b)/(a) RSA-3072") for name in names)
     assert any(name.startswith("(e) 16 EST clients") for name in names)
-    assert sum(name.startswith("(f) flood from") for name in names) == 2
+    assert sum(name.startswith("(f) ") for name in names) == 4
+    assert sum(name.startswith("(g) flood from") for name in names) == 2
     assert all(isinstance(target["met"], bool) for target in report["targets"])
     # The table on stdout carries the same numbers for people.
     assert "(a) token signatures/s" in result.stdout
@@ -135,4 +143,4 @@ def test_unknown_benchmark_is_one_clear_error() -> None:
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [lines[0]] and lines[0].startswith("keyward: error: --only 'a,x'")
-    assert "a,b,c,d,e" in lines[0]
+    assert "a,b,c,d,e,f,g" in lines[0]

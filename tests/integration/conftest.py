@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from keyward.kube.client import Kube
 from keyward.kube.resources import NAMESPACES
 from keyward.sandbox.operator_process import OperatorProcess, operator_command
 from keyward.sandbox.runner import Sandbox, SandboxOptions
+from tests.integration.fault_helpers import Faults
 
 OPERATOR_NAMESPACE = "keyward-system"
 
@@ -46,10 +47,15 @@ class OperatorRunner:
         self.processes: list[OperatorProcess] = []
 
     async def start(
-        self, *extra_args: str, hsm_config: Path | None = None, env: dict[str, str] | None = None
+        self,
+        *extra_args: str,
+        hsm_config: Path | None = None,
+        env: dict[str, str] | None = None,
+        kubeconfig: Path | None = None,
     ) -> OperatorProcess:
         command = operator_command(
-            self.sandbox.operator_kubeconfig,  # ServiceAccount keyward, bound to the RBAC keyward ships
+            # ServiceAccount keyward, bound to the RBAC keyward ships
+            kubeconfig or self.sandbox.operator_kubeconfig,
             hsm_config or self.sandbox.hsm_config_path,
             operator_namespace=OPERATOR_NAMESPACE,
             extra_args=extra_args,
@@ -85,6 +91,14 @@ async def operators(
 async def operator(operators: OperatorRunner) -> OperatorProcess:
     """One operator process shared by a module's tests (each test has its own namespace)."""
     return await operators.start()
+
+
+@pytest.fixture
+def faults(sandbox: Sandbox) -> Iterator[Faults]:
+    """Fault rules a test adds to the session's sandbox, removed after it."""
+    added = Faults(sandbox.api.faults)
+    yield added
+    added.remove()
 
 
 @pytest.fixture

@@ -6,8 +6,11 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +37,28 @@ async def wait_for(
             return last
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """(status, body) of a plain HTTP GET on loopback (probes, metrics); status 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""
+
+
+async def fetch(url: str) -> tuple[int, str]:
+    """``http_get`` off the event loop (the sandbox API serves from this loop)."""
+    return await asyncio.to_thread(http_get, url)
 
 
 def ready_condition(obj: dict[str, Any] | None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from keyward.kube.client import Kube
-from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS
+from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, Resource
 from keyward.kube.watching import list_and_watch
 from keyward.sandbox.certmanager import approve
 from keyward.sandbox.runner import Sandbox
@@ -136,12 +136,15 @@ def lifetime(cert: x509.Certificate) -> timedelta:
 
 
 class CertificatesSeen:
-    """Every certificate a watch shows for each CertificateRequest of a namespace: proof that no request
-    ever got a second one, whatever happened to the operators in between."""
+    """Every certificate a watch shows for each CertificateRequest of a namespace (or each object of
+    ``resource``, e.g. CSRs): proof that no request ever got a second one, whatever happened to the
+    operators in between."""
 
-    def __init__(self, kube: Kube, namespace: str) -> None:
+    def __init__(
+        self, kube: Kube, namespace: str | None, *, resource: Resource = CERTIFICATE_REQUESTS
+    ) -> None:
         self.by_request: dict[str, set[str]] = {}
-        self._watch = asyncio.create_task(list_and_watch(kube, CERTIFICATE_REQUESTS, namespace, self._record))
+        self._watch = asyncio.create_task(list_and_watch(kube, resource, namespace, self._record))
 
     async def _record(self, kind: str, obj: dict[str, Any]) -> None:
         certificate = (obj.get("status") or {}).get("certificate")

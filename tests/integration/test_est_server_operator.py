@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,15 +29,16 @@ from keyward.pki.issue import CertificateAuthority, self_signed_ca
 from keyward.pki.profile import IssuerPolicy
 from tests.est.helpers import Response, openssl_csr_in, run
 from tests.integration.conftest import OperatorRunner
-from tests.integration.helpers import ca_from_secret, create_issuer, ready_condition, wait_for, wait_ready
+from tests.integration.helpers import (
+    ca_from_secret,
+    create_issuer,
+    free_port,
+    ready_condition,
+    wait_for,
+    wait_ready,
+)
 
 PASSWORD = "first-Passw0rd"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def basic_auth_secret(name: str, namespace: str, password: str) -> dict[str, Any]:

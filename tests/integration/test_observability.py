@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
@@ -17,28 +15,8 @@ import pytest
 from keyward.kube.client import Kube
 from keyward.sandbox.operator_process import OperatorProcess
 from tests.integration.conftest import OperatorRunner
-from tests.integration.helpers import create_issuer, wait_for, wait_ready
+from tests.integration.helpers import create_issuer, fetch, free_port, wait_for, wait_ready
 from tests.integration.requests_helpers import approved_requests, wait_all_issued
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
-
-
-async def fetch(url: str) -> tuple[int, str]:
-    return await asyncio.to_thread(get, url)
 
 
 class Served:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import urllib.request
 import uuid
 from pathlib import Path
@@ -16,7 +15,7 @@ from keyward.sandbox.certmanager import approve
 from keyward.sandbox.operator_process import OperatorProcess, operator_command
 from keyward.sandbox.runner import Sandbox
 from tests.integration.conftest import OPERATOR_NAMESPACE
-from tests.integration.helpers import create_issuer, wait_for, wait_ready
+from tests.integration.helpers import create_issuer, free_port, wait_for, wait_ready
 from tests.integration.requests_helpers import (
     approve_csr,
     create_csr,
@@ -24,12 +23,6 @@ from tests.integration.requests_helpers import (
     make_csr,
     wait_csr_certificate,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def get(url: str) -> int:

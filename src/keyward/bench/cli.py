@@ -22,7 +22,8 @@ BENCHMARKS = {
     "c": "sandbox: N approved CertificateRequests until all are issued",
     "d": "sandbox: N approved Kubernetes CSRs until all are issued",
     "e": "EST enrollments/s over TLS with keep-alive (1 and 16 clients)",
-    "f": "EST enrollments by one client during a flood of 600 idle TLS connections",
+    "f": "sandbox: the operator restarted with N issued CertificateRequests (--existing)",
+    "g": "EST enrollments by one client during a flood of 600 idle TLS connections",
 }
 
 
@@ -63,6 +64,13 @@ def _state_dir(given: Path | None) -> Iterator[Path]:
     help="Requests created at once in (c) and (d).",
 )
 @click.option(
+    "--existing",
+    type=click.IntRange(1, 100_000),
+    default=10_000,
+    show_default=True,
+    help="Issued CertificateRequests in the sandbox when (f) restarts the operator.",
+)
+@click.option(
     "--only",
     default=",".join(BENCHMARKS),
     show_default=True,
@@ -81,14 +89,22 @@ def _state_dir(given: Path | None) -> Iterator[Path]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep tokens, sandbox and logs here [default: a temporary directory, removed afterwards].",
 )
-def bench(json_path: Path | None, requests: int, only: str, duration: float, state_dir: Path | None) -> None:
+def bench(
+    json_path: Path | None,
+    requests: int,
+    existing: int,
+    only: str,
+    duration: float,
+    state_dir: Path | None,
+) -> None:
     """Measure the token, pki, the operator in the sandbox and the EST server on this machine."""
-    from keyward.bench.run import run_benchmarks
+    from keyward.bench.run import Sizes, run_benchmarks
 
     selected = parse_only(only)
     command = shlex.join(["keyward", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "keyward bench"
+    sizes = Sizes(requests=requests, existing=existing, duration=duration)
     with _state_dir(state_dir) as directory:
-        report = asyncio.run(run_benchmarks(selected, directory, requests, duration, command, progress))
+        report = asyncio.run(run_benchmarks(selected, directory, sizes, command, progress))
     report.load_after = os.getloadavg()
     click.echo(report.table())
     if json_path is not None:

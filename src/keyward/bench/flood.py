@@ -1,4 +1,4 @@
-"""(f) EST enrollments by a legitimate client while a flood of idle TLS connections hits the server.
+"""(g) EST enrollments by a legitimate client while a flood of idle TLS connections hits the server.
 
 The server is ``keyward est-server`` as in (e). The flood: ``FLOOD_CONNECTIONS`` TLS connections opened
 at once, which send nothing and are held as long as the server keeps them; each one the server refuses
@@ -230,7 +230,7 @@ async def _one_flood(
             ready = b""
         if ready.strip() != _FIRST_WAVE:
             raise BenchFailed(
-                f"(f) the flood did not get going: {ready[-300:]!r}", "this is a bug of keyward bench"
+                f"(g) the flood did not get going: {ready[-300:]!r}", "this is a bug of keyward bench"
             )
         other = OtherLoad((endpoint.pid, flood.pid))
         other.start()
@@ -246,7 +246,7 @@ async def _one_flood(
         figures = json.loads(output.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise BenchFailed(
-            f"(f) the flood's report is missing: {output[-300:]!r}", "this is a bug of keyward bench"
+            f"(g) the flood's report is missing: {output[-300:]!r}", "this is a bug of keyward bench"
         ) from None
     return FloodRun(
         len(sources),
@@ -268,7 +268,7 @@ async def _without_flood(endpoint: EstEndpoint, bodies: Sequence[bytes], seconds
 
 
 async def enrollments_under_flood(endpoint: EstEndpoint, duration: float) -> FloodResult:
-    """(f): the legitimate client's enrollments without a flood (the baseline), then during a
+    """(g): the legitimate client's enrollments without a flood (the baseline), then during a
     one-address and a many-address flood."""
     bodies = request_bodies(16)
     await check_enrollment(endpoint, bodies[0])

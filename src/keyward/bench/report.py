@@ -2,8 +2,10 @@
 
 Targets (from the issues): (b) at least 0.9 times (a) for RSA-3072 with one worker; (b) with all cores at
 least 1.6 times one worker; (c)/(d) at most 2 API writes per issuance and 1000 requests issued in under
-30 s; (e) 16 EST clients at least 0.7 times the raw RSA-3072 token rate (all cores, same run); (f) during
-each flood, every enrollment of the legitimate client succeeds, with p99 under 1 s.
+30 s; (e) 16 EST clients at least 0.7 times the raw RSA-3072 token rate (all cores, same run); (f) after
+a restart with N issued requests, none signed again, a new request signed within 10 s of the start, and
+the operator with its signing processes within 200 MiB; (g) during each flood, every enrollment of the
+legitimate client succeeds, with p99 under 1 s.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from keyward.bench.e2e import EndToEndResult
 from keyward.bench.est import EstResult
 from keyward.bench.flood import TARGET_P99, FloodResult
 from keyward.bench.rates import SplitRate
+from keyward.bench.restart import TARGET_RSS_MIB, TARGET_SECONDS, RestartResult
 
 RSA = "RSA-3072"
 PKI_PER_WORKER_RATIO = 0.9
@@ -59,6 +62,7 @@ class BenchReport:
     pki_issuance: dict[str, SplitRate] | None = None
     sandbox: dict[str, EndToEndResult] = field(default_factory=dict)
     est: EstResult | None = None
+    restart: RestartResult | None = None
     flood: FloodResult | None = None
 
     # -- targets ------------------------------------------------------------------------------------
@@ -114,12 +118,14 @@ class BenchReport:
                     ratio >= EST_RATIO,
                 )
             )
+        if self.restart is not None:
+            found.extend(_restart_targets(self.restart))
         for run in self.flood.runs if self.flood is not None else []:
             if not run.sources:
                 continue  # the baseline, without a flood
             found.append(
                 Target(
-                    f"(f) flood from {run.sources} address(es): p99 s of {run.enrollments} enrollments, "
+                    f"(g) flood from {run.sources} address(es): p99 s of {run.enrollments} enrollments, "
                     f"{len(run.failures)} failed",
                     run.p99 if run.p99 is not None else float("inf"),
                     f"< {TARGET_P99:g}, none failed",
@@ -140,8 +146,10 @@ class BenchReport:
             results[f"{SANDBOX_LETTERS[name]}_sandbox_{name}"] = result.as_dict()
         if self.est is not None:
             results["e_est_enrollments"] = self.est.as_dict()
+        if self.restart is not None:
+            results["f_restart_at_scale"] = self.restart.as_dict()
         if self.flood is not None:
-            results["f_est_under_flood"] = self.flood.as_dict()
+            results["g_est_under_flood"] = self.flood.as_dict()
         return {
             "keyward_version": __version__,
             "command": self.command,
@@ -191,6 +199,21 @@ class BenchReport:
                     f"{row['server_cpu_ms_per_enrollment']} ms, wrk {row['client_cpu_ms_per_enrollment']} ms"
                     f"{_other(run.rate.other_cpu_cores)}"
                 )
+        if self.restart is not None:
+            row = self.restart.as_dict()
+            lines.append(
+                f"(f) operator restarted with {self.restart.existing} issued CertificateRequests: a new one "
+                f"signed {row['seconds_to_new_certificate']} s after the start, {self.restart.resigns} "
+                f"re-signed; idle after {row['seconds_to_idle']} s"
+                f"{_other(self.restart.other_cpu_cores)}"
+            )
+            lines.append(
+                f"    restarted operator: {row['operator_api_requests']} API requests, "
+                f"{row['operator_api_writes']} writes, CPU {row['operator_cpu_seconds']} s "
+                f"({row['operator_cpu_ms_per_existing_request']} ms per existing request), peak RSS "
+                f"{row['operator_peak_rss_mib']} MiB; while issuing them: {row['fill_seconds']} s, peak RSS "
+                f"{row['fill_operator_peak_rss_mib']} MiB"
+            )
         for run in self.flood.runs if self.flood is not None else []:
             row = run.as_dict()
             flood = (
@@ -205,7 +228,7 @@ class BenchReport:
                 else ""
             )
             lines.append(
-                f"(f) {flood}: {run.enrollments} enrollments ({row['enrollments_per_second']}/s), "
+                f"(g) {flood}: {run.enrollments} enrollments ({row['enrollments_per_second']}/s), "
                 f"{len(run.failures)} failed, p50 {row['latency_p50_seconds']} s p99 "
                 f"{row['latency_p99_seconds']} s{flooded}{_other(run.other_cpu_cores)}"
             )
@@ -223,6 +246,34 @@ class BenchReport:
 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+
+
+def _restart_targets(result: RestartResult) -> list[Target]:
+    n = result.existing
+    found = [
+        Target(f"(f) requests of {n} issued signed again after the restart", result.resigns, "== 0",
+               result.resigns == 0),
+        Target(
+            f"(f) seconds from the operator's start to a new request signed, {n} issued",
+            result.seconds_to_new_certificate,
+            f"< {TARGET_SECONDS:g}",
+            result.seconds_to_new_certificate < TARGET_SECONDS,
+        ),
+    ]  # fmt: skip
+    for when, peak in (
+        ("after the restart", result.operator_peak_rss),
+        ("while issuing", result.fill.operator_peak_rss),
+    ):
+        mib = peak / 2**20 if peak is not None else float("inf")
+        found.append(
+            Target(
+                f"(f) operator peak RSS with its signing processes {when}, {n} requests, MiB",
+                mib,
+                f"<= {TARGET_RSS_MIB:g}",
+                mib <= TARGET_RSS_MIB,
+            )
+        )
+    return found
 
 
 def _other(*cores: float | None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from keyward.bench.csrs import CSR_KEY
@@ -18,10 +19,20 @@ from keyward.bench.flood import FLOOD_CONNECTIONS, enrollments_under_flood
 from keyward.bench.pki import issuance_job
 from keyward.bench.rates import Job, SplitRate, interleaved_split_rates
 from keyward.bench.report import RSA, BenchReport
+from keyward.bench.restart import restart_at_scale
 from keyward.bench.sandboxed import bench_sandbox
 from keyward.bench.tokens import BenchToken, bench_token, signature_job
 
 SANDBOX_KINDS = {"c": "certificaterequests", "d": "csrs"}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big the benchmarks are: requests in (c)/(d), issued requests in (f), seconds per slice."""
+
+    requests: int = 1000
+    existing: int = 10_000
+    duration: float = 3.0
 
 
 def issuance_timeout(requests: int) -> float:
@@ -32,12 +43,18 @@ def issuance_timeout(requests: int) -> float:
 async def run_benchmarks(
     selected: Sequence[str],
     state_dir: Path,
-    requests: int,
-    duration: float,
+    sizes: Sizes,
     command: str,
     progress: Callable[[str], None],
 ) -> BenchReport:
-    settings = {"only": ",".join(selected), "requests": requests, "duration": duration, "csr_key": CSR_KEY}
+    requests, duration = sizes.requests, sizes.duration
+    settings = {
+        "only": ",".join(selected),
+        "requests": requests,
+        "existing": sizes.existing,
+        "duration": duration,
+        "csr_key": CSR_KEY,
+    }
     report = BenchReport(command, settings)
     if "e" in selected:
         find_wrk()  # before minutes of other benchmarks, not after
@@ -61,7 +78,13 @@ async def run_benchmarks(
                 raw = signature_job(token, token.keys[RSA])
                 report.est = await est_enrollment(endpoint, duration, raw, token.workers)
         if "f" in selected:
-            progress(f"(f) EST enrollments during floods of {FLOOD_CONNECTIONS} idle TLS connections ...")
+            progress(f"(f) issuing {sizes.existing} CertificateRequests, then restarting the operator ...")
+            async with bench_sandbox(state_dir / "restart") as sandbox:
+                report.restart = await restart_at_scale(
+                    sandbox, sizes.existing, timeout=issuance_timeout(sizes.existing), progress=progress
+                )
+        if "g" in selected:
+            progress(f"(g) EST enrollments during floods of {FLOOD_CONNECTIONS} idle TLS connections ...")
             async with est_server_process(state_dir / "est-flood") as endpoint:
                 report.flood = await enrollments_under_flood(endpoint, duration)
     return report

@@ -58,14 +58,17 @@ async def wait_for_object(
     *,
     timeout: float,
 ) -> None:
-    """Watch until object ``name`` satisfies ``done``; ``TimeoutError`` after ``timeout`` seconds."""
+    """Watch object ``name`` (alone: a field selector) until it satisfies ``done``; ``TimeoutError`` after
+    ``timeout`` seconds."""
     reached = asyncio.Event()
 
     async def on_event(_kind: str, obj: dict[str, Any]) -> None:
         if obj.get("metadata", {}).get("name") == name and done(obj):
             reached.set()
 
-    watcher = asyncio.create_task(list_and_watch(kube, resource, namespace, on_event))
+    watcher = asyncio.create_task(
+        list_and_watch(kube, resource, namespace, on_event, field_selector=f"metadata.name={name}")
+    )
     try:
         await asyncio.wait_for(reached.wait(), timeout)
     finally:

@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
+import kr8s
 import kr8s.asyncio
 
 from keyward.kube.resources import Resource
 
 MERGE_PATCH = "application/merge-patch+json"
 Body = dict[str, Any]
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The RBAC verb of a call on one object (a GET without a name is a list).
+VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+#: Seconds one call may take before it counts as unanswered (kr8s itself sets no timeout at all).
+DEFAULT_TIMEOUT = 30.0
+#: Told of every write the API did not accept: (the error, the HTTP method).
+WriteFailed = Callable[["ApiError", str], None]
 
 
 class ApiError(Exception):
@@ -36,6 +44,8 @@ class ApiError(Exception):
         self.message = message
         #: Seconds the server asked us to wait (its Retry-After header), if it said.
         self.retry_after = retry_after
+        #: The RBAC rule the call needed (``Resource.permission``), set by ``Kube``: what a 403 lacks.
+        self.permission: str | None = None
         super().__init__(f"{status} {reason}: {message}" if status else f"{reason}: {message}")
 
     @property
@@ -59,11 +69,18 @@ MAX_CONCURRENT_CALLS = 16
 
 
 class Kube:
-    """Raw CRUD on any resource, one object at a time."""
+    """Raw CRUD on any resource, one object at a time.
 
-    def __init__(self, api: Any) -> None:
+    Each call gives up after ``timeout`` seconds without an answer (an ``ApiError`` with status 0, like
+    a refused connection); ``on_write_failure`` hears of every failed write, whoever made it."""
+
+    def __init__(
+        self, api: Any, *, timeout: float = DEFAULT_TIMEOUT, on_write_failure: WriteFailed | None = None
+    ) -> None:
         self._api = api
         self._calls = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+        self.timeout = timeout
+        self.on_write_failure = on_write_failure
 
     @property
     def raw(self) -> Any:
@@ -71,36 +88,59 @@ class Kube:
         return self._api
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None = None) -> Kube:
-        return cls(await kr8s.asyncio.api(kubeconfig=kubeconfig))
+    async def connect(
+        cls,
+        kubeconfig: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        on_write_failure: WriteFailed | None = None,
+    ) -> Kube:
+        return cls(
+            await kr8s.asyncio.api(kubeconfig=kubeconfig), timeout=timeout, on_write_failure=on_write_failure
+        )
 
     async def _call(
-        self, method: str, resource: Resource, namespace: str | None, tail: str, **kwargs: Any
+        self,
+        method: str,
+        resource: Resource,
+        namespace: str | None,
+        name: str = "",
+        subresource: str = "",
+        **kwargs: Any,
     ) -> Body:
         ns = namespace if resource.namespaced else None
+        url = resource.plural + (f"/{name}" if name else "") + (f"/{subresource}" if subresource else "")
         try:
-            async with (
-                self._calls,
-                self._api.call_api(
-                    method,
-                    version="",
-                    base=resource.prefix,
-                    namespace=ns,
-                    url=f"{resource.plural}{tail}",
-                    raise_for_status=False,
-                    **kwargs,
-                ) as response,
-            ):
-                return _checked(response)
-        except httpx.TransportError as exc:
-            raise ApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
+            try:
+                async with (
+                    self._calls,
+                    self._api.call_api(
+                        method,
+                        version="",
+                        base=resource.prefix,
+                        namespace=ns,
+                        url=url,
+                        raise_for_status=False,
+                        timeout=self.timeout,
+                        **kwargs,
+                    ) as response,
+                ):
+                    return _checked(response)
+            except (httpx.TransportError, kr8s.APITimeoutError) as exc:  # refused, cut, or no answer
+                raise ApiError(0, "Unreachable", _transport_error(exc, self.timeout)) from exc
+        except ApiError as exc:
+            verb = VERBS[method] if name or method != "GET" else "list"
+            exc.permission = resource.permission(verb, subresource)
+            if method in WRITE_METHODS and self.on_write_failure is not None:
+                self.on_write_failure(exc, method)
+            raise
 
     async def version(self) -> Body:
         """GET /version: the cheapest proof that the API answers."""
         return dict(await self._api.version())
 
     async def get(self, resource: Resource, name: str, namespace: str | None = None) -> Body:
-        return await self._call("GET", resource, namespace, f"/{name}")
+        return await self._call("GET", resource, namespace, name)
 
     async def find(self, resource: Resource, name: str, namespace: str | None = None) -> Body | None:
         try:
@@ -114,7 +154,7 @@ class Kube:
         self, resource: Resource, namespace: str | None = None, label_selector: str | None = None
     ) -> list[Body]:
         params = {"labelSelector": label_selector} if label_selector else None
-        body = await self._call("GET", resource, namespace, "", params=params)
+        body = await self._call("GET", resource, namespace, params=params)
         return list(body.get("items", []))
 
     async def create(self, resource: Resource, obj: Mapping[str, Any], namespace: str | None = None) -> Body:
@@ -123,19 +163,18 @@ class Kube:
             "POST",
             resource,
             namespace or obj.get("metadata", {}).get("namespace"),
-            "",
             content=json.dumps(obj),
             headers={"Content-Type": "application/json"},
         )
 
     async def replace(self, resource: Resource, obj: Mapping[str, Any], subresource: str = "") -> Body:
         meta = obj["metadata"]
-        tail = f"/{meta['name']}" + (f"/{subresource}" if subresource else "")
         return await self._call(
             "PUT",
             resource,
             meta.get("namespace"),
-            tail,
+            meta["name"],
+            subresource,
             content=json.dumps(obj),
             headers={"Content-Type": "application/json"},
         )
@@ -149,12 +188,12 @@ class Kube:
         subresource: str = "",
     ) -> Body:
         """JSON merge patch; put ``metadata.resourceVersion`` in ``patch`` for a precondition."""
-        tail = f"/{name}" + (f"/{subresource}" if subresource else "")
         return await self._call(
             "PATCH",
             resource,
             namespace,
-            tail,
+            name,
+            subresource,
             content=json.dumps(patch),
             headers={"Content-Type": MERGE_PATCH},
         )
@@ -162,12 +201,19 @@ class Kube:
     async def delete(self, resource: Resource, name: str, namespace: str | None = None) -> bool:
         """Delete; False when it was already gone."""
         try:
-            await self._call("DELETE", resource, namespace, f"/{name}")
+            await self._call("DELETE", resource, namespace, name)
         except ApiError as exc:
             if exc.not_found:
                 return False
             raise
         return True
+
+
+def _transport_error(exc: Exception, timeout: float) -> str:
+    """kr8s turns httpx's timeouts into its own APITimeoutError."""
+    if isinstance(exc, httpx.TimeoutException | kr8s.APITimeoutError):
+        return f"no answer within {timeout:g} s"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _checked(response: httpx.Response) -> Body:

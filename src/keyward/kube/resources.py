@@ -66,6 +66,12 @@ class Resource:
         """The ``plural.group`` spelling kopf accepts in handler decorators."""
         return f"{self.plural}.{self.group}" if self.group else self.plural
 
+    def permission(self, verb: str, subresource: str = "") -> str:
+        """The RBAC rule a call needs, for messages: ``patch`` on ``certificaterequests/status`` in API
+        group "cert-manager.io"."""
+        resource = f"{self.plural}/{subresource}" if subresource else self.plural
+        return f'{verb} on {resource} in API group "{self.group}"'
+
     def __str__(self) -> str:
         return self.kopf_name
 

@@ -3,8 +3,10 @@
 List once (every object is reported, so a restart misses nothing), then watch from the list's
 resourceVersion; when the watch ends (its timeout, or the connection was cut) watch again from the last
 version seen; when the server says 410 Gone (it no longer remembers that version) list again, and report
-as DELETED what vanished meanwhile. Errors are logged and retried with capped exponential backoff, so a
-watch outlives API restarts. Label and field selectors narrow what is listed and watched.
+as DELETED what vanished meanwhile. Lists come in pages of ``PAGE`` objects, each handled before the next
+is read, so ten thousand objects never sit in memory at once. Errors are retried with capped exponential
+backoff, so a watch outlives API restarts; a failure is logged when it is new (a repeat at debug level),
+and the recovery too. Label and field selectors narrow what is listed and watched.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -25,6 +27,7 @@ log = logging.getLogger("keyward.watching")
 Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
 Key = tuple[str, str]
 WATCH_SECONDS = 240  # the server ends each watch after this; we resume from the last version seen
+PAGE = 250  # objects per list page
 
 
 class Gone(Exception):
@@ -54,21 +57,29 @@ def _key(obj: dict[str, Any]) -> Key:
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
-async def _list(
+async def _pages(
     kube: Kube, resource: Resource, namespace: str | None, selectors: dict[str, str]
-) -> tuple[str, list[dict[str, Any]]]:
+) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """The list, page by page: (the list's resourceVersion, the page's objects)."""
     ns, url = _path(resource, namespace)
-    async with kube.raw.call_api(
-        "GET",
-        version="",
-        base=resource.prefix,
-        namespace=ns,
-        url=url,
-        params=selectors or None,
-        raise_for_status=True,
-    ) as response:
-        body = response.json()
-    return str(body.get("metadata", {}).get("resourceVersion") or ""), list(body.get("items") or [])
+    token = ""
+    while True:
+        params = {**selectors, "limit": str(PAGE), **({"continue": token} if token else {})}
+        async with kube.raw.call_api(
+            "GET",
+            version="",
+            base=resource.prefix,
+            namespace=ns,
+            url=url,
+            params=params,
+            raise_for_status=True,
+        ) as response:
+            body = response.json()
+        meta = body.get("metadata") or {}
+        yield str(meta.get("resourceVersion") or ""), list(body.get("items") or [])
+        token = str(meta.get("continue") or "")
+        if not token:
+            return
 
 
 async def _watch(
@@ -132,7 +143,10 @@ async def list_and_watch(
 ) -> None:
     """Report every object (as "ADDED"), then every change, to ``handler``; runs until cancelled.
 
-    ``synced`` is called after each complete list (every object listed has been reported)."""
+    An object that vanished while the watch was away is reported "DELETED" with the metadata it was last
+    seen with (name, namespace, uid). ``synced`` is called after each complete list (every object listed
+    has been reported), and when the resource is not served at all (a CRD not installed: nothing to
+    list)."""
     backoff = Backoff()
     version = ""
     selectors = {
@@ -140,25 +154,36 @@ async def list_and_watch(
         for name, value in (("labelSelector", label_selector), ("fieldSelector", field_selector))
         if value
     }
-    known: set[Key] = set()
+    known: dict[Key, str] = {}  # key → uid
 
     async def track(kind: str, obj: dict[str, Any]) -> None:
         key = _key(obj)
         if kind == "DELETED":
-            known.discard(key)
+            known.pop(key, None)
         else:
-            known.add(key)
+            known[key] = str((obj.get("metadata") or {}).get("uid") or "")
         await handler(kind, obj)
 
+    failure: str | None = None
     while True:
         try:
             if not version:
-                version, items = await _list(kube, resource, namespace, selectors)
-                listed = {_key(item) for item in items}
-                for key in sorted(known - listed):  # deleted while we were not watching
-                    await track("DELETED", {"metadata": {"namespace": key[0] or None, "name": key[1]}})
-                for item in items:
-                    await track("ADDED", item)
+                listed: set[Key] = set()
+                listed_version = ""
+                pages = _pages(kube, resource, namespace, selectors)
+                async for page_version, items in pages:
+                    for item in items:
+                        listed.add(_key(item))
+                        await track("ADDED", item)
+                    listed_version = page_version  # the same on every page: the list's
+                    del items
+                version = listed_version
+                for key in sorted(known.keys() - listed):  # deleted while we were not watching
+                    meta = {"namespace": key[0] or None, "name": key[1], "uid": known[key]}
+                    await track("DELETED", {"metadata": meta})
+                if failure is not None:
+                    log.info("watching %s again", resource)
+                    failure = None
                 if synced is not None:
                     synced()
             version = await _watch(kube, resource, namespace, version, track, selectors)
@@ -169,8 +194,24 @@ async def list_and_watch(
             version = ""
         except Exception as exc:
             delay = backoff.next()
-            log.warning(
-                "watching %s failed (%s: %s); retrying in %.0fs", resource, type(exc).__name__, exc, delay
+            if not version and _status_of(exc) == 404:
+                # The resource is not served (its CRD is not installed): nothing to list, so the list
+                # is complete; watched for again until it appears.
+                problem = f"the API server does not serve {resource} (404): is its CRD installed?"
+                if synced is not None:
+                    synced()
+            else:
+                problem = f"{type(exc).__name__}: {exc}"
+            (log.warning if problem != failure else log.debug)(
+                "watching %s failed (%s); retrying in %.0fs", resource, problem, delay
             )
+            failure = problem
             version = ""
             await asyncio.sleep(delay)
+
+
+def _status_of(error: Exception) -> int | None:
+    """The HTTP status of a failed call (kr8s and httpx errors carry the response), if any."""
+    response = getattr(error, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None

@@ -14,10 +14,9 @@ import kopf
 from keyward import fips
 from keyward.errors import UserError
 from keyward.issuers.tcs.attestation import KEY_PROVISIONING
-from keyward.kube.client import ApiError, Kube
+from keyward.kube.client import ApiError, Body, Kube
 from keyward.kube.resources import (
     CERTIFICATE_REQUESTS,
-    CSRS,
     EST_ORDERS,
     QUOTE_ATTESTATIONS,
     SIGNER_ANNOTATION,
@@ -25,6 +24,7 @@ from keyward.kube.resources import (
     TCS_ISSUERS,
     Resource,
 )
+from keyward.kube.watching import PAGE
 from keyward.operator import (
     metrics,
     upstream,  # noqa: F401
@@ -33,7 +33,6 @@ from keyward.operator import (
 # Importing the handler modules registers their handlers on the registry.
 from keyward.operator.est import issuers as est_issuers  # noqa: F401
 from keyward.operator.est import orders as est_orders  # noqa: F401
-from keyward.operator.est import requests as est_requests  # noqa: F401
 from keyward.operator.est.services import EstControllers
 from keyward.operator.est_server.claims import EstClaims
 from keyward.operator.est_server.service import UNCONFIGURED_MESSAGE, EstService
@@ -42,11 +41,12 @@ from keyward.operator.health import ProbeServer
 from keyward.operator.leader import LeaderElector, LeasePolicy
 from keyward.operator.references import SignerReferences
 from keyward.operator.registry import registry
+from keyward.operator.request_watches import RequestWatches
+from keyward.operator.requests import RequestKind
 from keyward.operator.secrets import OwnedObjects, SecretStore, owned_secrets
 from keyward.operator.services import Services
 from keyward.operator.settings import Settings
-from keyward.operator.status import Events, StatusWriter
-from keyward.operator.tcs import requests as tcs_requests  # noqa: F401
+from keyward.operator.status import Events, StatusWriter, WritePolicy
 from keyward.operator.tcs.attestations import RequestAttestations, label_of
 from keyward.operator.tcs.issuers import TcsIssuers
 from keyward.operator.tcs.provisioning import ProvisioningOptions
@@ -74,22 +74,27 @@ async def configure(settings: kopf.OperatorSettings, memo: Services, **_: Any) -
     settings.posting.enabled = False  # keyward posts its own Events (operator.status.Events)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.networking.request_timeout = 30
+    settings.networking.request_timeout = memo.settings.api.timeout
+    settings.watching.chunk_size = PAGE  # kopf's lists (issuers, EstOrders) in pages, as ours
     settings.batching.idle_timeout = 30.0
     settings.execution.max_workers = max(4, os.cpu_count() or 1)
     if memo.kube_client is None:
-        memo.kube_client = await Kube.connect()
+        memo.kube_client = await Kube.connect(
+            timeout=memo.settings.api.timeout, on_write_failure=_count_write_failure
+        )
     build(memo)
     elect(memo)
     _spawn(open_token(memo), "open the token")
+    memo.requests.start()
 
 
 def build(services: Services) -> None:
     """Make the controllers and connect them: each gets the narrow pieces it needs."""
     settings = services.settings
     kube = services.kube
-    events = Events(kube)
-    writer = services.writer = StatusWriter(kube, events, on_failure=_count_write_failure)
+    policy = WritePolicy(limit=settings.api.write_backoff_limit, refused=settings.api.write_refused_delay)
+    writer = services.writer = StatusWriter(kube, Events(kube, policy=policy), policy=policy)
+    events = writer.events
     secrets = services.secret_store = SecretStore(kube)
     source = tls_source(settings, secrets, services.cas, services.tokens)
     claims = EstClaims(
@@ -112,6 +117,7 @@ def build(services: Services) -> None:
             replica=settings.replica_name,
             service_id=settings.hsm.token_label,
         ),
+        settings=settings.tcs_issuers,
     )
     references = SignerReferences(kube)
     requests = services.tcs_requests = TcsRequests(
@@ -119,6 +125,7 @@ def build(services: Services) -> None:
         tokens=services.tokens,
         writer=writer,
         describe=issuers.describe,
+        recheck=issuers.recheck,
         csr_full_chain=settings.csr_full_cert_chain,
         references=references,
         attestations=RequestAttestations(
@@ -169,6 +176,12 @@ def build(services: Services) -> None:
     ]
     for owned in services.owned:
         owned.start()
+    services.request_watches = RequestWatches(
+        kube,
+        lambda resource, event_type, body: deliver_request(services, resource, event_type, body),
+        namespaces=settings.namespaces,
+        certificate_requests=settings.cert_manager_issuer,
+    )
     metrics.PRESENT.sources = metrics.Sources(
         parked=lambda: _parked(services),
         issuers=lambda: _issuer_states(services),
@@ -186,7 +199,7 @@ async def read_tcs_issuers(
                 observe("ADDED", {**body, "apiVersion": resource.api_version, "kind": resource.kind})
 
 
-def _count_write_failure(_resource: Resource, error: ApiError) -> None:
+def _count_write_failure(error: ApiError, _method: str) -> None:
     metrics.API_WRITE_FAILURES.labels(str(error.status)).inc()
 
 
@@ -209,7 +222,8 @@ def _issuer_states(services: Services) -> list[metrics.IssuerState]:
 def missing(services: Services) -> list[str]:
     """What readiness still waits for (empty: ready)."""
     waits = []
-    if not services.owned or not all(owned.synced for owned in services.owned):
+    watches = [*services.owned, services.request_watches]
+    if not services.owned or any(watch is None or not watch.synced for watch in watches):
         waits.append("the watches are not established yet")
     if not services.tokens.is_open:
         reason = services.tokens.last_error or "not opened yet"
@@ -246,27 +260,36 @@ def elect(services: Services) -> None:
     services.elector.start()
 
 
+async def deliver_request(services: Services, resource: Resource, event_type: str, body: Body) -> None:
+    """A request's event to the controller of the issuer family it names (a standby signs nothing: the
+    leader lists every request again when it takes over)."""
+    if not services.leadership.leading:
+        return
+    body.setdefault("apiVersion", resource.api_version)
+    body.setdefault("kind", resource.kind)
+    tcs, est = services.tcs, services.est
+    kinds = est.requests.kinds
+    pipeline = tcs.certificate_requests if resource is CERTIFICATE_REQUESTS else tcs.csrs
+    est_kind: RequestKind = kinds.certificate_requests if resource is CERTIFICATE_REQUESTS else kinds.csrs
+    if event_type == "DELETED":  # a request gone while unwatched is known by its uid alone
+        await pipeline.on_event(event_type, body)
+        await est.requests.on_event(est_kind, event_type, body)
+        return
+    spec = body.get("spec") or {}
+    if pipeline.kind.wants(spec):
+        await pipeline.on_event(event_type, body)
+    elif est_kind.wants(spec):
+        await est.requests.on_event(est_kind, event_type, body)
+
+
 async def replay(services: Services) -> None:
     """Taking over from another replica: every request and order it may have left is seen again (the
     watch events that reached this replica while it stood by were not acted on)."""
     if not services.settings.leader_elect:
         return  # the only replica: the watches deliver everything
+    await services.requests.relist()
+    est = services.est
     namespaces: list[str | None] = list(services.settings.namespaces) or [None]
-    tcs, est = services.tcs, services.est
-    families = (
-        (CERTIFICATE_REQUESTS, tcs.certificate_requests, est.requests.kinds.certificate_requests),
-        (CSRS, tcs.csrs, est.requests.kinds.csrs),
-    )
-    for resource, pipeline, est_kind in families:
-        for namespace in namespaces if resource.namespaced else [None]:
-            for body in await services.kube.list(resource, namespace):
-                body.setdefault("apiVersion", resource.api_version)
-                body.setdefault("kind", resource.kind)
-                spec = body.get("spec") or {}
-                if pipeline.kind.wants(spec):
-                    await pipeline.on_event("ADDED", body)
-                elif est_kind.wants(spec):
-                    await est.requests.on_event(est_kind, "ADDED", body)
     for namespace in namespaces:
         for body in await services.kube.list(EST_ORDERS, namespace):
             await est.orders.on_event("ADDED", body)
@@ -290,6 +313,8 @@ async def stop(memo: Services, **_: Any) -> None:
     for closable in (memo.tcs_issuer_checks, memo.tcs_requests, memo.est_controllers):
         if closable is not None:
             closable.close()
+    if memo.request_watches is not None:
+        await memo.request_watches.close()
     for owned in memo.owned:
         await owned.close()
     if memo.secret_store is not None:

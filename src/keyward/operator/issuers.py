@@ -37,6 +37,8 @@ class Verdict(Generic[R]):
     message: str = "Success"
     #: A passing fault: check again soon, with backoff (otherwise at the re-check interval, or when woken).
     transient: bool = False
+    #: Check again after this many seconds instead (a write the API refused: the write policy's delay).
+    retry_in: float | None = None
     #: More status fields to write beside the Ready condition (e.g. status.signerName).
     status: Mapping[str, Any] = field(default_factory=dict)
     #: More conditions beside Ready, by type: (status, reason, message), or None to remove the condition.
@@ -95,11 +97,18 @@ class IssuerChecks(Generic[R]):
     def ready(self, ref: IssuerRef) -> R | None:
         return self._ready.get(ref.signer_name)
 
-    def describe(self, ref: IssuerRef) -> str:
-        """Why requests for ``ref`` wait, for their Pending message."""
+    def describe(self, ref: IssuerRef) -> str | None:
+        """Why requests for ``ref`` wait, for their Pending message; None while its first check is under
+        way (a request that meets an operator just started waits for that, without a message)."""
         tracked = self._tracked.get(ref.signer_name)
         if tracked is None:
             return f"{ref} not found; waiting for it to exist"
+        if tracked.state[0] == "Unknown":
+            return None
+        if tracked.state[0] == "True" and ref.signer_name in self._ready:
+            return f"{ref} failed while signing and is being checked again"  # a token fault, say
+        if tracked.state[0] == "True":
+            return f"{ref} is ready once its Ready condition is written"
         return f"{ref} is not ready: {tracked.state[1]}"
 
     def states(self) -> list[tuple[IssuerRef, bool]]:
@@ -135,6 +144,10 @@ class IssuerChecks(Generic[R]):
             gone.task.cancel()
         self._unready(ref)
 
+    def recheck(self, ref: IssuerRef) -> None:
+        """Check ``ref`` again now (it failed while signing: its next check says why)."""
+        self.wake(lambda tracked, body: tracked.signer_name == ref.signer_name)
+
     def wake(self, wanted: Callable[[IssuerRef, Mapping[str, Any]], bool]) -> None:
         """Check again now the issuers ``wanted`` picks (e.g. those that use a Secret that changed)."""
         for tracked in self._tracked.values():
@@ -157,11 +170,14 @@ class IssuerChecks(Generic[R]):
                 verdict = await self._check_once(tracked)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a bug or an API outage must not end the checker
+            except Exception as exc:  # a bug or an API outage must not end the checker
                 log.exception("checking %s failed", tracked.ref)
+                tracked.state = ("False", f"checking it failed unexpectedly ({type(exc).__name__}); retrying")
                 verdict = Verdict(None, transient=True)
             if verdict.ready is not None:
                 failures, delay = 0, self._recheck_ready
+            elif verdict.retry_in is not None:
+                failures, delay = 0, min(verdict.retry_in, self._recheck_failed)
             elif verdict.transient:
                 failures += 1
                 delay = min(self._backoff_limit, self._recheck_failed, float(2 ** min(failures - 1, 6)))
@@ -180,12 +196,13 @@ class IssuerChecks(Generic[R]):
         verdict = await self._check(ref, body, leading)
         if self._tracked.get(ref.signer_name) is not tracked:
             return verdict  # deleted or replaced while we checked
+        state = ("True" if verdict.ready is not None else "False", verdict.message)
         if verdict.ready is None:
-            if self._unready(ref) or tracked.state[0] != "False":
+            if self._unready(ref) or tracked.state != state:  # each new reason is logged once
                 log.warning("%s is not ready: %s", ref, verdict.message)
         elif tracked.state[0] != "True":
             log.info("%s is ready", ref)
-        tracked.state = ("True" if verdict.ready is not None else "False", verdict.message)
+        tracked.state = state
         if leading:
             await self._write(tracked, verdict)
         if verdict.ready is not None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # built at startup by operator.app; the handler modules impor
     from keyward.operator.est.services import EstControllers
     from keyward.operator.est_server.service import EstService
     from keyward.operator.health import ProbeServer
+    from keyward.operator.request_watches import RequestWatches
     from keyward.operator.secrets import OwnedObjects, SecretStore
     from keyward.operator.tcs.issuers import TcsIssuers
     from keyward.operator.tcs.requests import TcsRequests
@@ -55,6 +56,7 @@ class Services:
     secret_store: SecretStore | None = None
     #: Watches of keyward's own objects (its Secrets, its QuoteAttestations).
     owned: list[OwnedObjects] = field(default_factory=list)
+    request_watches: RequestWatches | None = None
 
     def __post_init__(self) -> None:
         self.tokens = TokenProvider(self.settings)
@@ -78,6 +80,10 @@ class Services:
     @property
     def est(self) -> EstControllers:
         return _started(self.est_controllers, "the EST controllers")
+
+    @property
+    def requests(self) -> RequestWatches:
+        return _started(self.request_watches, "the request watches")
 
     @property
     def est_server(self) -> EstService:

@@ -14,7 +14,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import ClassVar, Literal, Self, cast
 
 from keyward.errors import UserError
 from keyward.host import MAX_SIGNING_PROCESSES, ListenAddress, processes_per_core
@@ -59,30 +59,74 @@ ENV_REPLICA_NAME = "KEYWARD_REPLICA_NAME"
 ENV_POD_NAME = "POD_NAME"  # the downward API's usual name for the pod's own name
 ENV_QUOTE_VERIFICATION_TIMEOUT = "KEYWARD_QUOTE_VERIFICATION_TIMEOUT"
 _REPLICA_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# The Kubernetes API: seconds, or Go durations such as 1m (see ApiSettings)
+ENV_API_TIMEOUT = "KEYWARD_API_TIMEOUT"
+ENV_WRITE_BACKOFF_LIMIT = "KEYWARD_WRITE_BACKOFF_LIMIT"
+ENV_WRITE_REFUSED_DELAY = "KEYWARD_WRITE_REFUSED_DELAY"
+# TCS issuers: seconds, or Go durations
+ENV_TCS_RECHECK_INTERVAL = "KEYWARD_TCS_RECHECK_INTERVAL"
+ENV_TCS_RECHECK_FAILED = "KEYWARD_TCS_RECHECK_FAILED"
+
+
+class _Durations:
+    """Settings in seconds, each read from its environment variable (``VARIABLES``) or its default."""
+
+    VARIABLES: ClassVar[dict[str, str]]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        return cls(
+            **{
+                name: _positive_duration(env.get(var), var, getattr(cls, name))
+                for name, var in cls.VARIABLES.items()
+            }
+        )
 
 
 @dataclass(frozen=True)
-class EstClientSettings:
+class ApiSettings(_Durations):
+    """How the operator treats the Kubernetes API when it fails, in seconds (environment: seconds or Go
+    durations). Every write that fails is retried until it lands (operator.status)."""
+
+    VARIABLES: ClassVar[dict[str, str]] = {
+        "timeout": ENV_API_TIMEOUT,
+        "write_backoff_limit": ENV_WRITE_BACKOFF_LIMIT,
+        "write_refused_delay": ENV_WRITE_REFUSED_DELAY,
+    }
+    timeout: float = 30.0  # the longest any one API call may take (no answer: retried as unreachable)
+    write_backoff_limit: float = 30.0  # longest wait between retries of a failed write (from 0.5 s, doubling)
+    write_refused_delay: float = 60.0  # wait before retrying a write the API refused (403, 400, 422)
+
+
+@dataclass(frozen=True)
+class TcsIssuerSettings(_Durations):
+    """How often token-backed issuers are checked again, in seconds (environment: seconds or Go durations).
+    A change of the issuer or of its Secret checks it at once."""
+
+    VARIABLES: ClassVar[dict[str, str]] = {
+        "recheck_interval": ENV_TCS_RECHECK_INTERVAL,
+        "recheck_failed": ENV_TCS_RECHECK_FAILED,
+    }
+    recheck_interval: float = 300.0  # a ready issuer: is its CA key still in the token?
+    recheck_failed: float = 30.0  # an issuer not ready for a reason someone must fix (a missing CA key)
+
+
+@dataclass(frozen=True)
+class EstClientSettings(_Durations):
     """How EST issuers talk to their servers, in seconds (environment: seconds or Go durations, e.g. 10m)."""
 
+    VARIABLES: ClassVar[dict[str, str]] = {
+        "recheck_interval": ENV_EST_RECHECK_INTERVAL,
+        "auth_retry_delay": ENV_EST_AUTH_RETRY_DELAY,
+        "backoff_limit": ENV_EST_BACKOFF_LIMIT,
+        "max_retry_duration": ENV_EST_MAX_RETRY_DURATION,
+        "timeout": ENV_EST_TIMEOUT,
+    }
     recheck_interval: float = 600.0  # issuers re-check /cacerts this often (the seed's 10 minutes)
     auth_retry_delay: float = 600.0  # after a 401, retry this much later with re-read credentials
     backoff_limit: float = 300.0  # longest wait between retries of transient failures
     max_retry_duration: float = 3600.0  # transient failures for this long fail the request
     timeout: float = 30.0  # per read (connect: at most 10 s)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> EstClientSettings:
-        def seconds(var: str, default: float) -> float:
-            return _positive_duration(env.get(var), var, default)
-
-        return cls(
-            recheck_interval=seconds(ENV_EST_RECHECK_INTERVAL, cls.recheck_interval),
-            auth_retry_delay=seconds(ENV_EST_AUTH_RETRY_DELAY, cls.auth_retry_delay),
-            backoff_limit=seconds(ENV_EST_BACKOFF_LIMIT, cls.backoff_limit),
-            max_retry_duration=seconds(ENV_EST_MAX_RETRY_DURATION, cls.max_retry_duration),
-            timeout=seconds(ENV_EST_TIMEOUT, cls.timeout),
-        )
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -143,6 +187,8 @@ class Settings:
     replica_name: str | None = None
     #: How long a request carrying an SGX quote waits for the key manager's verdict, in seconds.
     quote_verification_timeout: float = 600.0
+    api: ApiSettings = field(default_factory=ApiSettings)
+    tcs_issuers: TcsIssuerSettings = field(default_factory=TcsIssuerSettings)
     #: Tracebacks on errors (--verbose, --debug).
     verbose: bool = False
     log_level: LogLevel = "INFO"
@@ -268,6 +314,8 @@ def load_settings(
             "--quote-verification-timeout",
             Settings.quote_verification_timeout,
         ),
+        api=ApiSettings.from_env(env),
+        tcs_issuers=TcsIssuerSettings.from_env(env),
         verbose=bool(flags.get("verbose") or flags.get("debug")),
         log_level=log_level,
         log_format=log_format,

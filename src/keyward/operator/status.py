@@ -10,8 +10,9 @@ webhook restarting answers 500, API priority and fairness 429 with Retry-After, 
 away for a while). It is retried with capped exponential backoff, honouring Retry-After, with the same
 precondition, until it succeeds, the object changes (409) or is gone (404) — so a certificate waiting
 to be written is the one written, never a second one. A 403 (a permission the operator lacks) or a 400/422
-(the API refuses the content) is a configuration problem: logged as an error naming what was refused,
-reported as an Event and counted, and retried slowly, so a fixed ClusterRole heals it without a restart.
+(the API refuses the content) is a configuration problem: logged as an error naming what was refused (for
+a 403, the permission), reported as an Event, and retried slowly, so a fixed ClusterRole heals it without
+a restart. (The API client counts every failed write: ``keyward_api_write_failures_total``.)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import itertools
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,20 +64,36 @@ def refused(error: ApiError) -> bool:
     return error.status in (400, 403, 422)
 
 
-WriteFailed = Callable[[Resource, ApiError], None]
+def configuration_problem(error: ApiError) -> str:
+    """What a refused call means for whoever runs the operator: for a 403, the permission it lacks."""
+    if error.status == 403 and " cannot " in error.message:  # RBAC's denial: User "u" cannot patch ...
+        lacking = error.permission or "the permission the message names"
+        return f"the operator lacks the permission {lacking}; grant it in the operator's ClusterRole"
+    if error.status == 403:  # admission (CSR signing needs sign on signers): the message names it
+        return "an admission check wants a permission the message names; grant it in the operator's role"
+    return "the API refuses what the operator wrote"
+
+
+#: client-go's event recorder tries an Event this often (maxTriesPerEvent) before dropping it.
+EVENT_TRIES = 12
+#: A refused Event (e.g. no permission to create Events) is logged at most this often (seconds).
+REFUSED_EVENT_LOG_INTERVAL = 60.0
 
 
 class Events:
     """Kubernetes Events about the objects keyward acts on, posted in the background: an Event is a
-    courtesy, never a reason to hold up or fail the work it reports."""
+    courtesy, never a reason to hold up or fail the work it reports. A failed post is tried again
+    (transient failures, with the write policy's backoff, up to ``attempts`` times) or dropped (refused:
+    logged as a configuration problem, at most once a minute)."""
 
-    def __init__(self, kube: Kube, *, attempts: int = 3, policy: WritePolicy | None = None) -> None:
+    def __init__(self, kube: Kube, *, attempts: int = EVENT_TRIES, policy: WritePolicy | None = None) -> None:
         self._kube = kube
         self._attempts = attempts
         self._policy = policy or WritePolicy()
         self._tasks: set[asyncio.Task[None]] = set()
         self._serial = itertools.count()
         self._host = os.uname().nodename
+        self._refusal_logged: dict[int, float] = {}
 
     def post(self, body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
         task = asyncio.get_running_loop().create_task(self._post(body, reason, message, warning))
@@ -116,27 +134,43 @@ class Events:
                 await self._kube.create(EVENTS, event, event["metadata"]["namespace"])
                 return
             except ApiError as exc:
+                if refused(exc):
+                    self._log_refusal(exc, reason, body)
+                    return
                 if not exc.transient or attempt + 1 == self._attempts:
-                    log.debug("could not post the %s Event about %s: %s", reason, name_of(body), exc)
+                    log.warning(
+                        "could not post the %s Event about %s (%s); dropped after %d tries",
+                        reason,
+                        name_of(body),
+                        exc,
+                        attempt + 1,
+                    )
                     return
                 await asyncio.sleep(self._policy.delay(exc, attempt))
+
+    def _log_refusal(self, error: ApiError, reason: str, body: Mapping[str, Any]) -> None:
+        now = time.monotonic()
+        last = self._refusal_logged.get(error.status)
+        if last is not None and now - last < REFUSED_EVENT_LOG_INTERVAL:
+            log.debug("the %s Event about %s was refused: %s", reason, name_of(body), error)
+            return
+        self._refusal_logged[error.status] = now
+        log.error(
+            "the API refused the %s Event about %s (%s): %s; Events are dropped until that is fixed",
+            reason,
+            name_of(body),
+            error,
+            configuration_problem(error),
+        )
 
 
 class StatusWriter:
     """Writes ``/status``: one merge patch per decision, with the resourceVersion precondition."""
 
-    def __init__(
-        self,
-        kube: Kube,
-        events: Events,
-        *,
-        policy: WritePolicy | None = None,
-        on_failure: WriteFailed | None = None,
-    ) -> None:
+    def __init__(self, kube: Kube, events: Events, *, policy: WritePolicy | None = None) -> None:
         self._kube = kube
         self.events = events
-        self._policy = policy or WritePolicy()
-        self._on_failure = on_failure
+        self.policy = policy or WritePolicy()
         self._background: set[asyncio.Task[Body | None]] = set()
 
     async def write(
@@ -168,8 +202,6 @@ class StatusWriter:
         except ApiError as exc:
             if exc.conflict or exc.not_found:
                 log.debug("%s %s changed before our write (%s)", resource.kind, name_of(body), exc)
-                if self._on_failure is not None:
-                    self._on_failure(resource, exc)
                 return None
             raise
         if event is not None:
@@ -224,40 +256,29 @@ class StatusWriter:
         doing: str,
         call: Callable[[], Awaitable[T]],
     ) -> T:
-        """``call()``, again and again while it fails for a reason other than 409/404 (those are raised)."""
+        """``call()``, again and again while it fails for a reason other than 409/404 (those are raised).
+        Each new kind of failure is logged (a repeated one every tenth time); each refusal is also told in
+        an Event on the object, once per status code."""
+        told: set[int] = set()
+        last: tuple[int, str] | None = None
         for attempt in itertools.count():
             try:
                 return await call()
             except ApiError as exc:
                 if exc.conflict or exc.not_found:
                     raise
-                delay = self._policy.delay(exc, attempt)
-                self._report(resource, body, doing, exc, attempt, delay)
+                delay = self.policy.delay(exc, attempt)
+                new = (exc.status, exc.reason) != last
+                last = (exc.status, exc.reason)
+                if refused(exc):
+                    problem = configuration_problem(exc)
+                    log.error("the API refused to %s (%s): %s; retrying in %.0fs", doing, exc, problem, delay)
+                    if exc.status not in told:
+                        told.add(exc.status)
+                        reason = "WriteForbidden" if exc.status == 403 else "WriteRefused"
+                        message = f"keyward could not {doing}: {exc}; {problem}"
+                        self.events.post(body, reason, message, warning=True)
+                elif new or attempt % 10 == 0:
+                    log.warning("could not %s (%s); retrying in %.1fs", doing, exc, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _report(
-        self,
-        resource: Resource,
-        body: Mapping[str, Any],
-        doing: str,
-        error: ApiError,
-        attempt: int,
-        delay: float,
-    ) -> None:
-        if self._on_failure is not None:
-            self._on_failure(resource, error)
-        if refused(error):
-            what = "permission" if error.status == 403 else "content"
-            log.error(
-                "the API refused to %s (%s); a %s problem of the operator's configuration: retrying in %.0fs",
-                doing,
-                error,
-                what,
-                delay,
-            )
-            if attempt == 0:
-                reason = "WriteForbidden" if error.status == 403 else "WriteRefused"
-                self.events.post(body, reason, f"keyward could not {doing}: {error}", warning=True)
-        elif attempt == 0 or attempt % 10 == 0:
-            log.warning("could not %s (%s); retrying in %.1fs", doing, error, delay)

@@ -35,6 +35,7 @@ async def test_waiting_for_a_missing_issuer_is_pending_once_and_never_fails() ->
         writer=writer,
         describe=lambda ref: f"{ref} not found; waiting for it to exist",
         attestations=request_attestations(api, writer),
+        recheck=lambda ref: None,
     )
     await pipeline.on_event("ADDED", copy.deepcopy(BODY))
     assert len(api.patches) == 1

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from keyward.kube.client import ApiError
-from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS
+from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, EVENTS
 from keyward.operator.status import CLUSTER_EVENTS_NAMESPACE, Events, StatusWriter, WritePolicy
 
 from .fakes import ScriptedApi
@@ -84,18 +84,69 @@ async def test_a_forbidden_write_is_reported_as_a_configuration_problem_and_retr
         'requests with signerName "tcsissuer.tcs.intel.com/apps.ca"'
     )
     api.fail(ApiError(403, "Forbidden", message))
-    failures: list[int] = []
-    status = StatusWriter(
-        api, Events(api, policy=FAST), policy=FAST, on_failure=lambda r, e: failures.append(e.status)
-    )  # type: ignore[arg-type]
+    status = writer(api)
     written = await status.write(CERTIFICATE_REQUESTS, REQUEST, {"x": 1})
     await status.events.drain()
     assert written is not None, "retried after the refusal: a fixed ClusterRole heals it without a restart"
-    assert failures == [403]
     (logged,) = [m for m in caplog.messages if "refused" in m]
-    assert "user not permitted to sign" in logged and "permission problem" in logged
+    assert "user not permitted to sign" in logged and "admission check" in logged
     (event,) = [c for c in api.created if c["reason"] == "WriteForbidden"]
     assert event["type"] == "Warning" and event["involvedObject"]["name"] == "req"
+
+
+async def test_an_rbac_denial_names_the_permission_the_operator_lacks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR)
+    api = ScriptedApi({"req": REQUEST})
+    denial = ApiError(
+        403,
+        "Forbidden",
+        'certificaterequests.cert-manager.io "req" is forbidden: User "system:serviceaccount:k:keyward" '
+        'cannot patch resource "certificaterequests/status" in API group "cert-manager.io"',
+    )
+    denial.permission = CERTIFICATE_REQUESTS.permission("patch", "status")  # as Kube sets it
+    api.fail(denial)
+    status = writer(api)
+    assert await status.write(CERTIFICATE_REQUESTS, REQUEST, {"x": 1}) is not None
+    await status.events.drain()
+    wanted = (
+        'the operator lacks the permission patch on certificaterequests/status in API group "cert-manager.io"'
+    )
+    assert any(wanted in m for m in caplog.messages)
+    (event,) = [c for c in api.created if c["reason"] == "WriteForbidden"]
+    assert wanted in event["message"]
+
+
+async def test_a_refused_event_is_dropped_and_logged_once_as_a_configuration_problem(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR)
+    api = ScriptedApi()
+    denial = ApiError(403, "Forbidden", 'User "u" cannot create resource "events" in API group ""')
+    denial.permission = EVENTS.permission("create")
+    api.fail(denial, denial)
+    events = Events(api, policy=FAST)  # type: ignore[arg-type]
+    events.post(REQUEST, "Issued", "certificate issued")
+    await events.drain()
+    events.post(REQUEST, "Issued", "certificate issued")
+    await events.drain()
+    assert api.created == [] and api.failures == [], "each refused Event is tried once and dropped"
+    (logged,) = [m for m in caplog.messages if "refused" in m]
+    assert 'lacks the permission create on events in API group ""' in logged
+
+
+async def test_a_transient_event_failure_is_tried_again() -> None:
+    api = ScriptedApi()
+    api.fail(
+        ApiError(500, "InternalError", "etcd leader changed"),
+        ApiError(429, "TooManyRequests", "throttled", retry_after=0.01),
+        ApiError(0, "Unreachable", "no answer within 30 s"),
+    )
+    events = Events(api, policy=FAST)  # type: ignore[arg-type]
+    events.post(REQUEST, "Issued", "certificate issued")
+    await events.drain()
+    assert [c["reason"] for c in api.created] == ["Issued"]
 
 
 async def test_finish_writes_the_same_result_to_a_newer_version_that_still_wants_it() -> None:

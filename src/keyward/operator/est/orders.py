@@ -235,7 +235,7 @@ class EstOrders:
             return None  # not approved (yet): nothing to do until the request changes
         issuer = self._issuers.ready(ref)
         if issuer is None:
-            message = self._issuers.describe(ref)
+            message = self._issuers.describe(ref) or f"{ref} is being checked"
             status = kind.pending_status(request, message)
             if status:
                 await self._writer.write(kind.resource, request, status)

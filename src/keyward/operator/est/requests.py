@@ -15,21 +15,17 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import kopf
-
 from keyward.issuers.contract import Phase
 from keyward.issuers.est.orders import order_manifest, order_name, renewal_identity, upstream_order_name
 from keyward.issuers.objects import OrderView, OwnerReference, RequestFields, SecretView
 from keyward.issuers.signer_names import IssuerRef
 from keyward.kube.client import ApiError, Kube
-from keyward.kube.objects import name_of, plain
+from keyward.kube.objects import name_of
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CERTIFICATES, CSRS, EST_GROUP, EST_ORDERS, SECRETS
 from keyward.operator import metrics
 from keyward.operator.est.issuers import EstIssuers, ReadyEstIssuer
 from keyward.operator.references import DENIED_REFERENCE, SignerReferences
-from keyward.operator.registry import registry
 from keyward.operator.requests import CertificateRequests, Csrs, RequestKind
-from keyward.operator.services import Services
 from keyward.operator.status import StatusWriter
 from keyward.operator.waiting import Waiting
 from keyward.pki.csr import decode_request_field
@@ -168,8 +164,10 @@ class EstRequests:
         issuer = self._issuers.ready(ref)
         if issuer is None:
             message = self._issuers.describe(ref)
-            reason = "issuer_missing" if "not found" in message else "issuer_not_ready"
+            reason = "issuer_missing" if message and "not found" in message else "issuer_not_ready"
             self.waiting.park(uid, (kind, body), ref.signer_name, reason=reason)
+            if message is None:  # its first check is under way: its outcome wakes this, or a retry tells
+                return
             status = kind.pending_status(body, message)
             written = await self._writer.write(kind.resource, body, status) if status else None
             if written is not None:
@@ -265,27 +263,3 @@ class EstRequests:
         if renewal_identity(view, issuer.ca_certificates) is None:
             return None
         return str(secret_name)
-
-
-def _is_est_request(spec: Any, memo: Services, **_: Any) -> bool:
-    return memo.settings.cert_manager_issuer and memo.est.requests.kinds.certificate_requests.wants(spec)
-
-
-def _is_est_signer(spec: Any, memo: Services, **_: Any) -> bool:
-    return memo.est.requests.kinds.csrs.wants(spec)
-
-
-@kopf.on.event(*CERTIFICATE_REQUESTS.handler_args, when=_is_est_request, registry=registry)
-async def est_certificate_request_event(type: str, body: Any, memo: Services, **_: Any) -> None:
-    if not memo.leadership.leading:
-        return  # a standby: the leader enrolls (and replays every request when this replica takes over)
-    requests = memo.est.requests
-    await requests.on_event(requests.kinds.certificate_requests, type or "ADDED", plain(body))
-
-
-@kopf.on.event(*CSRS.handler_args, when=_is_est_signer, registry=registry)
-async def est_csr_event(type: str, body: Any, memo: Services, **_: Any) -> None:
-    if not memo.leadership.leading:
-        return
-    requests = memo.est.requests
-    await requests.on_event(requests.kinds.csrs, type or "ADDED", plain(body))

@@ -51,7 +51,8 @@ from keyward.operator.leader import Leadership
 from keyward.operator.registry import registry
 from keyward.operator.secrets import SecretStore
 from keyward.operator.services import Services
-from keyward.operator.status import StatusWriter
+from keyward.operator.settings import TcsIssuerSettings
+from keyward.operator.status import StatusWriter, configuration_problem, refused
 from keyward.operator.tcs.cas import ReadyCa, ReadyCas
 from keyward.operator.tcs.provisioning import KeyProvisioning, ProvisioningOptions
 from keyward.operator.tcs.secrets import ca_secret, put_secret
@@ -63,9 +64,6 @@ from keyward.pki.pem import pem_chain
 log = logging.getLogger("keyward.tcs")
 T = TypeVar("T")
 ISSUERS = (TCS_ISSUERS, TCS_CLUSTER_ISSUERS)
-#: Seconds between checks of a ready issuer (is its key still in the token?), and of a failing one.
-RECHECK_READY = 300.0
-RECHECK_FAILED = 30.0
 #: The condition saying whether an issuer with spec.est holds its EST label (est_server.claims).
 ESTSERVING = "EstServing"
 
@@ -106,6 +104,7 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         operator_namespace: str,
         leadership: Leadership,
         secrets: SecretStore,
+        settings: TcsIssuerSettings,
         provisioning: ProvisioningOptions | None = None,
         est_claims: EstClaims | None = None,
     ) -> None:
@@ -129,8 +128,8 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
             self._check_issuer,
             writer=writer,
             resources=ISSUERS,
-            recheck_ready=RECHECK_READY,
-            recheck_failed=RECHECK_FAILED,
+            recheck_ready=settings.recheck_interval,
+            recheck_failed=settings.recheck_failed,
             leadership=leadership,
             on_ready=self._became_ready,
             on_unready=lambda ref: cas.discard(ref.signer_name),
@@ -176,9 +175,17 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         recorded_status = {"signerName": label}
         est_serving = {ESTSERVING: self._est_claims.condition(ref)}
 
-        def not_ready(reason: str, message: str, *, transient: bool = False) -> Verdict[ReadyCa]:
+        def not_ready(
+            reason: str, message: str, *, transient: bool = False, retry_in: float | None = None
+        ) -> Verdict[ReadyCa]:
             return Verdict(
-                None, reason, message, transient=transient, status=recorded_status, conditions=est_serving
+                None,
+                reason,
+                message,
+                transient=transient,
+                retry_in=retry_in,
+                status=recorded_status,
+                conditions=est_serving,
             )
 
         try:
@@ -249,8 +256,10 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
             except ApiError as exc:
                 return not_ready(
                     "SecretNotWritten",
-                    f"cannot write {where}: {exc}; the issuer signs nothing until its Secret is written",
+                    f"cannot write {where}: {exc}; {_secret_write_problem(exc)}"
+                    "the issuer signs nothing until its Secret is written",
                     transient=exc.transient or exc.conflict,
+                    retry_in=self._writer.policy.refused if refused(exc) else None,
                 )
         ready = ReadyCa(
             ref=ref, ca=ca, policy=spec.policy, ca_pem=ca_pem, est=spec.est, event_body=identity(body)
@@ -287,6 +296,13 @@ class TcsIssuers(IssuerChecks[ReadyCa]):
         if attestation is not None and owned_by(attestation, body):
             await release_finalizer(self._kube, QUOTE_ATTESTATIONS, attestation)
         log.info("%s deleted: CA key and certificate removed from the token", ref)
+
+
+def _secret_write_problem(error: ApiError) -> str:
+    """What to fix when the API refuses the Secret (with the separator before what follows)."""
+    if error.status == 422 and "metadata.labels" in error.message:
+        return "spec.labels holds a value Kubernetes does not accept as a label (fix spec.labels); "
+    return f"{configuration_problem(error)}; " if refused(error) else ""
 
 
 def _same(a: ReadyCa, b: ReadyCa) -> bool:

@@ -46,8 +46,11 @@ from keyward.pki.pem import split_chain
 log = logging.getLogger("keyward.signing")
 
 ISSUED_MEMORY = 10_000
-#: Why requests for an issuer wait (it does not exist, or why it is not ready), for their Pending message.
-Describe = Callable[[IssuerRef], str]
+#: Why requests for an issuer wait (it does not exist, or why it is not ready), for their Pending message;
+#: None while its first check is under way (its outcome wakes them, or a retry tells why they wait).
+Describe = Callable[[IssuerRef], str | None]
+#: Check an issuer again now: it failed while signing (its Ready condition then says why).
+Recheck = Callable[[IssuerRef], None]
 ISSUED_MESSAGE = "Certificate fetched from issuer successfully"
 
 
@@ -67,6 +70,7 @@ class SigningPipeline:
         writer: StatusWriter,
         describe: Describe,
         attestations: RequestAttestations,
+        recheck: Recheck,
         references: SignerReferences | None = None,
     ) -> None:
         self.kind = kind
@@ -78,10 +82,11 @@ class SigningPipeline:
         self.describe = describe
         #: Verdicts on the SGX quotes requests carry.
         self.attestations = attestations
+        self.recheck = recheck
         self._inflight: dict[str, Mapping[str, Any] | None] = {}
         self._issued: OrderedDict[str, None] = OrderedDict()
         #: Approved requests whose issuer cannot sign yet, woken when it turns ready.
-        self.waiting: Waiting[str, Mapping[str, Any]] = Waiting(self._handle, name=f"{kind.noun}s")
+        self.waiting: Waiting[str, Mapping[str, Any]] = Waiting(self._consider, name=f"{kind.noun}s")
 
     # ---- entry points -------------------------------------------------------------------------
     async def on_event(self, event_type: str, body: Mapping[str, Any]) -> None:
@@ -90,12 +95,17 @@ class SigningPipeline:
             self.waiting.release(key)
             self.attestations.forget(body)
             return
+        self.waiting.update(key, body)
+        await self._consider(body)
+
+    async def _consider(self, body: Mapping[str, Any]) -> None:
+        """An event, or a parked request's retry: decide, unless it is done or being signed already."""
+        key = _key(body)
         if key in self._issued:
             return
         if key in self._inflight:
             self._inflight[key] = body  # newest version, in case our write meets a conflict
             return
-        self.waiting.update(key, body)
         await self._handle(body)
 
     def wake(self, signer_name: str) -> None:
@@ -128,6 +138,9 @@ class SigningPipeline:
         ready = self.cas.get(ref.signer_name)
         if ready is None:
             message = self.describe(ref)
+            if message is None:
+                self.waiting.park(key, body, ref.signer_name, reason="issuer_not_ready")
+                return
             reason = "issuer_missing" if "not found" in message else "issuer_not_ready"
             await self._park(body, ref.signer_name, message, reason)
             return
@@ -196,6 +209,7 @@ class SigningPipeline:
             log.warning("signing %s failed in the token: %s", name_of(body), exc)
             self.cas.discard(ready.ref.signer_name, only=ready)
             self.tokens.reset()
+            self.recheck(ready.ref)
             await self._park(
                 body, ready.ref.signer_name, f"the token failed while signing: {exc}", "token_unavailable"
             )

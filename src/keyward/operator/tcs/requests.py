@@ -1,24 +1,18 @@
-"""CertificateRequests (issuerRef.group tcs.intel.com) and CSRs (TCS signer names) → the signing pipeline."""
+"""CertificateRequests (issuerRef.group tcs.intel.com) and CSRs (TCS signer names) → the signing pipeline
+(their events come from ``operator.request_watches``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import kopf
-
-from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, TCS_GROUP
+from keyward.kube.resources import TCS_GROUP
 from keyward.operator.references import SignerReferences
-from keyward.operator.registry import registry
 from keyward.operator.requests import CertificateRequests, Csrs
-from keyward.operator.services import Services
 from keyward.operator.status import StatusWriter
 from keyward.operator.tcs.attestations import RequestAttestations
 from keyward.operator.tcs.cas import ReadyCas
-from keyward.operator.tcs.pipeline import Describe, SigningPipeline
+from keyward.operator.tcs.pipeline import Describe, Recheck, SigningPipeline
 from keyward.operator.tcs.token import TokenProvider
 
 CERTIFICATE_REQUEST_KIND = CertificateRequests(TCS_GROUP)
-CSR_KIND = Csrs(TCS_GROUP)
 
 
 class TcsRequests:
@@ -31,6 +25,7 @@ class TcsRequests:
         tokens: TokenProvider,
         writer: StatusWriter,
         describe: Describe,
+        recheck: Recheck,
         csr_full_chain: bool,
         attestations: RequestAttestations,
         references: SignerReferences | None = None,
@@ -42,6 +37,7 @@ class TcsRequests:
             writer=writer,
             describe=describe,
             attestations=attestations,
+            recheck=recheck,
         )
         self.csrs = SigningPipeline(
             Csrs(TCS_GROUP, full_chain=csr_full_chain),
@@ -50,6 +46,7 @@ class TcsRequests:
             writer=writer,
             describe=describe,
             attestations=attestations,
+            recheck=recheck,
             references=references,
         )
         cas.listen(self.wake)
@@ -63,23 +60,3 @@ class TcsRequests:
     def close(self) -> None:
         self.certificate_requests.waiting.close()
         self.csrs.waiting.close()
-
-
-def _is_tcs_request(spec: Any, memo: Services, **_: Any) -> bool:
-    return memo.settings.cert_manager_issuer and CERTIFICATE_REQUEST_KIND.wants(spec)
-
-
-def _is_tcs_signer(spec: Any, **_: Any) -> bool:
-    return CSR_KIND.wants(spec)
-
-
-@kopf.on.event(*CERTIFICATE_REQUESTS.handler_args, when=_is_tcs_request, registry=registry)
-async def certificate_request_event(type: str, body: Any, memo: Services, **_: Any) -> None:
-    if memo.leadership.leading:  # a standby signs nothing; the leader replays every request on taking over
-        await memo.tcs.certificate_requests.on_event(type or "ADDED", body)
-
-
-@kopf.on.event(*CSRS.handler_args, when=_is_tcs_signer, registry=registry)
-async def csr_event(type: str, body: Any, memo: Services, **_: Any) -> None:
-    if memo.leadership.leading:
-        await memo.tcs.csrs.on_event(type or "ADDED", body)
