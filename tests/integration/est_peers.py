@@ -23,7 +23,7 @@ from keyward.est.server import EstServer, ServerTls
 from keyward.est.server.ca import CaUnavailable, ClientIdentity, EnrollPending, EnrollRejected
 from keyward.est.server.tls import server_ssl_context
 from keyward.est.wire import CsrAttrs, encode_base64, encode_certs_only
-from tests.est.helpers import Issuer, ec_key, key_pem, name, pem
+from tests.unit.est.helpers import Issuer, ec_key, key_pem, name, pem
 
 USER = "est-user"
 PASSWORD = "correct-horse-battery"

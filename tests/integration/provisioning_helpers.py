@@ -21,7 +21,7 @@ from keyward.kube.client import Kube
 from keyward.kube.resources import QUOTE_ATTESTATIONS, SECRETS
 from keyward.pki.keywrap import WrapMechanism, wrap_private_key
 from tests.integration.helpers import wait_for
-from tests.keystore.helpers import self_signed_ca
+from tests.unit.keystore.helpers import self_signed_ca
 
 CaKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 

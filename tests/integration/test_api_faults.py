@@ -27,7 +27,6 @@ from keyward.kube.resources import (
 )
 from keyward.sandbox.certmanager import approve
 from keyward.sandbox.operator_process import OperatorProcess
-from tests.est.helpers import Issuer
 from tests.integration.conftest import OperatorRunner
 from tests.integration.est_peers import RunningEst, basic_auth_secret, cacert, serving
 from tests.integration.fault_helpers import (
@@ -61,6 +60,7 @@ from tests.integration.requests_helpers import (
     wait_csr_certificate,
     wait_request,
 )
+from tests.unit.est.helpers import Issuer
 
 
 @dataclass

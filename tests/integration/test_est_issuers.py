@@ -28,7 +28,6 @@ from keyward.kube.resources import (
 from keyward.sandbox.certmanager import approve, deny, renew
 from keyward.sandbox.operator_process import OperatorProcess
 from keyward.sandbox.runner import Sandbox
-from tests.est.helpers import Issuer, ec_key, key_pem, name, pem
 from tests.integration.conftest import OPERATOR_NAMESPACE, OperatorRunner
 from tests.integration.est_peers import (
     IP_ONLY,
@@ -56,6 +55,7 @@ from tests.integration.requests_helpers import (
     reference_grant,
     wait_csr_certificate,
 )
+from tests.unit.est.helpers import Issuer, ec_key, key_pem, name, pem
 
 pytestmark = pytest.mark.usefixtures("est_operator")
 

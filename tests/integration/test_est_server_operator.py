@@ -27,7 +27,6 @@ from keyward.kube.client import Kube
 from keyward.kube.resources import EVENTS, NAMESPACES, SECRETS, TCS_ISSUERS
 from keyward.pki.issue import CertificateAuthority, self_signed_ca
 from keyward.pki.profile import IssuerPolicy
-from tests.est.helpers import Response, openssl_csr_in, run
 from tests.integration.conftest import OperatorRunner
 from tests.integration.helpers import (
     ca_from_secret,
@@ -37,6 +36,7 @@ from tests.integration.helpers import (
     wait_for,
     wait_ready,
 )
+from tests.unit.est.helpers import Response, openssl_csr_in, run
 
 PASSWORD = "first-Passw0rd"
 

@@ -47,7 +47,7 @@ from tests.integration.provisioning_helpers import (
     write_ca,
 )
 from tests.integration.requests_helpers import approve_csr, create_csr, make_csr, wait_csr_certificate
-from tests.keystore.helpers import openssl_wrap
+from tests.unit.keystore.helpers import openssl_wrap
 
 RENEW = "keyward.io/renew-key-provisioning"
 

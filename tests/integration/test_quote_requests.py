@@ -21,7 +21,7 @@ from tests.integration.conftest import OPERATOR_NAMESPACE, OperatorRunner
 from tests.integration.helpers import create_issuer, ready_condition, wait_for, wait_ready
 from tests.integration.provisioning_helpers import answer_with, gone, wait_quote_attestation
 from tests.integration.requests_helpers import approve_csr, chain_of, create_csr, create_request, wait_request
-from tests.issuers.sgx_requests import base64_string, pem, sgx_csr
+from tests.unit.issuers.sgx_requests import base64_string, pem, sgx_csr
 
 #: A short verdict timeout for this module's operator, so that the timeout test does not wait long.
 TIMEOUT_SECONDS = 6

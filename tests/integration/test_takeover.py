@@ -32,7 +32,6 @@ from keyward.kube.resources import (
 )
 from keyward.sandbox.certmanager import approve
 from keyward.sandbox.runner import Sandbox
-from tests.est.helpers import Issuer, ec_key, name
 from tests.integration.conftest import OperatorRunner
 from tests.integration.est_peers import RunningEst, basic_auth_secret, cacert, serving
 from tests.integration.helpers import (
@@ -63,6 +62,7 @@ from tests.integration.upstream_state import (
     seed_issuer_status,
     seed_quote_attestation,
 )
+from tests.unit.est.helpers import Issuer, ec_key, name
 
 
 async def gone(kube: Kube, resource: Any, name: str, namespace: str | None) -> bool:

@@ -43,7 +43,6 @@ from keyward.sandbox.apiserver import ApiServer
 from keyward.sandbox.certmanager import approve
 from keyward.sandbox.operator_process import OperatorProcess, operator_command
 from keyward.sandbox.runner import Sandbox, SandboxOptions
-from tests.est.helpers import Issuer
 from tests.integration.conftest import OPERATOR_NAMESPACE
 from tests.integration.est_peers import RunningEst, cacert, serving
 from tests.integration.helpers import (
@@ -55,6 +54,7 @@ from tests.integration.helpers import (
     wait_for,
 )
 from tests.integration.pod_files import in_pod
+from tests.unit.est.helpers import Issuer
 
 UPSTREAM = Path(__file__).parent.parent / "data" / "upstream"
 TCS = UPSTREAM / "tcs" / "deployment"

@@ -28,7 +28,7 @@ from keyward.operator.tcs.cas import ReadyCa, ReadyCas
 from keyward.operator.tcs.token import TokenProvider
 from keyward.pki.pem import pem_chain
 from keyward.pki.profile import IssuerPolicy
-from tests.est_server.memory import memory_ca
+from tests.support.pki import memory_ca
 from tests.unit.operator.test_secrets import Follows
 
 

@@ -19,7 +19,7 @@ from keyward.operator.tcs.pipeline import SigningPipeline
 from keyward.operator.tcs.token import TokenProvider
 from keyward.pki.pem import pem_chain
 from keyward.pki.profile import IssuerPolicy
-from tests.est_server.memory import memory_ca
+from tests.support.pki import memory_ca
 
 from .fakes import ScriptedApi, request_attestations
 

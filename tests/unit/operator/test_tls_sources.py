@@ -22,7 +22,7 @@ from keyward.operator.status import Events
 from keyward.operator.tcs.cas import ReadyCa, ReadyCas
 from keyward.pki.pem import pem_chain
 from keyward.pki.profile import IssuerPolicy
-from tests.est_server.memory import ThreadWorkers, memory_ca
+from tests.support.pki import ThreadWorkers, memory_ca
 from tests.unit.operator.test_secrets import Follows
 
 REF = IssuerRef(TCS_GROUP, "TCSIssuer", "tls-ca", "ops")
