@@ -33,8 +33,9 @@ from keyward.kube.resources import NAMESPACES
 from keyward.sandbox.certmanager import approve
 from keyward.sandbox.runner import Sandbox, SandboxOptions
 from tests.deploy.charts import ROOT, container, ensure_helm, pod_spec, render
-from tests.integration.helpers import ca_from_secret, create_issuer, object_blocks, openssl_verify, wait_ready
+from tests.integration.helpers import ca_from_secret, create_issuer, openssl_verify, wait_ready
 from tests.integration.requests_helpers import chain_of, create_request, make_csr, wait_request
+from tests.support.tools import object_blocks
 
 IMAGE = f"localhost/keyward:{__version__}"
 PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "scripts" / "image" / "containers.conf")}

@@ -3,7 +3,6 @@ scriptable in-memory CA, and small aiohttp peers that misbehave on purpose."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hmac
 import ipaddress
@@ -16,14 +15,13 @@ from typing import Any
 from aiohttp import web
 from asn1crypto import cms
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from keyward.est.server import EstServer, ServerTls
 from keyward.est.server.ca import CaUnavailable, ClientIdentity, EnrollPending, EnrollRejected
 from keyward.est.server.tls import server_ssl_context
 from keyward.est.wire import CsrAttrs, encode_base64, encode_certs_only
-from tests.unit.est.helpers import Issuer, ec_key, key_pem, name, pem
+from tests.support.pki import Issuer, b64
 
 USER = "est-user"
 PASSWORD = "correct-horse-battery"
@@ -33,10 +31,7 @@ IP_ONLY = (x509.IPAddress(ipaddress.ip_address("127.0.0.1")),)
 
 def tls_identity(issuer: Issuer, sans: Sequence[x509.GeneralName]) -> tuple[bytes, bytes]:
     """(certificate PEM, key PEM) of a TLS server certificate from ``issuer``."""
-    key = ec_key()
-    usages = (ExtendedKeyUsageOID.SERVER_AUTH,)
-    certificate = issuer.issue(name("est-server"), key.public_key(), sans, usages=usages)
-    return pem(certificate), key_pem(key)
+    return issuer.tls_identity("est-server", sans)
 
 
 @dataclass
@@ -244,15 +239,6 @@ def elsewhere(est_ca: Issuer) -> Handler:
         return web.Response(status=401, text="who are you?", headers={"WWW-Authenticate": 'Basic realm="x"'})
 
     return handle
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def cacert(*certificates: x509.Certificate) -> str:
-    """spec.cacert: base64 of the PEM certificates."""
-    return b64(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates))
 
 
 def basic_auth_secret(name: str, username: str = USER, password: str = PASSWORD) -> dict[str, Any]:

@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,22 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from keyward.keystore.config import HsmConfig
 from keyward.kube.client import Kube
 from keyward.kube.resources import SECRETS, TCS_CLUSTER_ISSUERS, TCS_ISSUERS
+from tests.support import tools
+from tests.support.waiting import wait_for
 
 T = TypeVar("T")
-
-
-async def wait_for(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 20.0, what: str = "condition"
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 def free_port() -> int:
@@ -116,73 +100,8 @@ async def ca_from_secret(kube: Kube, name: str, namespace: str) -> tuple[dict[st
 
 
 async def token_objects(hsm: HsmConfig) -> str:
-    """What pkcs11-tool (OpenSC), an independent PKCS#11 client, sees in the token."""
-    env = {**os.environ}
-    if hsm.softhsm2_conf:
-        env["SOFTHSM2_CONF"] = hsm.softhsm2_conf
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [
-            "pkcs11-tool",
-            "--module",
-            hsm.module,
-            "--token-label",
-            hsm.token_label,
-            "--login",
-            "--pin",
-            hsm.user_pin,
-            "-O",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, "pkcs11-tool could not list the token objects"
-    return result.stdout
-
-
-def object_blocks(listing: str, label: str) -> list[str]:
-    """The pkcs11-tool -O blocks whose label is exactly ``label``."""
-    blocks = listing.split("\n\n") if "\n\n" in listing else _split_objects(listing)
-    return [
-        b
-        for b in blocks
-        if any(
-            line.strip() == f"label:      {label}"
-            or (line.strip().startswith("label:") and line.split(":", 1)[1].strip() == label)
-            for line in b.splitlines()
-        )
-    ]
-
-
-def _split_objects(listing: str) -> list[str]:
-    blocks: list[str] = []
-    for line in listing.splitlines():
-        if line and not line.startswith(" "):
-            blocks.append(line)
-        elif blocks:
-            blocks[-1] += "\n" + line
-    return blocks
-
-
-async def kubectl(
-    *args: str, check: bool = True, input_text: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the real kubectl off the event loop (the sandbox API serves from this loop)."""
-    result = await asyncio.to_thread(
-        subprocess.run,
-        ["kubectl", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        input=input_text,
-    )
-    if check:
-        assert result.returncode == 0, f"kubectl {' '.join(args)} failed: {result.stderr}"
-    return result
+    """What pkcs11-tool (OpenSC), an independent PKCS#11 client, sees in the token (off the event loop)."""
+    return await asyncio.to_thread(tools.token_objects, hsm)
 
 
 def dump(obj: Any) -> str:
@@ -193,8 +112,6 @@ def openssl_verify(directory: Path, ca: x509.Certificate, chain_pem: bytes) -> s
     """What `openssl verify -CAfile ca.pem chain.pem` says of a chain (blocking; openssl is the judge)."""
     (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (directory / "chain.pem").write_bytes(chain_pem)
-    result = subprocess.run(
-        ["openssl", "verify", "-CAfile", str(directory / "ca.pem"), str(directory / "chain.pem")],
-        capture_output=True, text=True, check=False, timeout=30,
-    )  # fmt: skip
-    return result.stdout.strip()
+    return tools.openssl(
+        "verify", "-CAfile", directory / "ca.pem", directory / "chain.pem", check=False
+    ).stdout.strip()

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +16,8 @@ from keyward.issuers.tcs.attestation import answered_status, published_public_ke
 from keyward.kube.client import Kube
 from keyward.kube.resources import QUOTE_ATTESTATIONS, SECRETS
 from keyward.pki.keywrap import WrapMechanism, wrap_private_key
-from tests.integration.helpers import wait_for
-from tests.unit.keystore.helpers import self_signed_ca
+from tests.support.pki import self_signed_ca
+from tests.support.waiting import wait_for
 
 CaKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -114,17 +110,4 @@ async def answer_with(kube: Kube, qa: dict[str, Any], secret: dict[str, Any] | N
         {"status": answered_status(QuoteAttestationView.from_body(current), ok, message)},
         meta["namespace"],
         subresource="status",
-    )
-
-
-async def keyward_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The keyward command, as a user runs it (off the event loop: the sandbox API serves from it)."""
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "keyward", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-        check=False,
     )

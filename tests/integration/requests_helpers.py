@@ -11,26 +11,23 @@ from typing import Any
 
 import kr8s.asyncio
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyward.kube.client import Kube
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, Resource
 from keyward.kube.watching import list_and_watch
 from keyward.sandbox.certmanager import approve
 from keyward.sandbox.runner import Sandbox
-from tests.integration.helpers import ready_condition, wait_for
+from tests.integration.helpers import ready_condition
+from tests.support.pki import make_csr as kit_csr
+from tests.support.pki import pem
+from tests.support.waiting import wait_for
 
 
 def make_csr(cn: str = "svc.example", *, dns: tuple[str, ...] = (), key: Any = None) -> bytes:
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    builder = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    )
-    if dns:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), False)
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    """A PEM CSR for CN=``cn`` and DNS names ``dns`` (default: a new P-256 key)."""
+    return pem(kit_csr(key, cn, [x509.DNSName(d) for d in dns]))
 
 
 def weak_rsa_csr() -> bytes:

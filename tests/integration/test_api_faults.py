@@ -28,7 +28,7 @@ from keyward.kube.resources import (
 from keyward.sandbox.certmanager import approve
 from keyward.sandbox.operator_process import OperatorProcess
 from tests.integration.conftest import OperatorRunner
-from tests.integration.est_peers import RunningEst, basic_auth_secret, cacert, serving
+from tests.integration.est_peers import RunningEst, basic_auth_secret, serving
 from tests.integration.fault_helpers import (
     API_TIMEOUT,
     FAST_RETRIES,
@@ -41,14 +41,7 @@ from tests.integration.fault_helpers import (
     grown,
     write_failures,
 )
-from tests.integration.helpers import (
-    create_issuer,
-    free_port,
-    ready_condition,
-    ready_issuer_ca,
-    wait_for,
-    wait_ready,
-)
+from tests.integration.helpers import create_issuer, free_port, ready_condition, ready_issuer_ca, wait_ready
 from tests.integration.requests_helpers import (
     CertificatesSeen,
     approve_csr,
@@ -60,7 +53,8 @@ from tests.integration.requests_helpers import (
     wait_csr_certificate,
     wait_request,
 )
-from tests.unit.est.helpers import Issuer
+from tests.support.pki import Issuer, cacert
+from tests.support.waiting import wait_for
 
 
 @dataclass

@@ -19,12 +19,12 @@ from tests.integration.conftest import OperatorRunner
 from tests.integration.helpers import (
     ca_from_secret,
     create_issuer,
-    object_blocks,
     ready_condition,
     token_objects,
-    wait_for,
     wait_ready,
 )
+from tests.support.tools import object_blocks
+from tests.support.waiting import wait_for
 
 
 async def test_an_operator_on_an_empty_token_stops_the_issuer_instead_of_minting_a_new_ca(

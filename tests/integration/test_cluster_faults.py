@@ -13,9 +13,7 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -29,7 +27,6 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from keyward.keystore.config import HsmConfig
 from keyward.keystore.softhsm import TOKENS_DIR, create_softhsm_store
 from keyward.kube.client import Kube
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CRDS, NAMESPACES, SECRETS
@@ -45,14 +42,7 @@ from tests.integration.fault_helpers import (
     grown,
     write_failures,
 )
-from tests.integration.helpers import (
-    fetch,
-    free_port,
-    ready_condition,
-    ready_issuer_ca,
-    wait_for,
-    wait_ready,
-)
+from tests.integration.helpers import fetch, free_port, ready_condition, ready_issuer_ca, wait_ready
 from tests.integration.requests_helpers import (
     CertificatesSeen,
     approve_csr,
@@ -63,6 +53,8 @@ from tests.integration.requests_helpers import (
     wait_all_issued,
     wait_csr_certificate,
 )
+from tests.support.tools import pkcs11_tool
+from tests.support.waiting import wait_for
 
 OUTAGE = 30.0
 #: Events per resource the small sandbox remembers: fewer than the outage's changes, so a watch
@@ -242,16 +234,6 @@ async def test_without_cert_managers_crds_the_operator_is_ready_and_signs_csrs(
 
 
 # ---- the token emptied -------------------------------------------------------------------------------
-
-
-def pkcs11_tool(hsm: HsmConfig, *args: str) -> subprocess.CompletedProcess[str]:
-    """OpenSC's pkcs11-tool on the test's own token, logged in as its user."""
-    env = {**os.environ, "SOFTHSM2_CONF": hsm.softhsm2_conf or ""}
-    return subprocess.run(
-        ["pkcs11-tool", "--module", hsm.module, "--token-label", hsm.token_label, "--login", "--pin",
-         hsm.user_pin, *args],
-        capture_output=True, text=True, env=env, timeout=30, check=False,
-    )  # fmt: skip
 
 
 async def test_a_ca_key_deleted_from_the_token_stops_signing_until_the_token_is_put_back(

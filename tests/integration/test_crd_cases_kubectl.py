@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.helpers import kubectl
+from tests.support.tools import kubectl
 
 CASES = sorted((Path(__file__).parent.parent / "data" / "crd-cases").glob("*.yaml"))
 

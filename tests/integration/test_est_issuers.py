@@ -35,16 +35,14 @@ from tests.integration.est_peers import (
     PASSWORD,
     Peer,
     RunningEst,
-    b64,
     basic_auth_secret,
-    cacert,
     elsewhere,
     est_server,
     misbehaving,
     start_peer,
     tls_identity,
 )
-from tests.integration.helpers import kubectl, openssl_verify, ready_condition, wait_for
+from tests.integration.helpers import openssl_verify, ready_condition
 from tests.integration.requests_helpers import (
     approve_csr,
     chain_of,
@@ -55,7 +53,9 @@ from tests.integration.requests_helpers import (
     reference_grant,
     wait_csr_certificate,
 )
-from tests.unit.est.helpers import Issuer, ec_key, key_pem, name, pem
+from tests.support.pki import Issuer, b64, cacert, ec_key, key_pem, name, pem
+from tests.support.tools import kubectl
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("est_operator")
 

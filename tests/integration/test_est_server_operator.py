@@ -28,15 +28,10 @@ from keyward.kube.resources import EVENTS, NAMESPACES, SECRETS, TCS_ISSUERS
 from keyward.pki.issue import CertificateAuthority, self_signed_ca
 from keyward.pki.profile import IssuerPolicy
 from tests.integration.conftest import OperatorRunner
-from tests.integration.helpers import (
-    ca_from_secret,
-    create_issuer,
-    free_port,
-    ready_condition,
-    wait_for,
-    wait_ready,
-)
-from tests.unit.est.helpers import Response, openssl_csr_in, run
+from tests.integration.helpers import ca_from_secret, create_issuer, free_port, ready_condition, wait_ready
+from tests.support.tools import Response, run
+from tests.support.waiting import wait_for
+from tests.unit.est.helpers import openssl_csr_in
 
 PASSWORD = "first-Passw0rd"
 

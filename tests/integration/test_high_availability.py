@@ -18,8 +18,9 @@ from keyward.kube.resources import LEASES
 from keyward.operator.leader import LEASE_NAME
 from keyward.sandbox.operator_process import OperatorProcess
 from tests.integration.conftest import OPERATOR_NAMESPACE, OperatorRunner
-from tests.integration.helpers import ca_from_secret, create_issuer, ready_condition, wait_for, wait_ready
+from tests.integration.helpers import ca_from_secret, create_issuer, ready_condition, wait_ready
 from tests.integration.requests_helpers import CertificatesSeen, approved_requests, wait_all_issued
+from tests.support.waiting import wait_for
 
 LEASE_SECONDS = "3"  # short leases keep failover quick here; the default is client-go's 15 s
 

@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 from keyward.kube.client import Kube
 from keyward.kube.resources import CSRS
 from keyward.sandbox.certmanager import approve
-from tests.integration.helpers import create_issuer, ready_condition, wait_for, wait_ready
+from tests.integration.helpers import create_issuer, ready_condition, wait_ready
 from tests.integration.requests_helpers import (
     approve_csr,
     chain_of,
@@ -23,6 +23,7 @@ from tests.integration.requests_helpers import (
     wait_csr_certificate,
     wait_request,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
 

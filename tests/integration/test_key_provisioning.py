@@ -27,19 +27,15 @@ from keyward.sandbox.runner import Sandbox
 from tests.integration.conftest import OperatorRunner
 from tests.integration.helpers import (
     create_issuer,
-    kubectl,
-    object_blocks,
     openssl_verify,
     ready_condition,
     token_objects,
-    wait_for,
     wait_ready,
 )
 from tests.integration.provisioning_helpers import (
     answer,
     answer_with,
     gone,
-    keyward_cli,
     make_ca,
     wait_quote_attestation,
     wrapped_secret,
@@ -47,6 +43,8 @@ from tests.integration.provisioning_helpers import (
     write_ca,
 )
 from tests.integration.requests_helpers import approve_csr, create_csr, make_csr, wait_csr_certificate
+from tests.support.tools import keyward_async, kubectl, object_blocks
+from tests.support.waiting import wait_for
 from tests.unit.keystore.helpers import openssl_wrap
 
 RENEW = "keyward.io/renew-key-provisioning"
@@ -82,10 +80,10 @@ async def test_an_issuer_without_self_signing_gets_an_external_ca_through_provis
     key_path, ca_path = write_ca(tmp_path, *make_ca(name="Example External Root"))
     args = ("provision-key", "external-ca", "-n", namespace, "--ca-key", str(key_path))
     args += ("--ca-cert", str(ca_path))
-    refused = await keyward_cli(*args)
+    refused = await keyward_async(*args)
     assert refused.returncode == 2 and "--accept-unattested" in refused.stderr
     assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
-    done = await keyward_cli(*args, "--accept-unattested")
+    done = await keyward_async(*args, "--accept-unattested")
     assert done.returncode == 0, done.stderr
     assert f"QuoteAttestation {namespace}/external-ca answered" in done.stdout
 
@@ -341,7 +339,7 @@ async def test_provision_key_refuses_what_it_must_not_answer_in_one_line(
     _, other_ca_path = write_ca(tmp_path / "other", *make_ca())
 
     async def refused(name: str, certificate: Path, said: str, *flags: str) -> None:
-        done = await keyward_cli(
+        done = await keyward_async(
             "provision-key", name, "-n", namespace, "--ca-key", str(key_path), "--ca-cert", str(certificate),
             *flags,
         )  # fmt: skip

@@ -16,7 +16,6 @@ from keyward.sandbox.runner import Sandbox
 from tests.integration.conftest import OperatorRunner
 from tests.integration.helpers import (
     create_issuer,
-    object_blocks,
     openssl_verify,
     ready_condition,
     token_objects,
@@ -24,6 +23,7 @@ from tests.integration.helpers import (
 )
 from tests.integration.provisioning_helpers import answer, make_ca, wait_quote_attestation
 from tests.integration.requests_helpers import approve_csr, create_csr, make_csr, wait_csr_certificate
+from tests.support.tools import object_blocks
 
 
 async def test_a_replica_with_its_own_token_asks_for_the_issuers_ca_and_takes_only_that_one(

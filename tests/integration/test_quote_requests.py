@@ -18,10 +18,12 @@ from keyward.kube.resources import CERTIFICATE_REQUESTS, CSRS, QUOTE_ATTESTATION
 from keyward.sandbox.certmanager import approve
 from keyward.sandbox.operator_process import OperatorProcess
 from tests.integration.conftest import OPERATOR_NAMESPACE, OperatorRunner
-from tests.integration.helpers import create_issuer, ready_condition, wait_for, wait_ready
+from tests.integration.helpers import create_issuer, ready_condition, wait_ready
 from tests.integration.provisioning_helpers import answer_with, gone, wait_quote_attestation
 from tests.integration.requests_helpers import approve_csr, chain_of, create_csr, create_request, wait_request
-from tests.unit.issuers.sgx_requests import base64_string, pem, sgx_csr
+from tests.support.pki import pem
+from tests.support.waiting import wait_for
+from tests.unit.issuers.sgx_requests import base64_string, sgx_csr
 
 #: A short verdict timeout for this module's operator, so that the timeout test does not wait long.
 TIMEOUT_SECONDS = 6

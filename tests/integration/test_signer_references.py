@@ -16,7 +16,7 @@ import pytest
 from keyward.kube.client import Kube
 from keyward.kube.resources import CSRS, EVENTS
 from keyward.sandbox.runner import Sandbox
-from tests.integration.helpers import create_issuer, kubectl, wait_ready
+from tests.integration.helpers import create_issuer, wait_ready
 from tests.integration.requests_helpers import (
     approve_csr,
     create_csr,
@@ -26,6 +26,7 @@ from tests.integration.requests_helpers import (
     reference_grant,
     wait_csr_certificate,
 )
+from tests.support.tools import kubectl
 
 pytestmark = pytest.mark.usefixtures("operator")
 

@@ -18,13 +18,7 @@ from keyward.kube.resources import CERTIFICATE_REQUESTS, CERTIFICATES, CSRS, EVE
 from keyward.sandbox.certmanager import approve, deny
 from keyward.sandbox.runner import Sandbox
 from tests.integration.conftest import OperatorRunner
-from tests.integration.helpers import (
-    create_issuer,
-    openssl_verify,
-    ready_condition,
-    ready_issuer_ca,
-    wait_for,
-)
+from tests.integration.helpers import create_issuer, openssl_verify, ready_condition, ready_issuer_ca
 from tests.integration.requests_helpers import (
     CertificatesSeen,
     approve_csr,
@@ -40,6 +34,7 @@ from tests.integration.requests_helpers import (
     wait_request,
     weak_rsa_csr,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
 

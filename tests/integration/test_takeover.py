@@ -33,14 +33,12 @@ from keyward.kube.resources import (
 from keyward.sandbox.certmanager import approve
 from keyward.sandbox.runner import Sandbox
 from tests.integration.conftest import OperatorRunner
-from tests.integration.est_peers import RunningEst, basic_auth_secret, cacert, serving
+from tests.integration.est_peers import RunningEst, basic_auth_secret, serving
 from tests.integration.helpers import (
     create_issuer,
-    object_blocks,
     openssl_verify,
     ready_condition,
     token_objects,
-    wait_for,
     wait_ready,
 )
 from tests.integration.requests_helpers import (
@@ -52,8 +50,6 @@ from tests.integration.requests_helpers import (
     wait_request,
 )
 from tests.integration.upstream_state import (
-    b64,
-    pem,
     seed_ca_in_token,
     seed_ca_secret,
     seed_est_issuer_ready,
@@ -62,7 +58,9 @@ from tests.integration.upstream_state import (
     seed_issuer_status,
     seed_quote_attestation,
 )
-from tests.unit.est.helpers import Issuer, ec_key, name
+from tests.support.pki import Issuer, b64, cacert, ec_key, name, pem
+from tests.support.tools import object_blocks
+from tests.support.waiting import wait_for
 
 
 async def gone(kube: Kube, resource: Any, name: str, namespace: str | None) -> bool:

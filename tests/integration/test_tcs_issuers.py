@@ -17,13 +17,12 @@ from tests.integration.conftest import OPERATOR_NAMESPACE
 from tests.integration.helpers import (
     ca_from_secret,
     create_issuer,
-    kubectl,
-    object_blocks,
     ready_condition,
     token_objects,
-    wait_for,
     wait_ready,
 )
+from tests.support.tools import kubectl, object_blocks
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
 

@@ -15,12 +15,12 @@ from tests.integration.conftest import OperatorRunner
 from tests.integration.helpers import (
     ca_from_secret,
     create_issuer,
-    object_blocks,
     ready_condition,
     token_objects,
-    wait_for,
     wait_ready,
 )
+from tests.support.tools import object_blocks
+from tests.support.waiting import wait_for
 
 
 async def _gone(kube: Kube, name: str, namespace: str) -> bool:

@@ -44,17 +44,12 @@ from keyward.sandbox.certmanager import approve
 from keyward.sandbox.operator_process import OperatorProcess, operator_command
 from keyward.sandbox.runner import Sandbox, SandboxOptions
 from tests.integration.conftest import OPERATOR_NAMESPACE
-from tests.integration.est_peers import RunningEst, cacert, serving
-from tests.integration.helpers import (
-    kubectl,
-    object_blocks,
-    openssl_verify,
-    ready_condition,
-    token_objects,
-    wait_for,
-)
+from tests.integration.est_peers import RunningEst, serving
+from tests.integration.helpers import openssl_verify, ready_condition, token_objects
 from tests.integration.pod_files import in_pod
-from tests.unit.est.helpers import Issuer
+from tests.support.pki import Issuer, cacert
+from tests.support.tools import kubectl, object_blocks
+from tests.support.waiting import wait_for
 
 UPSTREAM = Path(__file__).parent.parent / "data" / "upstream"
 TCS = UPSTREAM / "tcs" / "deployment"

@@ -16,7 +16,6 @@ the issuer's status.estissuer_create.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import subprocess
 import sys
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from keyward.kube.client import Kube
 from keyward.kube.resources import (
@@ -36,16 +34,9 @@ from keyward.kube.resources import (
     SECRETS,
     TCS_SEED_FINALIZER,
 )
+from tests.support.pki import b64, pem
 
 KOPF_LAST_HANDLED = "kopf.zalando.org/last-handled-configuration"
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def pem(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(Encoding.PEM)
 
 
 def seed_time(moment: datetime) -> str:

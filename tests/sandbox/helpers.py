@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime
 import json
-import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from keyward.sandbox.apiserver import ApiServer
+from tests.support.pki import b64, ec_key, make_csr, pem, self_signed_ca
+from tests.support.tools import ToolRun, kubectl
 
 HERE = Path(__file__).parent
 TEST_CRDS = HERE / "widgets-crd.yaml"
@@ -38,10 +34,6 @@ def http_client(server: ApiServer, token: str | None = None, **options: Any) -> 
     )
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -49,13 +41,6 @@ def unique(prefix: str) -> str:
 def widget(name: str, **spec: Any) -> dict[str, Any]:
     spec.setdefault("host", "svc.example")
     return {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec}
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    """Poll ``condition`` (an API read) until it holds; TimeoutError after ``within`` seconds."""
-    async with asyncio.timeout(within):
-        while not await condition():  # noqa: ASYNC110 - polling the API is the point here
-            await asyncio.sleep(0.02)
 
 
 class WatchStream:
@@ -110,31 +95,18 @@ class Pki:
     """Test keys, CSRs and certificates (never the project's real PKI code)."""
 
     def __init__(self) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.key = ec_key()
 
     def csr_pem(self, common_name: str = "demo") -> bytes:
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(self.key, hashes.SHA256())
-        return csr.public_bytes(serialization.Encoding.PEM)
+        return pem(make_csr(self.key, common_name))
 
     def certificate_pem(self, common_name: str = "demo") -> bytes:
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(self.key, hashes.SHA256())
-        )
-        return certificate.public_bytes(serialization.Encoding.PEM)
+        """A self-signed certificate without extensions."""
+        return pem(self_signed_ca(self.key, common_name, ca=None, valid_since=datetime.timedelta(0)))
 
     def csr_object(self, name: str, **spec: Any) -> dict[str, Any]:
         body = {
-            "request": base64.b64encode(self.csr_pem()).decode(),
+            "request": b64(self.csr_pem()),
             "signerName": "example.com/sandbox-test",
             "usages": ["digital signature", "client auth"],
             **spec,
@@ -151,14 +123,7 @@ class Kubectl:
     """The real kubectl binary, pointed at the sandbox with the kubeconfig it wrote."""
 
     def __init__(self, kubeconfig: Path, cache: Path) -> None:
-        self.base = ["kubectl", "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache)]
+        self.base = ["--kubeconfig", str(kubeconfig), "--cache-dir", str(cache)]
 
-    async def __call__(
-        self, *args: str, stdin: str | None = None, ok: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        done = await asyncio.to_thread(
-            subprocess.run, [*self.base, *args], input=stdin, capture_output=True, text=True, timeout=60
-        )
-        if ok:
-            assert done.returncode == 0, f"kubectl {' '.join(args)} failed: {done.stderr}"
-        return done
+    async def __call__(self, *args: str, stdin: str | None = None, ok: bool = True) -> ToolRun:
+        return await kubectl(*args, input_text=stdin, check=ok, base=self.base)

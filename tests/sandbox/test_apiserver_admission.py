@@ -23,8 +23,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from keyward.kube.crds import cert_manager_crds_path, crd_dir
 from keyward.sandbox.apiserver import ApiServer
+from tests.support.pki import b64
 
-from .helpers import CSRS, Pki, b64, http_client, unique
+from .helpers import CSRS, Pki, http_client, unique
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 SIGNER = "example.com/sandbox-test"

@@ -6,7 +6,9 @@ from typing import Any
 
 import httpx
 
-from .helpers import WIDGETS, unique, wait_for, widget
+from tests.support.waiting import wait_for
+
+from .helpers import WIDGETS, unique, widget
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 

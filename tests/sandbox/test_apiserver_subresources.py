@@ -5,7 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from .helpers import CSRS, WIDGETS, Pki, b64, unique, widget
+from tests.support.pki import b64
+
+from .helpers import CSRS, WIDGETS, Pki, unique, widget
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 

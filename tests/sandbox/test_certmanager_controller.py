@@ -39,8 +39,7 @@ from keyward.sandbox.certmanager import (
     deny,
     renew,
 )
-
-from .helpers import b64
+from tests.support.pki import b64
 
 T = TypeVar("T")
 Body = dict[str, Any]

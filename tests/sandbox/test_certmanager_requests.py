@@ -34,8 +34,7 @@ from keyward.sandbox.certmanager.keys import (
 from keyward.sandbox.certmanager.policy import check_spec, issuance_trigger, renewal_time
 from keyward.sandbox.certmanager.request import build_csr, csr_pem, identity_from_spec, identity_of
 from keyward.sandbox.certmanager.secret import tls_secret_content
-
-from .helpers import b64
+from tests.support.pki import b64
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 ISSUER = {"name": "my-ca", "kind": "TCSIssuer", "group": "tcs.intel.com"}

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from keyward.sandbox.apiserver import ApiServer
+from tests.support.waiting import wait_for
 
-from .helpers import HERE, WIDGETS, wait_for, widget
+from .helpers import HERE, WIDGETS, widget
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
@@ -84,7 +85,7 @@ async def run_marking_operator(
             items = (await client.get(url)).json()["items"]
             return [i.get("status", {}).get("phase") for i in items] == ["Ready", "Ready"]
 
-        await wait_for(both_ready, within=15)
+        await wait_for(both_ready, timeout=15)
     finally:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
@@ -177,7 +178,7 @@ async def test_kopf_peering_works_with_its_crds_installed_at_runtime(
         async def announced() -> bool:
             return len(await peers()) == 1
 
-        await wait_for(announced, within=15)
+        await wait_for(announced, timeout=15)
         (identity,) = (await peers()).values()
         assert set(identity) == {"priority", "lifetime", "lastseen"}
     finally:

@@ -1,4 +1,4 @@
-"""`keyward est-server` as a subprocess, and curl/openssl/pkcs11-tool as the independent peers."""
+"""`keyward est-server` as a subprocess, with curl and pkcs11-tool (tests.support.tools) as its peers."""
 
 from __future__ import annotations
 
@@ -12,13 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyward.keystore import load_hsm_config
-from tests.unit.est.helpers import Response, curl_trusting, run
+from tests.support.tools import Response, curl_trusting, token_objects
 
 LISTENING = re.compile(r"listening on https://127\.0\.0\.1:(\d+)/")
-
-
-def shell(command: str) -> bytes:
-    return run(["bash", "-c", f"set -euo pipefail; {command}"])
 
 
 @dataclass
@@ -110,10 +106,7 @@ class StandaloneServer:
 
     def token_objects(self) -> str:
         """What pkcs11-tool (OpenSC) sees in the server's token."""
-        config = load_hsm_config(self.state_dir / "hsm.json", env={})
-        env = {**os.environ, "SOFTHSM2_CONF": str(config.softhsm2_conf)}
-        command = ["pkcs11-tool", "--module", config.module, "--token-label", config.token_label]
-        return run([*command, "--login", "--pin", config.user_pin, "-O"], env=env).decode()
+        return token_objects(load_hsm_config(self.state_dir / "hsm.json", env={}))
 
 
 def private_key_objects(listing: str) -> int:

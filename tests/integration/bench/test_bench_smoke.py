@@ -7,25 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.tools import ToolRun
+from tests.support.tools import keyward as run_keyward
 
-def keyward(
-    *args: str, timeout: float = 150, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keyward", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-        check=False,
-    )
+
+def keyward(*args: str, env: dict[str, str] | None = None) -> ToolRun:
+    """The keyward command, with room for a whole benchmark run."""
+    return run_keyward(*args, env=env, timeout=150)
 
 
 def assert_rate(rate: dict[str, Any]) -> None:

@@ -29,7 +29,9 @@ from keyward.issuers.tcs.est_ca import issue_tls_server_certificate
 from keyward.keystore import KeySpec, TokenKeyStore, create_softhsm_store
 from keyward.pki.profile import IssuerPolicy
 from tests.support.estserver import StandaloneServer
-from tests.unit.est.helpers import Issuer, ec_key, key_pem, name, openssl_csr_in, pem, run
+from tests.support.pki import Issuer, ec_key, key_pem, name, pem
+from tests.support.tools import run
+from tests.unit.est.helpers import openssl_csr_in
 
 SERVER_AUTH = ("extendedKeyUsage=serverAuth",)
 

@@ -13,7 +13,6 @@ import signal
 import socket
 import ssl
 import stat
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +38,7 @@ from keyward.keystore import HsmConfig
 from keyward.pki.issue import CertificateAuthority
 from keyward.pki.profile import IssuerPolicy
 from tests.support.estserver import StandaloneServer
+from tests.support.waiting import wait_until
 from tests.unit.est.helpers import openssl_csr_in
 
 SERVING = 2
@@ -58,13 +58,6 @@ def serving_pids(server: StandaloneServer) -> set[int]:
     return set(with_children(server.process.pid)[1:])
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def enroll_status(server: StandaloneServer, csr: Path) -> int:
     return server.curl("simpleenroll", "-u", f"est:{server.password}", data=csr).status
 
@@ -81,10 +74,10 @@ def test_every_serving_process_enrolls_and_one_that_dies_is_replaced(
 
     victim = min(first)
     os.kill(victim, signal.SIGKILL)  # what a crashing PKCS#11 module does
-    wait_for(lambda: victim not in serving_pids(est))
+    wait_until(lambda: victim not in serving_pids(est), timeout=30)
     assert [enroll_status(est, csr) for _ in range(4)] == [200] * 4, "the others serve meanwhile"
-    wait_for(lambda: len(serving_pids(est)) == SERVING)
-    wait_for(lambda: "is serving again" in est.log())
+    wait_until(lambda: len(serving_pids(est)) == SERVING, timeout=30)
+    wait_until(lambda: "is serving again" in est.log(), timeout=30)
     assert f"(pid {victim}) was killed by signal 9; starting another" in est.log()
     assert [enroll_status(est, csr) for _ in range(6)] == [200] * 6
 
@@ -95,8 +88,8 @@ def test_a_serving_process_told_to_terminate_finishes_cleanly_and_is_replaced(
     csr, _ = openssl_csr_in(tmp_path, "device", "/CN=device")
     victim = min(serving_pids(est))
     os.kill(victim, signal.SIGTERM)  # what a service manager sends to every process of the group
-    wait_for(lambda: f"(pid {victim}) exited (0); starting another" in est.log())
-    wait_for(lambda: len(serving_pids(est)) == SERVING and victim not in serving_pids(est))
+    wait_until(lambda: f"(pid {victim}) exited (0); starting another" in est.log(), timeout=30)
+    wait_until(lambda: len(serving_pids(est)) == SERVING and victim not in serving_pids(est), timeout=30)
     assert [enroll_status(est, csr) for _ in range(4)] == [200] * 4
 
 
@@ -112,7 +105,7 @@ def test_serving_processes_of_a_killed_server_exit_and_free_the_port(est: Standa
     children = serving_pids(est)
     est.process.kill()
     est.process.wait()
-    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=15)
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=15)
     with socket.create_server(("127.0.0.1", est.port)):
         pass  # nobody holds the port any more
 

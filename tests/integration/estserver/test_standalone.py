@@ -19,7 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from tests.support.estserver import StandaloneServer, private_key_objects, run, shell
+from tests.support.estserver import StandaloneServer, private_key_objects
+from tests.support.tools import run, shell
 from tests.unit.est.helpers import openssl_csr_in
 
 PRINT_CERTS = "openssl pkcs7 -inform DER -print_certs"

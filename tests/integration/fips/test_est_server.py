@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from tests.support.estserver import StandaloneServer
 from tests.support.fips import fips_environment, provider_version
-from tests.unit.est.helpers import run
+from tests.support.tools import run
 
 FIPS_REFUSAL = "which FIPS mode does not allow"
 

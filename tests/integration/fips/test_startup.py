@@ -9,16 +9,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.fips import PROVIDER_DIR, fips_environment, plain_environment, provider_version
-
-
-def keyward(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keyward", *args], env=env, capture_output=True, text=True, timeout=60
-    )
+from tests.support.tools import keyward
 
 
 def test_fips_check_names_the_provider_both_libraries_run() -> None:
-    checked = keyward("fips-check", env=fips_environment())
+    checked = keyward("fips-check", base_env=fips_environment())
     assert checked.returncode == 0, checked.stderr
     line = checked.stdout.strip()
     assert line.startswith(f"FIPS mode: OpenSSL FIPS Provider {provider_version()} ")
@@ -61,7 +56,7 @@ def test_start_without_the_provider_is_refused_in_one_line(
     tmp_path: Path, command: list[str], switch: dict[str, str]
 ) -> None:
     args = [arg.format(tmp=tmp_path) for arg in command]
-    refused = keyward(*args, env=plain_environment(**switch))
+    refused = keyward(*args, base_env=plain_environment(**switch))
     assert refused.returncode == 2
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1, refused.stderr
@@ -77,14 +72,14 @@ def test_a_configuration_without_fips_default_properties_is_refused(tmp_path: Pa
     text = (PROVIDER_DIR / "openssl.cnf").read_text()
     config.write_text(text.replace("default_properties = fips=yes", "default_properties = "))
     config.write_text(config.read_text().replace("base = base_sect", "base = base_sect\ndefault = base_sect"))
-    refused = keyward("fips-check", env=fips_environment(OPENSSL_CONF=str(config)))
+    refused = keyward("fips-check", base_env=fips_environment(OPENSSL_CONF=str(config)))
     assert refused.returncode == 2
     assert "does not run with FIPS default properties (fips=yes)" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
 
 
 def test_a_missing_provider_module_is_refused(tmp_path: Path) -> None:
-    refused = keyward("fips-check", env=fips_environment(OPENSSL_MODULES=str(tmp_path)))
+    refused = keyward("fips-check", base_env=fips_environment(OPENSSL_MODULES=str(tmp_path)))
     assert refused.returncode == 2
     line = refused.stderr.strip()
     assert line.startswith("keyward: error: FIPS mode:"), line

@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.unit.cli.test_cli import keyward, one_error_line
-from tests.unit.keystore.helpers import self_signed_ca
+from tests.support.pki import self_signed_ca
+from tests.support.tools import keyward, one_error_line
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 

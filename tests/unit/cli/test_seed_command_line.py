@@ -23,7 +23,7 @@ from keyward.errors import UserError
 from keyward.host import ListenAddress
 from keyward.keystore.config import SOFTHSM2_MODULE, load_hsm_config
 from keyward.operator.settings import Settings, load_settings
-from tests.unit.cli.test_cli import keyward, one_error_line
+from tests.support.tools import keyward, one_error_line
 
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what the seed's ":8082" means
 UPSTREAM = Path(__file__).resolve().parents[2] / "data" / "upstream"

@@ -7,103 +7,27 @@ import hmac
 import ipaddress
 import socket
 import ssl
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from keyward.est.server import AuditRecord, EstServer, ServerTls
 from keyward.est.server.ca import ClientIdentity, EnrollPending, EnrollRejected
 from keyward.est.wire import CsrAttrs
+from tests.support.pki import Issuer, ec_key, key_pem, name, pem
+from tests.support.tools import Response, curl_trusting, run
 
 T = TypeVar("T")
 PASSWORD = "s3cret-Passw0rd"
 USER = "est"
-
-
-def name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def pem(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
-def key_pem(key: CertificateIssuerPrivateKeyTypes) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def ec_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-@dataclass
-class Issuer:
-    certificate: x509.Certificate
-    key: CertificateIssuerPrivateKeyTypes
-
-    @classmethod
-    def self_signed(cls, common_name: str) -> Issuer:
-        key = ec_key()
-        now = datetime.now(UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name(common_name))
-            .issuer_name(name(common_name))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(hours=1))
-            .not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(certificate, key)
-
-    def issue(
-        self,
-        subject: x509.Name,
-        public_key: Any,
-        sans: Sequence[x509.GeneralName] = (),
-        *,
-        usages: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.CLIENT_AUTH,),
-        lifetime: timedelta = timedelta(days=1),
-        not_before: datetime | None = None,
-    ) -> x509.Certificate:
-        start = not_before or datetime.now(UTC) - timedelta(minutes=5)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self.certificate.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(start + lifetime)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.certificate.public_key()),
-                critical=False,
-            )
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-        return builder.sign(self.key, hashes.SHA256())
 
 
 class MemoryCa:
@@ -254,57 +178,9 @@ class RunningServer:
         return f"https://127.0.0.1:{self.port}/.well-known/est/{path}"
 
 
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode(errors="replace")
-
-
-def run(
-    args: Sequence[str | Path],
-    *,
-    input: bytes | None = None,
-    check: bool = True,
-    env: dict[str, str] | None = None,
-) -> bytes:
-    """Run a peer; on failure the error shows its stderr (the tests' own inputs hold no secrets)."""
-    completed = subprocess.run(
-        [str(a) for a in args], input=input, capture_output=True, timeout=60, env=env, check=False
-    )
-    if check and completed.returncode != 0:
-        stderr = completed.stderr.decode(errors="replace")[-2000:]
-        raise AssertionError(f"{args[0]} failed ({completed.returncode}): {stderr}")
-    return completed.stdout
-
-
 def curl(pki: Pki, url: str, *options: str | Path, data: Path | None = None) -> Response:
     """One request with curl, trusting only the test TLS root (the Explicit TA of RFC 7030)."""
     return curl_trusting(pki.files["tls-root"], pki.directory, url, *options, data=data)
-
-
-def curl_trusting(
-    trust: Path, workdir: Path, url: str, *options: str | Path, data: Path | None = None
-) -> Response:
-    """One request with curl that trusts only the CA certificates in ``trust``; the answer's body and
-    headers pass through files in ``workdir``."""
-    body_file = workdir / "curl-body.out"
-    head_file = workdir / "curl-head.out"
-    args: list[str | Path] = ["curl", "-sS", "--cacert", trust, "-o", body_file]
-    args += ["-D", head_file, "-w", "%{http_code}", *options]
-    if data is not None:
-        args += ["--data-binary", f"@{data}"]
-    status = run([*args, url]).decode().strip()
-    headers: dict[str, str] = {}
-    for line in head_file.read_text(errors="replace").splitlines()[1:]:
-        key, colon, value = line.partition(":")
-        if colon:
-            headers[key.strip().lower()] = value.strip()
-    return Response(int(status), headers, body_file.read_bytes())
 
 
 def openssl_csr(
@@ -371,18 +247,6 @@ def closed_by_server(connection: socket.socket, within: float = 5.0) -> bool:
     return False
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 def get_cacerts(connection: ssl.SSLSocket) -> bytes:
     connection.sendall(b"GET /.well-known/est/cacerts HTTP/1.1\r\nHost: localhost\r\n\r\n")
     return connection.recv(65536)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """``wait_for`` for async tests: the test's own event loop keeps running meanwhile."""
-    await asyncio.to_thread(wait_for, condition, timeout)

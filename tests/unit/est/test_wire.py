@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from keyward.est import wire
 from keyward.est.wire import CsrAttribute, CsrAttrs, WireError
+from tests.support.pki import Issuer, ec_key, name
 
 from .conftest import RFC7030_CSRATTRS
-from .helpers import Issuer, ec_key, name
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ISSUERS = [Issuer.self_signed(f"Pool CA {i}") for i in range(3)]

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from keyward.est.client import EstError
 from keyward.issuers.est.issuer import SecretLookup
 from keyward.issuers.objects import SecretView
-from tests.unit.est.helpers import Issuer, ec_key, key_pem, name, pem
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def cacert(*certificates: x509.Certificate) -> str:
-    return b64(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates))
+from tests.support.pki import Issuer, b64, cacert, ec_key, key_pem, name, pem
 
 
 def spec(anchor: x509.Certificate, **extra: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import struct
 
 from asn1crypto import core
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
@@ -61,7 +61,3 @@ def sgx_csr(
     for oid, value in extensions.items():
         builder = builder.add_extension(x509.UnrecognizedExtension(oid, value), critical=False)
     return builder.sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
-
-
-def pem(csr: x509.CertificateSigningRequest) -> bytes:
-    return csr.public_bytes(serialization.Encoding.PEM)

@@ -17,7 +17,7 @@ from keyward.issuers.est.issuer import (
     check_est_issuer,
     load_credentials,
 )
-from tests.unit.est.helpers import Issuer, name
+from tests.support.pki import Issuer, name
 
 from .est_fixtures import FakeServer, b64, basic_secret, cacert, lookup, spec, tls_secret
 

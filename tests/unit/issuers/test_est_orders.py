@@ -38,7 +38,7 @@ from keyward.issuers.est.orders import (
 )
 from keyward.issuers.objects import OrderView, OwnerReference, SecretView
 from keyward.issuers.signer_names import IssuerRef
-from tests.unit.est.helpers import Issuer, ec_key, name
+from tests.support.pki import Issuer, ec_key, name
 
 from .est_fixtures import tls_secret
 

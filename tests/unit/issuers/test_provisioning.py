@@ -22,7 +22,7 @@ from keyward.issuers.tcs.attestation import (
 from keyward.issuers.tcs.ca import KnownCa, TcsIssuerSpec
 from keyward.issuers.tcs.provisioning import ProvisioningFailed, check_certificate, read_delivery
 from keyward.keystore import KeySpec
-from tests.unit.keystore.helpers import self_signed_ca
+from tests.support.pki import self_signed_ca
 
 SIGNER = "tcsissuer.tcs.intel.com/apps.my-ca"
 

@@ -26,8 +26,9 @@ from keyward.issuers.tcs.quotes import (
 from keyward.pki.errors import RequestError
 from keyward.pki.issue import CertificateAuthority, IssuedCertificate, self_signed_ca
 from keyward.pki.profile import IssuerPolicy
+from tests.support.pki import pem
 
-from .sgx_requests import base64_string, exported_public_key, pem, sgx_csr, sgx_quote
+from .sgx_requests import base64_string, exported_public_key, sgx_csr, sgx_quote
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ from pkcs11 import Attribute, KeyType, ObjectClass
 from keyward.keystore import KeyExists, KeySpec, TokenKeyStore, TokenPrivateKey
 from keyward.keystore.objects import ec_parameters, new_key_id
 from keyward.keystore.store import PENDING_SUFFIX
-
-from .helpers import self_signed_ca
+from tests.support.pki import self_signed_ca
 
 SPEC = KeySpec("ECDSA", 256)
 

@@ -28,8 +28,10 @@ from keyward.keystore import (
 )
 from keyward.keystore.objects import new_key_id, rsa_public_key
 from keyward.keystore.unwrap import wrapping_label
+from tests.support.pki import self_signed_ca
+from tests.support.tools import pkcs11_tool
 
-from .helpers import pkcs11_tool, self_signed_ca, wrap_for_token
+from .helpers import wrap_for_token
 from .test_store import object_block, pkcs11_tool_objects
 
 SECRET = b"session key meant for the CA key's owner only"

@@ -13,8 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from keyward.keystore import KeystoreError, TokenKeyStore
 from keyward.pki.keywrap import check_wrapped_size, oaep_sha1, wrap_private_key
+from tests.support.pki import self_signed_ca
+from tests.support.tools import openssl
 
-from .helpers import CAPrivateKey, openssl, openssl_wrap, self_signed_ca
+from .helpers import CAPrivateKey, openssl_wrap
 
 
 def _pem(key: CAPrivateKey, path: Path) -> Path:
@@ -89,7 +91,7 @@ def test_a_traditional_der_key_is_not_a_wrapped_pkcs8_key(
     """openssl's ``pkey -outform DER`` writes an RSA key as PKCS#1, which the token refuses to unwrap."""
     public_key = store.generate_wrapping_key(label)
     ca_key = rsa.generate_private_key(65537, 2048)
-    swk_hex = openssl("rand", "-hex", "32").strip()
+    swk_hex = openssl("rand", "-hex", "32").stdout.strip()
     traditional = serialization.PrivateFormat.TraditionalOpenSSL
     (tmp_path / "ca.der").write_bytes(
         ca_key.private_bytes(serialization.Encoding.DER, traditional, serialization.NoEncryption())

@@ -20,8 +20,7 @@ from keyward.keystore import (
     TokenRSAPrivateKey,
     UnsupportedOperation,
 )
-
-from .helpers import self_signed_ca
+from tests.support.pki import self_signed_ca
 
 
 def openssl_verifies_self_signed(cert: x509.Certificate, tmp_path: Path) -> bool:

@@ -16,28 +16,16 @@ from keyward.keystore import (
     TokenKeyStore,
     TokenRSAPrivateKey,
 )
-
-from .helpers import pkcs11_tool, self_signed_ca
-
-
-def pkcs11_tool_objects(config: HsmConfig) -> str:
-    """``pkcs11-tool -O`` as a user would run it."""
-    listing = pkcs11_tool(config, "-O")
-    assert listing.returncode == 0, "pkcs11-tool -O failed"
-    return listing.stdout
+from tests.support.pki import self_signed_ca
+from tests.support.tools import object_blocks
+from tests.support.tools import token_objects as pkcs11_tool_objects
 
 
 def object_block(listing: str, kind: str, label: str) -> str:
     """The lines pkcs11-tool prints for the object of this kind (e.g. 'Private Key Object') and label."""
-    blocks: list[list[str]] = []
-    for line in listing.splitlines():
-        if line and not line.startswith(" "):
-            blocks.append([line])
-        elif blocks:
-            blocks[-1].append(line.strip())
-    for block in blocks:
-        if block[0].startswith(kind) and f"label:      {label}" in block:
-            return "\n".join(block)
+    for block in object_blocks(listing, label):
+        if block.startswith(kind):
+            return "\n".join(line.strip() for line in block.splitlines())
     return ""
 
 

@@ -21,8 +21,9 @@ from keyward.keystore import (
     TokenRSAPrivateKey,
     UnsupportedOperation,
 )
+from tests.support.pki import self_signed_ca
 
-from .helpers import self_signed_ca, wrap_for_token
+from .helpers import wrap_for_token
 from .test_store import object_block, pkcs11_tool_objects
 
 

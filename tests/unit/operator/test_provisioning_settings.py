@@ -7,7 +7,7 @@ import pytest
 
 from keyward.errors import UserError
 from keyward.operator.settings import load_settings
-from tests.unit.cli.test_cli import keyward, one_error_line
+from tests.support.tools import keyward, one_error_line
 
 
 def test_defaults_are_the_seeds() -> None:

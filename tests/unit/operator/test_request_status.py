@@ -9,7 +9,7 @@ from cryptography import x509
 
 from keyward.operator.requests import CertificateRequests, Csrs
 from keyward.pki.pem import split_chain
-from tests.unit.est.helpers import Issuer, ec_key, name
+from tests.support.pki import Issuer, ec_key, name
 
 
 def _chain() -> tuple[x509.Certificate, x509.Certificate, x509.Certificate]:

@@ -9,8 +9,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from keyward.pki.issue import CertificateAuthority, self_signed_ca
+from tests.support.pki import name
 
-from .helpers import NOW, name
+from .helpers import NOW
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.x509.oid import NameOID
 
 from keyward.pki.issue import CertificateAuthority, self_signed_ca, signature_hash, subject_from_spec
+from tests.support.pki import name
 
-from .helpers import NOW, extension, name, validity
+from .helpers import NOW, extension, validity
 
 
 def test_self_signed_ca_extensions_and_validity(ca: CertificateAuthority) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from keyward.pki.pem import is_self_signed, split_chain
-from tests.unit.est.helpers import Issuer, ec_key, name
+from tests.support.pki import Issuer, ec_key, name
 
 
 def test_the_root_goes_to_ca_and_never_into_the_chain() -> None:

@@ -13,8 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from keyward.pki.csr import NOT_A_CSR, decode_request_field, load_csr
 from keyward.pki.errors import RequestError
 from keyward.pki.issue import CertificateAuthority
-
-from .helpers import der, make_csr, pem
+from tests.support.pki import der, make_csr, pem
 
 
 def test_loads_pem(leaf_key: ec.EllipticCurvePrivateKey) -> None:

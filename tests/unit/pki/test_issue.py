@@ -27,8 +27,9 @@ from keyward.pki.issue import (
     self_signed_ca,
 )
 from keyward.pki.profile import IssuerPolicy, RequestProfile
+from tests.support.pki import make_csr, name
 
-from .helpers import NOW, extension, issue, make_csr, name, plain_ca, validity
+from .helpers import NOW, extension, issue, plain_ca, validity
 
 SANS: list[x509.GeneralName] = [
     x509.DNSName("app.example"),

@@ -17,8 +17,8 @@ from keyward.pki.errors import RequestError
 from keyward.pki.issue import CertificateAuthority, IssuedCertificate, issue_certificate, self_signed_ca
 from keyward.pki.profile import IssuerPolicy, RequestProfile
 from keyward.pki.usages import EXTENDED_KEY_USAGES
-
-from .helpers import make_csr, name, openssl, pem
+from tests.support.pki import make_csr, name, pem
+from tests.support.tools import openssl
 
 SANS: list[x509.GeneralName] = [
     x509.DNSName("app.example"),
@@ -63,10 +63,10 @@ def test_openssl_verifies_issued_certificates(
     issued = issue(make_csr(leaf_key, "app.example", sans=SANS), live_ca)
     ca_pem = write(tmp_path / "ca.pem", issued.ca_pem())
     leaf_pem = write(tmp_path / "leaf.pem", issued.leaf_pem())
-    result = openssl("verify", "-CAfile", ca_pem, "-purpose", "sslserver", leaf_pem)
+    result = openssl("verify", "-CAfile", ca_pem, "-purpose", "sslserver", leaf_pem, check=False)
     assert result.returncode == 0, result.stderr + result.stdout
     assert f"{leaf_pem}: OK" in result.stdout
-    ca_self = openssl("verify", "-CAfile", ca_pem, ca_pem)
+    ca_self = openssl("verify", "-CAfile", ca_pem, ca_pem, check=False)
     assert ca_self.returncode == 0, ca_self.stderr + ca_self.stdout
 
 
@@ -74,7 +74,9 @@ def test_openssl_shows_sans_usages_and_constraints(
     tmp_path: Path, live_ca: CertificateAuthority, leaf_key: ec.EllipticCurvePrivateKey
 ) -> None:
     issued = issue(make_csr(leaf_key, "app.example", sans=SANS), live_ca)
-    text = openssl("x509", "-text", "-noout", "-in", write(tmp_path / "leaf.pem", issued.leaf_pem())).stdout
+    text = openssl(
+        "x509", "-text", "-noout", "-in", write(tmp_path / "leaf.pem", issued.leaf_pem()), check=False
+    ).stdout
     for expected in (
         "DNS:app.example",
         "IP Address:10.0.0.1",
@@ -99,7 +101,9 @@ def test_openssl_names_every_extended_usage(
     ca = CertificateAuthority(self_signed_ca(ec_key, name("CA"), timedelta(days=1)), ec_key)
     every = IssuerPolicy(allowed_extended_usages=frozenset(EXTENDED_KEY_USAGES))
     issued = issue(make_csr(leaf_key), ca, RequestProfile(usages=tuple(EXTENDED_KEY_USAGES)), every)
-    text = openssl("x509", "-text", "-noout", "-in", write(tmp_path / "leaf.pem", issued.leaf_pem())).stdout
+    text = openssl(
+        "x509", "-text", "-noout", "-in", write(tmp_path / "leaf.pem", issued.leaf_pem()), check=False
+    ).stdout
     for expected in (
         "Any Extended Key Usage",
         "TLS Web Server Authentication",
@@ -140,16 +144,17 @@ def test_requests_written_by_openssl_are_issued(
         form,
         "-out",
         request,
+        check=False,
     )
     assert made.returncode == 0, made.stderr
     csr = load_csr(request.read_bytes())
     issued = issue(csr, live_ca)
     assert issued.certificate.subject.rfc4514_string() == "CN=openssl.example,O=Example"
     leaf = write(tmp_path / "leaf.pem", issued.leaf_pem())
-    result = openssl("verify", "-CAfile", write(tmp_path / "ca.pem", issued.ca_pem()), leaf)
+    result = openssl("verify", "-CAfile", write(tmp_path / "ca.pem", issued.ca_pem()), leaf, check=False)
     assert result.returncode == 0, result.stderr + result.stdout
-    matches = openssl("x509", "-noout", "-pubkey", "-in", leaf).stdout
-    assert matches == openssl("pkey", "-pubout", "-in", tmp_path / "key.pem").stdout
+    matches = openssl("x509", "-noout", "-pubkey", "-in", leaf, check=False).stdout
+    assert matches == openssl("pkey", "-pubout", "-in", tmp_path / "key.pem", check=False).stdout
 
 
 def test_weak_openssl_request_is_refused(tmp_path: Path) -> None:
@@ -166,6 +171,7 @@ def test_weak_openssl_request_is_refused(tmp_path: Path) -> None:
         "/CN=weak.example",
         "-out",
         request,
+        check=False,
     )
     assert made.returncode == 0, made.stderr
     with pytest.raises(RequestError, match="RSA-1024"):
@@ -190,6 +196,7 @@ def test_openssl_verifies_a_chain_through_an_allowed_sub_ca(
         "-untrusted",
         chain,
         write(tmp_path / "leaf.pem", issued.leaf_pem()),
+        check=False,
     )
     assert result.returncode == 0, result.stderr + result.stdout
 
@@ -217,6 +224,7 @@ def test_openssl_refuses_certificates_signed_by_a_leaf(
         "-untrusted",
         write(tmp_path / "leaf.pem", pem(leaf)),
         write(tmp_path / "forged.pem", pem(forged)),
+        check=False,
     )
     assert result.returncode != 0
     assert "invalid CA certificate" in result.stdout + result.stderr

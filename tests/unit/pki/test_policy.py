@@ -19,8 +19,9 @@ from keyward.pki.issue import CertificateAuthority
 from keyward.pki.policy import DEFAULT_EXTENDED_USAGES, IssuerPolicy
 from keyward.pki.profile import RequestProfile
 from keyward.pki.usages import EXTENDED_KEY_USAGES
+from tests.support.pki import make_csr, pem
 
-from .helpers import extension, issue, make_csr, pem
+from .helpers import extension, issue
 
 
 def subject(*pairs: tuple[ObjectIdentifier, str]) -> x509.Name:

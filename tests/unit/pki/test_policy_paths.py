@@ -8,8 +8,6 @@ from collections.abc import Callable
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
@@ -21,7 +19,7 @@ from keyward.issuers.tcs.est_ca import TcsEstCa, issue_tls_server_certificate
 from keyward.pki.errors import PolicyViolation
 from keyward.pki.issue import CertificateAuthority
 from keyward.pki.policy import IssuerPolicy
-from tests.support.pki import ThreadWorkers
+from tests.support.pki import ThreadWorkers, make_csr
 
 POLICY = IssuerPolicy(allowed_dns_names=("*.apps.example",))
 ADMIN = x509.Name(
@@ -32,12 +30,6 @@ ADMIN = x509.Name(
 )
 ALLOWED = [x509.DNSName("web.apps.example")]
 ELSEWHERE = [x509.DNSName("web.other.example")]
-
-
-def csr(subject: x509.Name, names: list[x509.GeneralName]) -> x509.CertificateSigningRequest:
-    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
-    builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return builder.sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
 
 
 def certificate_request(request: x509.CertificateSigningRequest) -> RequestFields:
@@ -67,15 +59,15 @@ def test_kubernetes_requests_go_through_the_policy(
     decode: Decode,
     shape: Callable[[x509.CertificateSigningRequest], RequestFields],
 ) -> None:
-    issued = decode_and_sign(decode, shape(csr(x509.Name([]), ALLOWED)), ca, POLICY)
+    issued = decode_and_sign(decode, shape(make_csr(subject=x509.Name([]), sans=ALLOWED)), ca, POLICY)
     assert (
         list(issued.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
         == ALLOWED
     )
     with pytest.raises(PolicyViolation, match=r"^policy forbidden-subject-organizations: "):
-        decode_and_sign(decode, shape(csr(ADMIN, ALLOWED)), ca, POLICY)
+        decode_and_sign(decode, shape(make_csr(subject=ADMIN, sans=ALLOWED)), ca, POLICY)
     with pytest.raises(PolicyViolation, match=r"^policy allowed-dns-names: "):
-        decode_and_sign(decode, shape(csr(x509.Name([]), ELSEWHERE)), ca, POLICY)
+        decode_and_sign(decode, shape(make_csr(subject=x509.Name([]), sans=ELSEWHERE)), ca, POLICY)
 
 
 def est_ca(ca: CertificateAuthority) -> TcsEstCa:
@@ -85,22 +77,22 @@ def est_ca(ca: CertificateAuthority) -> TcsEstCa:
 @pytest.mark.parametrize("renewal", [False, True], ids=["simpleenroll", "simplereenroll"])
 async def test_est_enrollment_goes_through_the_policy(ca: CertificateAuthority, renewal: bool) -> None:
     client = ClientIdentity.from_basic("est")
-    (leaf,) = await est_ca(ca).enroll(csr(x509.Name([]), ALLOWED), client, renewal=renewal)
+    (leaf,) = await est_ca(ca).enroll(make_csr(subject=x509.Name([]), sans=ALLOWED), client, renewal=renewal)
     assert leaf.issuer == ca.certificate.subject
     with pytest.raises(EnrollRejected, match=r"^policy forbidden-subject-organizations: "):
-        await est_ca(ca).enroll(csr(ADMIN, ALLOWED), client, renewal=renewal)
+        await est_ca(ca).enroll(make_csr(subject=ADMIN, sans=ALLOWED), client, renewal=renewal)
     with pytest.raises(EnrollRejected, match=r"^policy allowed-dns-names: "):
-        await est_ca(ca).enroll(csr(x509.Name([]), ELSEWHERE), client, renewal=renewal)
+        await est_ca(ca).enroll(make_csr(subject=x509.Name([]), sans=ELSEWHERE), client, renewal=renewal)
 
 
 async def test_est_serverkeygen_goes_through_the_policy(ca: CertificateAuthority) -> None:
     client = ClientIdentity.from_basic("est")
-    _, (leaf,) = await est_ca(ca).server_keygen(csr(x509.Name([]), ALLOWED), client)
+    _, (leaf,) = await est_ca(ca).server_keygen(make_csr(subject=x509.Name([]), sans=ALLOWED), client)
     assert leaf.issuer == ca.certificate.subject
     with pytest.raises(EnrollRejected, match=r"^policy forbidden-subject-organizations: "):
-        await est_ca(ca).server_keygen(csr(ADMIN, ALLOWED), client)
+        await est_ca(ca).server_keygen(make_csr(subject=ADMIN, sans=ALLOWED), client)
     with pytest.raises(EnrollRejected, match=r"^policy allowed-dns-names: "):
-        await est_ca(ca).server_keygen(csr(x509.Name([]), ELSEWHERE), client)
+        await est_ca(ca).server_keygen(make_csr(subject=x509.Name([]), sans=ELSEWHERE), client)
 
 
 def test_the_est_servers_own_certificate_goes_through_the_policy(ca: CertificateAuthority) -> None:

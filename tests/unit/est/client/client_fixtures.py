@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from keyward.est.client import ClientCertificate, EstEndpoint
 from keyward.est.server.tls import server_ssl_context
 from keyward.est.wire import decode_csr, encode_certs_only
+from tests.support.pki import Issuer, ec_key, key_pem, pem
+from tests.support.pki import make_csr as kit_csr
 
-from ..helpers import Issuer, Pki, ec_key, key_pem, name, pem
+from ..helpers import Pki
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOCALHOST_SANS: tuple[x509.GeneralName, ...] = (
@@ -43,12 +43,7 @@ def make_csr(
     common_name: str, key: ec.EllipticCurvePrivateKey | None = None, sans: Sequence[str] = ()
 ) -> tuple[x509.CertificateSigningRequest, ec.EllipticCurvePrivateKey]:
     key = key or ec_key()
-    builder = x509.CertificateSigningRequestBuilder().subject_name(name(common_name))
-    if sans:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), critical=False
-        )
-    return builder.sign(key, hashes.SHA256()), key
+    return kit_csr(key, common_name, [x509.DNSName(s) for s in sans]), key
 
 
 def identity(certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> ClientCertificate:
@@ -57,10 +52,7 @@ def identity(certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> 
 
 def server_identity(issuer: Issuer, sans: Sequence[x509.GeneralName] = LOCALHOST_SANS) -> tuple[bytes, bytes]:
     """(certificate PEM, key PEM) of a TLS server certificate issued by ``issuer``."""
-    key = ec_key()
-    usages = (ExtendedKeyUsageOID.SERVER_AUTH,)
-    certificate = issuer.issue(name("peer"), key.public_key(), sans, usages=usages)
-    return pem(certificate), key_pem(key)
+    return issuer.tls_identity("peer", sans)
 
 
 async def issue_from_body(issuer: Issuer, request: web.Request) -> list[x509.Certificate]:

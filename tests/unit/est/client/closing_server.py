@@ -30,8 +30,9 @@ import h11
 
 from keyward.est.server.tls import server_ssl_context
 from keyward.est.wire import decode_csr, encode_certs_only
+from tests.support.pki import Issuer
 
-from ..helpers import PASSWORD, USER, Issuer, Pki
+from ..helpers import PASSWORD, USER, Pki
 
 Authentication = Literal["basic", "digest", "certificate"]
 REALM = "estrealm"

@@ -13,8 +13,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from keyward.est.client import BasicAuth, EstClient, EstError, Pending
+from tests.support.pki import ec_key, name
 
-from ..helpers import PASSWORD, USER, Pki, ec_key, name
+from ..helpers import PASSWORD, USER, Pki
 from .client_fixtures import (
     PeerFactory,
     endpoint,

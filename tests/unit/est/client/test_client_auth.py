@@ -9,8 +9,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from keyward.est.client import BasicAuth, DigestAuth, EstClient, EstError
+from tests.support.pki import Issuer, ec_key, name
 
-from ..helpers import PASSWORD, USER, Issuer, Pki, ec_key, name
+from ..helpers import PASSWORD, USER, Pki
 from .client_fixtures import (
     PeerFactory,
     endpoint,

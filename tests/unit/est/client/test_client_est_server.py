@@ -11,9 +11,10 @@ from cryptography.hazmat.primitives import serialization
 
 from keyward.est.client import BasicAuth, EstClient, EstEndpoint, EstError, Pending
 from keyward.est.wire import decode_csrattrs
+from tests.support.pki import Issuer, name
 
 from ..conftest import RFC7030_CSRATTRS
-from ..helpers import PASSWORD, USER, Issuer, Pki, RunningServer, name
+from ..helpers import PASSWORD, USER, Pki, RunningServer
 from .client_fixtures import endpoint, identity, make_csr
 
 BASIC = BasicAuth(USER, PASSWORD)

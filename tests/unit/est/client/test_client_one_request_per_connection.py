@@ -12,9 +12,10 @@ from cryptography.hazmat.primitives import serialization
 
 from keyward.est.client import BasicAuth, ClientCertificate, DigestAuth, EstClient, EstError
 from keyward.est.wire import decode_csrattrs
+from tests.support.pki import name
 
 from ..conftest import RFC7030_CSRATTRS
-from ..helpers import PASSWORD, USER, Pki, name
+from ..helpers import PASSWORD, USER, Pki
 from .client_fixtures import endpoint, identity, make_csr
 from .closing_server import Authentication, ClosingEstServer, closing_est_server
 

@@ -12,8 +12,9 @@ from aiohttp import web
 from cryptography import x509
 
 from keyward.est.client import BasicAuth, EstClient, EstEndpoint, EstError
+from tests.support.pki import Issuer, ec_key, name, pem
 
-from ..helpers import PASSWORD, USER, Issuer, Pki, ec_key, name, pem
+from ..helpers import PASSWORD, USER, Pki
 from .client_fixtures import (
     PeerFactory,
     endpoint,

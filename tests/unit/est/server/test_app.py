@@ -15,8 +15,9 @@ from keyward.est.server import AuditRecord, EstCa, EstServer
 from keyward.est.server.auth import chains_to, issued_by_any
 from keyward.est.server.ca import CaUnavailable, ClientIdentity
 from keyward.est.wire import decode_certs_only
+from tests.support.pki import Issuer, ec_key, name
 
-from ..helpers import PASSWORD, USER, Issuer, MemoryCa, ec_key, name
+from ..helpers import PASSWORD, USER, MemoryCa
 
 CSR_BODY = base64.b64encode(
     x509.CertificateSigningRequestBuilder()

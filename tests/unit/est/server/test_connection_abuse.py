@@ -19,6 +19,8 @@ import pytest
 from keyward.est.server import EstTimeouts
 from keyward.est.server.connections import client_address
 from keyward.est.wire import decode_certs_only
+from tests.support.pki import name
+from tests.support.waiting import wait_for, wait_until
 
 from ..conftest import start_server
 from ..helpers import (
@@ -30,12 +32,9 @@ from ..helpers import (
     closed_by_server,
     curl,
     get_cacerts,
-    name,
     openssl_csr,
     tcp_connection,
     tls_connection,
-    until,
-    wait_for,
 )
 
 LEGITIMATE = "127.0.0.2"
@@ -121,7 +120,7 @@ async def test_a_flood_of_idle_connections_from_one_address_does_not_lock_out_an
     held = await flood(pki, guarded.port, 600, "127.0.0.1")
     try:
         assert 0 < len(held) <= PER_CLIENT
-        await until(lambda: guarded.server.active_connections == len(held))
+        await wait_for(lambda: guarded.server.active_connections == len(held))
         enroll_from(pki, guarded, LEGITIMATE, "during-the-flood")
         enroll_from(pki, guarded, LEGITIMATE, "still-during-the-flood")
     finally:
@@ -130,7 +129,7 @@ async def test_a_flood_of_idle_connections_from_one_address_does_not_lock_out_an
     refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusals) == 1, "the first refusal is logged, the next ones are summed up every 10 s"
     assert "from 127.0.0.1" in refusals[0] and "limit per client address" in refusals[0]
-    await until(lambda: guarded.server.active_connections == 0)
+    await wait_for(lambda: guarded.server.active_connections == 0)
 
 
 def test_stalled_handshakes_from_one_address_are_capped_then_dropped(
@@ -138,13 +137,13 @@ def test_stalled_handshakes_from_one_address_are_capped_then_dropped(
 ) -> None:
     stalled = [tcp_connection(guarded.port, "127.0.0.5") for _ in range(PER_CLIENT)]
     try:
-        wait_for(lambda: guarded.server.active_connections == PER_CLIENT)
+        wait_until(lambda: guarded.server.active_connections == PER_CLIENT)
         with tcp_connection(guarded.port, "127.0.0.5") as one_more:
             assert closed_by_server(one_more, within=1.0), "beyond the limit: closed before any TLS"
         enroll_from(pki, guarded, LEGITIMATE, "beside-stalled-handshakes")
         # The handshake deadline (3 s by default) drops every one of them.
         assert all(closed_by_server(connection, within=10.0) for connection in stalled)
-        wait_for(lambda: guarded.server.active_connections == 0)
+        wait_until(lambda: guarded.server.active_connections == 0)
     finally:
         for connection in stalled:
             connection.close()
@@ -152,9 +151,9 @@ def test_stalled_handshakes_from_one_address_are_capped_then_dropped(
 
 def test_a_client_that_never_finishes_its_handshake_is_dropped(pki: Pki, guarded: RunningServer) -> None:
     with stalled_handshake(pki, guarded.port, "127.0.0.4") as connection:
-        wait_for(lambda: guarded.server.active_connections == 1)
+        wait_until(lambda: guarded.server.active_connections == 1)
         assert closed_by_server(connection, within=10.0)
-    wait_for(lambda: guarded.server.active_connections == 0)
+    wait_until(lambda: guarded.server.active_connections == 0)
 
 
 def test_idle_connections_are_closed_first_when_the_cap_is_reached(pki: Pki, small: RunningServer) -> None:
@@ -164,7 +163,7 @@ def test_idle_connections_are_closed_first_when_the_cap_is_reached(pki: Pki, sma
     try:
         for connection in idle:
             assert get_cacerts(connection).startswith(b"HTTP/1.1 200")
-        wait_for(lambda: small.server.active_connections == 4 and small.server.busy_connections == 1)
+        wait_until(lambda: small.server.active_connections == 4 and small.server.busy_connections == 1)
         legitimate = tls_connection(pki, small.port, LEGITIMATE)
         assert get_cacerts(legitimate).startswith(b"HTTP/1.1 200")
         # The longest idle connection of the address holding the most went; the others serve on.
@@ -176,23 +175,23 @@ def test_idle_connections_are_closed_first_when_the_cap_is_reached(pki: Pki, sma
     finally:
         for connection in [busy, *idle, *([legitimate] if legitimate else [])]:
             connection.close()
-    wait_for(lambda: small.server.active_connections == 0)
+    wait_until(lambda: small.server.active_connections == 0)
 
 
 def test_when_every_connection_is_answering_new_ones_are_refused(pki: Pki, small: RunningServer) -> None:
     busy = [busy_request(pki, small.port, "127.0.0.4") for _ in range(4)]
     try:
-        wait_for(lambda: small.server.busy_connections == 4)
+        wait_until(lambda: small.server.busy_connections == 4)
         with pytest.raises(OSError):
             tls_connection(pki, small.port, LEGITIMATE).close()
         busy.pop().close()
-        wait_for(lambda: small.server.active_connections == 3)
+        wait_until(lambda: small.server.active_connections == 3)
         with tls_connection(pki, small.port, LEGITIMATE) as admitted:
             assert get_cacerts(admitted).startswith(b"HTTP/1.1 200")
     finally:
         for connection in busy:
             connection.close()
-    wait_for(lambda: small.server.active_connections == 0)
+    wait_until(lambda: small.server.active_connections == 0)
 
 
 def test_closing_waits_for_the_clients_tls_close_for_a_bounded_time(
@@ -203,8 +202,8 @@ def test_closing_waits_for_the_clients_tls_close_for_a_bounded_time(
     running = start_server(pki, loop_thread, timeouts=EstTimeouts(idle=0.5))
     try:
         with tls_connection(pki, running.port, "127.0.0.6"):
-            wait_for(lambda: running.server.active_connections == 1)
-            wait_for(lambda: running.server.active_connections == 0, timeout=10.0)
+            wait_until(lambda: running.server.active_connections == 1)
+            wait_until(lambda: running.server.active_connections == 0, timeout=10.0)
     finally:
         loop_thread.run(running.server.stop())
 

@@ -12,8 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from keyward.est.wire import decode_certs_only, decode_serverkeygen
+from tests.support.tools import run
 
-from ..helpers import PASSWORD, USER, Pki, RunningServer, curl, openssl_csr, run
+from ..helpers import PASSWORD, USER, Pki, RunningServer, curl, openssl_csr
 
 BASIC = ("-u", f"{USER}:{PASSWORD}")
 PKCS10 = ("-H", "Content-Type: application/pkcs10")

@@ -14,7 +14,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ..helpers import PASSWORD, USER, Pki, RunningServer, curl, ec_key, name
+from tests.support.pki import ec_key, name
+
+from ..helpers import PASSWORD, USER, Pki, RunningServer, curl
 
 VALID_CSR = base64.b64encode(
     x509.CertificateSigningRequestBuilder()

@@ -10,7 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import AttributeOID
 
-from ..helpers import PASSWORD, USER, Pki, RunningServer, ec_key, name
+from tests.support.pki import ec_key, name
+
+from ..helpers import PASSWORD, USER, Pki, RunningServer
 
 
 def enroll_on_one_tls12_connection(pki: Pki, est: RunningServer, link: bytes | None) -> tuple[int, bytes]:

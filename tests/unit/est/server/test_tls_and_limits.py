@@ -14,22 +14,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from keyward.est.server import EstTimeouts, TlsSetupError
 from keyward.est.server.tls import server_ssl_context
+from tests.support.pki import ec_key, key_pem, name, pem
 
 from ..conftest import start_server
-from ..helpers import (
-    PASSWORD,
-    USER,
-    LoopThread,
-    Pki,
-    RunningServer,
-    closed_by_server,
-    curl,
-    ec_key,
-    key_pem,
-    name,
-    pem,
-    tls_connection,
-)
+from ..helpers import PASSWORD, USER, LoopThread, Pki, RunningServer, closed_by_server, curl, tls_connection
 
 
 def s_client(pki: Pki, port: int, *options: str) -> subprocess.CompletedProcess[bytes]:

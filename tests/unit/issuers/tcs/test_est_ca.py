@@ -26,7 +26,7 @@ from keyward.issuers.tcs.est_ca import (
 from keyward.keystore import KeystoreError, SigningProcessDied
 from keyward.pki.issue import CertificateAuthority, self_signed_ca
 from keyward.pki.profile import IssuerPolicy
-from tests.support.pki import ThreadWorkers, csr, memory_ca, name, rsa_ca
+from tests.support.pki import ThreadWorkers, make_csr, memory_ca, name, rsa_ca
 
 CLIENT = ClientIdentity.from_basic("est")
 SECRET = BasicCredential("est", "correct horse battery staple")
@@ -57,7 +57,9 @@ async def test_enroll_signs_through_the_token_pool_as_a_client_certificate() -> 
         x509.DNSName("device.example"),
         x509.IPAddress(ipaddress.ip_address("10.0.0.7")),
     ]
-    chain = await adapter(ca, workers=workers).enroll(csr("device", sans=sans), CLIENT, renewal=False)
+    chain = await adapter(ca, workers=workers).enroll(
+        make_csr(common_name="device", sans=sans), CLIENT, renewal=False
+    )
 
     assert len(chain) == 1, "simpleenroll answers with the leaf; /cacerts has the CA"
     leaf = chain[0]
@@ -93,12 +95,12 @@ async def test_enroll_grants_the_tls_usages_a_csr_requests_and_nothing_else() ->
 
 async def test_enroll_keeps_within_the_issuers_max_duration() -> None:
     policy = IssuerPolicy(max_duration=timedelta(hours=1), default_duration=timedelta(hours=1))
-    (leaf,) = await adapter(policy=policy).enroll(csr(), CLIENT, renewal=True)
+    (leaf,) = await adapter(policy=policy).enroll(make_csr(common_name="device"), CLIENT, renewal=True)
     assert leaf.not_valid_after_utc - datetime.now(UTC) <= timedelta(hours=1)
 
 
 async def test_a_request_the_issuer_refuses_is_rejected_with_the_reason() -> None:
-    weak = csr(key=rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    weak = make_csr(rsa.generate_private_key(public_exponent=65537, key_size=1024), "device")
     with pytest.raises(EnrollRejected, match="RSA-1024, which this issuer does not certify"):
         await adapter().enroll(weak, CLIENT, renewal=False)
 
@@ -107,14 +109,16 @@ async def test_a_ca_too_close_to_expiry_is_unavailable_not_a_client_error() -> N
     key = ec.generate_private_key(ec.SECP256R1())
     dying = CertificateAuthority(self_signed_ca(key, name("Dying CA"), timedelta(minutes=6)), key)
     with pytest.raises(CaUnavailable, match="too soon to issue certificates"):
-        await adapter(dying).enroll(csr(), CLIENT, renewal=False)
+        await adapter(dying).enroll(make_csr(common_name="device"), CLIENT, renewal=False)
 
 
 async def test_a_token_fault_answers_503_with_retry_after_and_tells_the_owner() -> None:
     workers, faults = ThreadWorkers(), []
     workers.failure = KeystoreError("token 'keyward' could not sign (DeviceRemoved)", "check the token")
     with pytest.raises(CaUnavailable) as raised:
-        await adapter(workers=workers, faults=faults).enroll(csr(), CLIENT, renewal=False)
+        await adapter(workers=workers, faults=faults).enroll(
+            make_csr(common_name="device"), CLIENT, renewal=False
+        )
     assert raised.value.retry_after == 30
     assert "DeviceRemoved" not in str(raised.value), "token internals stay in the server log"
     assert faults == [workers.failure]
@@ -124,7 +128,9 @@ async def test_a_signing_process_dying_mid_enrollment_asks_for_a_quick_retry_and
     workers, faults = ThreadWorkers(), []
     workers.failure = SigningProcessDied("the signing process for token 'keyward' was killed by signal 9")
     with pytest.raises(CaUnavailable) as raised:
-        await adapter(workers=workers, faults=faults).enroll(csr(), CLIENT, renewal=False)
+        await adapter(workers=workers, faults=faults).enroll(
+            make_csr(common_name="device"), CLIENT, renewal=False
+        )
     assert raised.value.retry_after == 2  # a new process is ready at once
     assert faults == [], "the token is fine: the issuer stays in service"
 
@@ -169,7 +175,7 @@ async def test_serverkeygen_returns_a_fresh_key_of_the_right_type_and_its_certif
     requested: object, ca_kind: str, expected: str
 ) -> None:
     ca, workers = (rsa_ca() if ca_kind == "rsa" else memory_ca()), ThreadWorkers()
-    request = csr("keygen", key=requested, sans=[x509.DNSName("keygen.example")])
+    request = make_csr(requested, "keygen", sans=[x509.DNSName("keygen.example")])
     pkcs8, chain = await adapter(ca, workers=workers).server_keygen(request, CLIENT)
 
     key = serialization.load_der_private_key(pkcs8, password=None)
