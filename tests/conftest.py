@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,17 @@ def layers_of(path: Path) -> list[str]:
         for marker, prefixes in LAYERS.items()
         if any(relative == prefix or relative.startswith(prefix + "/") for prefix in prefixes)
     ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def environment_restored() -> Iterator[None]:
+    """The process environment as the run found it, at the end of the run: keyward sets SOFTHSM2_CONF
+    for the process when a test opens a SoftHSM2 token in-process, and fixtures undo what they set when
+    they end; this puts back whatever is left."""
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

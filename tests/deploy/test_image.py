@@ -18,7 +18,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from tests.deploy.charts import ROOT, container, ensure_helm, pod_spec, render
 from tests.integration.helpers import ca_from_secret, create_issuer, openssl_verify, wait_ready
 from tests.integration.requests_helpers import chain_of, create_request, make_csr, wait_request
 from tests.support.tools import object_blocks
+from tests.support.waiting import wait_for
 
 IMAGE = f"localhost/keyward:{__version__}"
 PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "scripts" / "image" / "containers.conf")}
@@ -154,12 +154,12 @@ class Pod:
     async def wait_live(self, name: str, timeout: float = 60) -> None:
         """What the startup and liveness probes ask: GET /healthz on the health port answers 200."""
         path = self.container["livenessProbe"]["httpGet"]["path"]
-        deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2) as client:
-            while time.monotonic() < deadline:
+
+            async def live() -> bool:
                 try:
                     if (await client.get(f"http://127.0.0.1:{self.health_port}{path}")).status_code == 200:
-                        return
+                        return True
                 except httpx.TransportError:
                     pass
                 state = await asyncio.to_thread(podman, "inspect", "--format", "{{.State.Status}}", name)
@@ -168,8 +168,9 @@ class Pod:
                     raise AssertionError(
                         f"the operator container stopped:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}"
                     )
-                await asyncio.sleep(0.2)
-        raise AssertionError(f"{path} on port {self.health_port} did not answer 200 within {timeout}s")
+                return False
+
+            await wait_for(live, timeout, f"{path} on port {self.health_port} to answer 200", interval=0.2)
 
     async def stop(self, name: str) -> int:
         """podman stop (SIGTERM, as the kubelet sends); the container's exit code."""

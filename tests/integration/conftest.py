@@ -3,7 +3,6 @@ process per module (tests may kill and restart it), a fresh namespace per test."
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,12 +23,14 @@ async def sandbox(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[San
     state = tmp_path_factory.mktemp("keyward-state")
     box = Sandbox(SandboxOptions(state_dir=state, port=0, run_operator=False))
     await box.start()
-    os.environ["KUBECONFIG"] = str(box.kubeconfig)  # for kubectl subprocesses
-    os.environ["KUBECACHEDIR"] = str(state / "kube-cache")  # no discovery cache shared across ports
-    try:
-        yield box
-    finally:
-        await box.stop()
+    # For kubectl subprocesses; set back when the session ends (no other layer runs against this API).
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("KUBECONFIG", str(box.kubeconfig))
+        environment.setenv("KUBECACHEDIR", str(state / "kube-cache"))  # no cache shared across ports
+        try:
+            yield box
+        finally:
+            await box.stop()
 
 
 @pytest.fixture(scope="session")

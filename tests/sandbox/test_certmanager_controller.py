@@ -40,6 +40,7 @@ from keyward.sandbox.certmanager import (
     renew,
 )
 from tests.support.pki import b64
+from tests.support.waiting import wait_for
 
 T = TypeVar("T")
 Body = dict[str, Any]
@@ -118,16 +119,9 @@ async def standins(standin_kube: Kube, namespace: str) -> AsyncIterator[StandIns
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` after TIMEOUT seconds."""
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            while True:  # the API is the only place to look: poll it briefly
-                value = await probe()
-                if value:
-                    return value
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"timed out after {TIMEOUT}s waiting for {what}")
+    """Poll ``probe`` (the API is the only place to look) until it returns something truthy; fail naming
+    ``what`` after TIMEOUT seconds."""
+    return await wait_for(probe, TIMEOUT, what)
 
 
 def condition(obj: Body, kind: str) -> Body:

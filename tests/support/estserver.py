@@ -55,7 +55,6 @@ class StandaloneServer:
             raise AssertionError(f"est-server did not start; stdout {lines!r}; log:\n{self.log()[-3000:]}")
         # The rest of the banner is already written (one print); read what is there without blocking.
         os.set_blocking(self.process.stdout.fileno(), False)
-        time.sleep(0)
         rest = self.process.stdout.read() or b""
         self.banner = "".join(lines) + rest.decode()
         return self

@@ -8,8 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from tests.support.waiting import wait_until
 
 OUR_CRDS = {
     "tcsissuers.tcs.intel.com",
@@ -56,13 +57,11 @@ def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def wait_for_api(process: subprocess.Popen[str], kubeconfig: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def up() -> bool:
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
-        if kubeconfig.exists() and kubectl(kubeconfig, "get", "ns", "keyward-system").returncode == 0:
-            return
-        time.sleep(0.1)
-    raise AssertionError("the sandbox did not come up")
+        return kubeconfig.exists() and kubectl(kubeconfig, "get", "ns", "keyward-system").returncode == 0
+
+    wait_until(up, timeout, "the sandbox to come up", interval=0.1)
 
 
 def test_sandbox_serves_kubectl_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
@@ -89,12 +88,12 @@ def test_sandbox_runs_a_supervised_operator(tmp_path: Path) -> None:
     try:
         wait_for_api(process, kubeconfig)
         log = tmp_path / "state" / "operator.log"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and "Activity 'configure' succeeded" not in (
-            log.read_text() if log.exists() else ""
-        ):
-            time.sleep(0.1)
-        assert "Activity 'configure' succeeded" in log.read_text()
+        wait_until(
+            lambda: "Activity 'configure' succeeded" in (log.read_text() if log.exists() else ""),
+            30,
+            "the supervised operator's configure activity in its log",
+            interval=0.1,
+        )
     finally:
         process.send_signal(signal.SIGINT)
         out, _ = process.communicate(timeout=30)

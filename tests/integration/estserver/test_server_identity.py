@@ -13,7 +13,6 @@ import ipaddress
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from keyward.pki.profile import IssuerPolicy
 from tests.support.estserver import StandaloneServer
 from tests.support.pki import Issuer, ec_key, key_pem, name, pem
 from tests.support.tools import run
+from tests.support.waiting import wait_until
 from tests.unit.est.helpers import openssl_csr_in
 
 SERVER_AUTH = ("extendedKeyUsage=serverAuth",)
@@ -118,10 +118,7 @@ def test_a_device_certificate_is_never_trusted_as_the_server(est: StandaloneServ
     command += ["-key", tmp_path / "client.key", "-www"]
     impostor = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 15
-        while not listening(port):
-            assert time.monotonic() < deadline, "openssl s_server did not listen"
-            time.sleep(0.05)
+        wait_until(lambda: listening(port), 15, "openssl s_server to listen")
         complaint = curl_fails_to_trust(f"https://127.0.0.1:{port}/", est.tls_ca_pem)
         assert "certificate" in complaint
     finally:

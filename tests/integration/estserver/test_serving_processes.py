@@ -38,7 +38,7 @@ from keyward.keystore import HsmConfig
 from keyward.pki.issue import CertificateAuthority
 from keyward.pki.profile import IssuerPolicy
 from tests.support.estserver import StandaloneServer
-from tests.support.waiting import wait_until
+from tests.support.waiting import wait_for, wait_until
 from tests.unit.est.helpers import openssl_csr_in
 
 SERVING = 2
@@ -166,9 +166,12 @@ async def test_a_renewed_tls_certificate_reaches_every_serving_process(state: St
             issue_tls_server_certificate, state.tls_ca, state.hostnames, state.policy
         )
         processes.renew_tls(renewed)
-        await asyncio.sleep(0.5)
-        after = [await asyncio.to_thread(served_certificate, port, ca_file) for _ in range(12)]
-        assert {certificate.serial_number for certificate in after} == {renewed.certificate.serial_number}
+
+        async def only_the_renewed_one_served() -> bool:
+            after = [await asyncio.to_thread(served_certificate, port, ca_file) for _ in range(12)]
+            return {certificate.serial_number for certificate in after} == {renewed.certificate.serial_number}
+
+        await wait_for(only_the_renewed_one_served, 10, "the renewed certificate from every serving process")
     assert processes.pids == ()
 
 
@@ -216,9 +219,7 @@ async def test_a_serving_process_that_keeps_failing_is_tried_again_after_growing
         os.kill(first, signal.SIGKILL)
 
         async def logged(text: str) -> None:
-            async with asyncio.timeout(30):
-                while not any(text in message for message in caplog.messages):  # noqa: ASYNC110 - the log
-                    await asyncio.sleep(0.05)
+            await wait_for(lambda: any(text in message for message in caplog.messages), 30, repr(text))
 
         await logged("starting serving process 0 again in 2 s")  # the pauses double: 1 s, then 2 s
         refusals = [m for m in caplog.messages if m.startswith("serving process 0 could not serve")]
@@ -238,9 +239,8 @@ async def test_the_tls_certificate_is_renewed_when_due_saved_and_handed_to_the_s
     installed: list[ServerCertificate] = []
     renewing = asyncio.create_task(est_standalone._renew_forever(state, installed.append))
     try:
-        async with asyncio.timeout(30):
-            while not installed:  # noqa: ASYNC110 - the renewal loop has no event to wait on
-                await asyncio.sleep(0.05)
+        # the renewal loop has no event to wait on: poll what it hands over
+        await wait_for(lambda: installed, 30, "the renewed certificate handed to the servers")
     finally:
         renewing.cancel()
     renewed = installed[0]

@@ -30,8 +30,12 @@ def hsm_config(hsm_dir: Path) -> HsmConfig:
 
 @pytest.fixture(scope="session")
 def store(hsm_config: HsmConfig) -> Iterator[TokenKeyStore]:
-    with TokenKeyStore.open(hsm_config) as opened:
-        yield opened
+    # Loading SoftHSM2 sets SOFTHSM2_CONF for the process (the module reads it then); set back when the
+    # store closes.
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("SOFTHSM2_CONF", str(hsm_config.softhsm2_conf))
+        with TokenKeyStore.open(hsm_config) as opened:
+            yield opened
 
 
 @pytest.fixture

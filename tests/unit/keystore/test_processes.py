@@ -132,7 +132,9 @@ async def test_a_crashed_process_fails_only_its_job_and_is_replaced(signing_stor
     await asyncio.gather(*(signing_store.run_signing(os.getpid) for _ in range(4)))
     victim, survivor = signing_store.signing_pids
     stuck = [asyncio.ensure_future(signing_store.run_signing(time.sleep, 30)) for _ in range(2)]
-    await asyncio.sleep(0.5)  # both processes are asleep in their job
+    # Both processes are asleep in their job: a job in a child process reports nothing until it ends, so
+    # there is no condition to wait for; the pause only lets the jobs reach the children.
+    await asyncio.sleep(0.5)
 
     os.kill(victim, signal.SIGKILL)
     done, _ = await asyncio.wait(stuck, timeout=10, return_when=asyncio.FIRST_COMPLETED)
@@ -195,7 +197,7 @@ async def test_closing_fails_waiting_jobs_and_stops_the_processes(hsm_config: Hs
     await store.run_signing(os.getpid)
     (pid,) = store.signing_pids
     waiting = [asyncio.ensure_future(store.run_signing(time.sleep, 0.2)) for _ in range(5)]
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # one job reaches the process (nothing to observe), the others wait
 
     store.close()
 
@@ -291,7 +293,7 @@ async def test_closing_kills_a_process_stuck_in_its_job_instead_of_hanging(hsm_c
     await asyncio.gather(*(store.run_signing(os.getpid) for _ in range(4)))
     pids = store.signing_pids
     stuck = [asyncio.ensure_future(store.run_signing(time.sleep, 60)) for _ in range(2)]  # a hung module
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # the jobs reach the processes (a job in a child reports nothing until it ends)
 
     started = time.monotonic()
     store.close()

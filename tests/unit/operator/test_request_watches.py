@@ -79,7 +79,7 @@ async def test_the_watch_waits_while_the_backlog_is_full() -> None:
     await events.submit("first", event("first"))
     await events.submit("second", event("second"))
     third = asyncio.create_task(events.submit("third", event("third")))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # the behaviour under test: the third submit does not return meanwhile
     assert not third.done(), "two requests wait: the watch holds back"
     controller.hold["first"].set()
     await asyncio.wait_for(third, 1)

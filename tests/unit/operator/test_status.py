@@ -199,10 +199,10 @@ async def test_a_background_write_holds_up_nothing_and_stops_with_the_writer() -
     api.fail(*[ApiError(403, "Forbidden", "cannot patch quoteattestations/status")] * 1000)
     status = writer(api)
     status.write_soon(CERTIFICATE_REQUESTS, REQUEST, {"conditions": []})  # returns at once
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # the behaviour under test: nothing lands while it is refused
     assert not api.patches, "still refused, and retried in the background"
     status.close()
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # a retry already timed would run now
     api.failures.clear()
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # the behaviour under test: nothing is written after close
     assert not api.patches, "stopped: nothing written after close"

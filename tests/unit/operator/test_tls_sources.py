@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from keyward.operator.tcs.cas import ReadyCa, ReadyCas
 from keyward.pki.pem import pem_chain
 from keyward.pki.profile import IssuerPolicy
 from tests.support.pki import ThreadWorkers, memory_ca
+from tests.support.waiting import wait_for
 from tests.unit.operator.test_secrets import Follows
 
 REF = IssuerRef(TCS_GROUP, "TCSIssuer", "tls-ca", "ops")
@@ -128,10 +128,11 @@ async def test_an_issuer_with_spec_est_but_no_tls_source_is_reported_not_served(
     service.claims.observe("ADDED", body)
     cas.ready(ReadyCa(ref, ca, IssuerPolicy(), pem_chain([ca.certificate]), est={}, event_body={"kind": "x"}))
     try:
-        deadline = asyncio.get_running_loop().time() + 10
-        while not any("TCSIssuer ops/devices is not served over EST" in m for m in caplog.messages):
-            assert asyncio.get_running_loop().time() < deadline, caplog.messages
-            await asyncio.sleep(0.01)
+        await wait_for(
+            lambda: any("TCSIssuer ops/devices is not served over EST" in m for m in caplog.messages),
+            10,
+            "the log line saying the issuer is not served",
+        )
     finally:
         await service.stop()
     (message,) = [m for m in caplog.messages if "not served over EST" in m]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from keyward.operator.waiting import Waiting
+from tests.support.waiting import wait_for
 
 
 async def test_parked_items_are_retried_after_a_growing_delay_capped() -> None:
@@ -16,6 +17,7 @@ async def test_parked_items_are_retried_after_a_growing_delay_capped() -> None:
     waiting: Waiting[str, str] = Waiting(retry, first=0.01, limit=0.04)
     delays = [waiting.park("k", f"v{n}", "issuer") for n in range(5)]
     assert delays == [0.01, 0.02, 0.04, 0.04, 0.04], "doubling per attempt, capped"
+    # "nothing else": every earlier timer (at most 0.04 s) would have fired within these 0.1 s
     await asyncio.sleep(0.1)
     assert retried == ["v4"], "parking again replaces the earlier timer: one retry, the newest item"
     waiting.close()
@@ -53,7 +55,7 @@ async def test_an_explicit_delay_wins_and_a_failing_retry_does_not_stop_the_othe
     waiting: Waiting[str, str] = Waiting(retry, first=60.0, name="test")
     waiting.park("x", "bad", delay=0.0)
     waiting.park("y", "good", delay=0.01)
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: len(retried) == 2, 5, "both retries")
     assert retried == ["bad", "good"]
     assert any("test: a retry failed unexpectedly" in m for m in caplog.messages)
     waiting.close()
