@@ -214,23 +214,23 @@ class BenchReport:
                 f"{row['operator_peak_rss_mib']} MiB; while issuing them: {row['fill_seconds']} s, peak RSS "
                 f"{row['fill_operator_peak_rss_mib']} MiB"
             )
-        for run in self.flood.runs if self.flood is not None else []:
-            row = run.as_dict()
+        for trial in self.flood.runs if self.flood is not None else []:
+            row = trial.as_dict()
             flood = (
-                f"flood of {row['flood_connections']} idle TLS connections from {run.sources:2} address(es)"
-                if run.sources
+                f"flood of {row['flood_connections']} idle TLS connections from {trial.sources:2} address(es)"
+                if trial.sources
                 else "no flood (baseline)"
             )
             flooded = (
-                f"; flood: {run.attempts} attempts, {run.admitted} let through, {run.held_at_end} held "
+                f"; flood: {trial.attempts} attempts, {trial.admitted} let through, {trial.held_at_end} held "
                 "at the end"
-                if run.sources
+                if trial.sources
                 else ""
             )
             lines.append(
-                f"(g) {flood}: {run.enrollments} enrollments ({row['enrollments_per_second']}/s), "
-                f"{len(run.failures)} failed, p50 {row['latency_p50_seconds']} s p99 "
-                f"{row['latency_p99_seconds']} s{flooded}{_other(run.other_cpu_cores)}"
+                f"(g) {flood}: {trial.enrollments} enrollments ({row['enrollments_per_second']}/s), "
+                f"{len(trial.failures)} failed, p50 {row['latency_p50_seconds']} s p99 "
+                f"{row['latency_p99_seconds']} s{flooded}{_other(trial.other_cpu_cores)}"
             )
         targets = self.targets()
         if targets:

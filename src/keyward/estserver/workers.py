@@ -3,8 +3,8 @@
 In one process, the event loop (TLS, HTTP, the request checks) and the signing (C_Sign and the pki work
 around it) share one GIL; with signing processes, every enrollment crosses a socket twice and wakes two
 processes. Here each serving process does a whole enrollment itself, TLS to signature, in its own token
-session: an enrollment wakes one process, and N processes use N cores (docs/PERFORMANCE.md, runs 18-20:
-a quarter more enrollments per second, and ≈ 1 ms less CPU each, than one server process with signing
+session: an enrollment wakes one process, and N processes use N cores (docs/PERFORMANCE.md, (e): a
+quarter more enrollments per second, and ≈ 1 ms less CPU each, than one server process with signing
 processes).
 
 - **The port.** The parent binds the address, so that a port in use is one error at start and port 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,6 @@ from keyward.kube.resources import (
     EST_ORDERS,
     QUOTE_ATTESTATIONS,
     SIGNER_ANNOTATION,
-    TCS_CLUSTER_ISSUERS,
-    TCS_ISSUERS,
     Resource,
 )
 from keyward.kube.watching import PAGE
@@ -85,7 +83,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Services, **_: Any) -
     build(memo)
     elect(memo)
     _spawn(open_token(memo), "open the token")
-    memo.requests.start()
+    _spawn(start_request_watches(memo), "start the request watches")
 
 
 def build(services: Services) -> None:
@@ -156,7 +154,7 @@ def build(services: Services) -> None:
         listen=settings.est_listen,
         operator_namespace=settings.operator_namespace,
         claims=claims,
-        read_issuers=lambda: read_tcs_issuers(kube, settings.namespaces, issuers.observe),
+        read_issuers=lambda: issuers.read_all(kube, settings.namespaces),
     )
     namespaces = settings.namespaces
     if namespaces and settings.operator_namespace not in namespaces:
@@ -189,14 +187,17 @@ def build(services: Services) -> None:
     )
 
 
-async def read_tcs_issuers(
-    kube: Kube, namespaces: tuple[str, ...], observe: Callable[[str, Mapping[str, Any]], None]
-) -> None:
-    """Every TCS issuer the operator serves, read now (as the events would bring them)."""
-    for resource, scopes in ((TCS_ISSUERS, namespaces or (None,)), (TCS_CLUSTER_ISSUERS, (None,))):
-        for namespace in scopes:
-            for body in await kube.list(resource, namespace):
-                observe("ADDED", {**body, "apiVersion": resource.api_version, "kind": resource.kind})
+async def start_request_watches(services: Services) -> None:
+    """Read every issuer first, then watch the requests: a request met right after a start waits for its
+    issuer's check without a message, instead of being told that the issuer does not exist."""
+    settings = services.settings
+    try:
+        for checks in (services.tcs_issuer_checks, services.est.issuers):
+            if checks is not None:
+                await checks.read_all(services.kube, settings.namespaces)
+    except ApiError as exc:  # the issuers' own watches bring them later; requests wait for them then
+        log.warning("reading the issuers before the requests failed: %s", exc)
+    services.requests.start()
 
 
 def _count_write_failure(error: ApiError, _method: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from keyward.issuers import conditions
 from keyward.issuers.signer_names import IssuerRef, issuer_ref_of
+from keyward.kube.client import Kube
 from keyward.kube.resources import Resource
 from keyward.operator.leader import Leadership
 from keyward.operator.status import StatusWriter
@@ -94,6 +95,11 @@ class IssuerChecks(Generic[R]):
         self._ready: dict[str, R] = {}
 
     # ---- what the other controllers ask -------------------------------------------------------------
+    @property
+    def resources(self) -> tuple[Resource, ...]:
+        """The issuer kinds of the family (namespaced, cluster)."""
+        return tuple(self._resources.values())
+
     def ready(self, ref: IssuerRef) -> R | None:
         return self._ready.get(ref.signer_name)
 
@@ -136,6 +142,15 @@ class IssuerChecks(Generic[R]):
         asked = any(before[0].get(key) != before[1].get(key) for key in self._annotations)
         if asked or meta.get("generation") != tracked.checked_generation:
             tracked.wake.set()
+
+    async def read_all(self, kube: Kube, namespaces: tuple[str, ...]) -> None:
+        """Every issuer of the family the operator serves, read now as their events would bring them:
+        each is known (and its first check started) before a request for it is looked at, so that an
+        operator just started never tells a request that its issuer does not exist."""
+        for resource in self.resources:
+            for namespace in (namespaces or (None,)) if resource.namespaced else (None,):
+                for body in await kube.list(resource, namespace):
+                    self.observe("ADDED", {**body, "apiVersion": resource.api_version, "kind": resource.kind})
 
     def forget(self, ref: IssuerRef) -> None:
         """The issuer is being deleted or is gone: stop checking it, and it signs no more."""

@@ -85,6 +85,7 @@ def pipeline(api: ScriptedApi) -> tuple[SigningPipeline, ReadyCas]:
         tokens=TokenProvider(Settings()),  # never opened: nothing here gets as far as signing
         writer=writer,
         describe=lambda ref: f"{ref} not found",
+        recheck=lambda ref: None,
         attestations=request_attestations(api, writer),
         references=SignerReferences(api),  # type: ignore[arg-type]
     )
