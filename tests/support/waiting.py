@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-INTERVAL = 0.02  # between polls: short, so a test waits little longer than its condition takes
+INTERVAL = 0.05  # between polls: a test waits little longer than its condition takes, and the polls
+# (often a subprocess or an API read) leave the machine to what they wait for
 
 
 async def wait_for(
