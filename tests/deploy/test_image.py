@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -34,6 +33,7 @@ from keyward.sandbox.runner import Sandbox, SandboxOptions
 from tests.deploy.charts import ROOT, container, ensure_helm, pod_spec, render
 from tests.integration.helpers import ca_from_secret, create_issuer, openssl_verify, wait_ready
 from tests.integration.requests_helpers import chain_of, create_request, make_csr, wait_request
+from tests.support.ports import free_ports
 from tests.support.tools import object_blocks
 from tests.support.waiting import wait_for
 
@@ -81,17 +81,6 @@ async def namespace(sandbox: Sandbox) -> AsyncIterator[str]:
     await sandbox.kube.create(NAMESPACES, {"metadata": {"name": name}})
     yield name
     await sandbox.kube.delete(NAMESPACES, name)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class Pod:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,12 +20,6 @@ from tests.support import tools
 from tests.support.waiting import wait_for
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def http_get(url: str) -> tuple[int, str]:

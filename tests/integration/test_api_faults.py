@@ -41,7 +41,7 @@ from tests.integration.fault_helpers import (
     grown,
     write_failures,
 )
-from tests.integration.helpers import create_issuer, free_port, ready_condition, ready_issuer_ca, wait_ready
+from tests.integration.helpers import create_issuer, ready_condition, ready_issuer_ca, wait_ready
 from tests.integration.requests_helpers import (
     CertificatesSeen,
     approve_csr,
@@ -54,6 +54,7 @@ from tests.integration.requests_helpers import (
     wait_request,
 )
 from tests.support.pki import Issuer, cacert
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 

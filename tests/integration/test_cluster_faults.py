@@ -42,7 +42,7 @@ from tests.integration.fault_helpers import (
     grown,
     write_failures,
 )
-from tests.integration.helpers import fetch, free_port, ready_condition, ready_issuer_ca, wait_ready
+from tests.integration.helpers import fetch, ready_condition, ready_issuer_ca, wait_ready
 from tests.integration.requests_helpers import (
     CertificatesSeen,
     approve_csr,
@@ -53,6 +53,7 @@ from tests.integration.requests_helpers import (
     wait_all_issued,
     wait_csr_certificate,
 )
+from tests.support.ports import free_port
 from tests.support.tools import pkcs11_tool
 from tests.support.waiting import wait_for
 

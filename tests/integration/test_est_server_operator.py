@@ -28,7 +28,8 @@ from keyward.kube.resources import EVENTS, NAMESPACES, SECRETS, TCS_ISSUERS
 from keyward.pki.issue import CertificateAuthority, self_signed_ca
 from keyward.pki.profile import IssuerPolicy
 from tests.integration.conftest import OperatorRunner
-from tests.integration.helpers import ca_from_secret, create_issuer, free_port, ready_condition, wait_ready
+from tests.integration.helpers import ca_from_secret, create_issuer, ready_condition, wait_ready
+from tests.support.ports import free_port
 from tests.support.tools import Response, run
 from tests.support.waiting import wait_for
 from tests.unit.est.helpers import openssl_csr_in

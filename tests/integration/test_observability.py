@@ -15,8 +15,9 @@ import pytest
 from keyward.kube.client import Kube
 from keyward.sandbox.operator_process import OperatorProcess
 from tests.integration.conftest import OperatorRunner
-from tests.integration.helpers import create_issuer, fetch, free_port, wait_ready
+from tests.integration.helpers import create_issuer, fetch, wait_ready
 from tests.integration.requests_helpers import approved_requests, wait_all_issued
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 

@@ -15,7 +15,7 @@ from keyward.sandbox.certmanager import approve
 from keyward.sandbox.operator_process import OperatorProcess, operator_command
 from keyward.sandbox.runner import Sandbox
 from tests.integration.conftest import OPERATOR_NAMESPACE
-from tests.integration.helpers import create_issuer, free_port, wait_ready
+from tests.integration.helpers import create_issuer, wait_ready
 from tests.integration.requests_helpers import (
     approve_csr,
     create_csr,
@@ -23,6 +23,7 @@ from tests.integration.requests_helpers import (
     make_csr,
     wait_csr_certificate,
 )
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 

@@ -255,10 +255,15 @@ def elect(services: Services) -> None:
         services.kube,
         services.settings.operator_namespace,
         services.leadership,
-        lost=services.stop_requested.set,
+        lost=lambda: _lose_leadership(services),
         policy=LeasePolicy.lasting(services.settings.lease_duration),
     )
     services.elector.start()
+
+
+def _lose_leadership(services: Services) -> None:
+    services.leadership_lost = True
+    services.stop_requested.set()
 
 
 async def deliver_request(services: Services, resource: Resource, event_type: str, body: Body) -> None:
@@ -324,6 +329,7 @@ async def stop(memo: Services, **_: Any) -> None:
         memo.writer.close()
         await memo.writer.events.drain()
     memo.tokens.close()
+    memo.stop_requested.set()  # ends kopf's stop-flag waiter: otherwise it waits 5 s for it to hang up
 
 
 def preflight(settings: Settings, *, wait_for_token: bool) -> None:
@@ -428,5 +434,5 @@ def run(settings: Settings) -> None:
     if fips_status is not None:
         log.info("%s", fips_status.describe())
     asyncio.run(_serve(memo))
-    if settings.leader_elect and memo.stop_requested.is_set():
+    if memo.leadership_lost:
         raise SystemExit(1)  # leadership lost: restarted as a standby (the pod's restart policy)

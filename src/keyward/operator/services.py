@@ -44,8 +44,11 @@ class Services:
     #: Whether this replica leads (always, without --leader-elect).
     leadership: Leadership = field(default_factory=Leadership)
     elector: LeaderElector | None = None
-    #: Set to stop the operator (kopf's stop flag, awaited on the loop): when a leader lost its Lease.
+    #: kopf's stop flag: set when a leader lost its Lease, and once the operator has cleaned up (kopf
+    #: waits for its waiter task like any other before it exits).
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The Lease was lost: the process exits 1, to be restarted as a standby.
+    leadership_lost: bool = False
     kube_client: Kube | None = None
     writer: StatusWriter | None = None
     tcs_issuer_checks: TcsIssuers | None = None

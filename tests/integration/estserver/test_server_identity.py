@@ -29,6 +29,7 @@ from keyward.keystore import KeySpec, TokenKeyStore, create_softhsm_store
 from keyward.pki.profile import IssuerPolicy
 from tests.support.estserver import StandaloneServer
 from tests.support.pki import Issuer, ec_key, key_pem, name, pem
+from tests.support.ports import free_port
 from tests.support.tools import run
 from tests.support.waiting import wait_until
 from tests.unit.est.helpers import openssl_csr_in
@@ -111,9 +112,7 @@ def test_a_device_certificate_is_never_trusted_as_the_server(est: StandaloneServ
         assert refused.returncode != 0, "the TLS CA clients trust did not issue device certificates"
 
     # An impostor serving the client certificate (its key in hand) at 127.0.0.1 is refused by clients.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", client]
     command += ["-key", tmp_path / "client.key", "-www"]
     impostor = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
