@@ -11,14 +11,13 @@ are kept and raised as a ``RequestError`` naming the field by the decoder that r
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import UnionType
 from typing import Any
 
+from keyward.kube.objects import decode_bytes
 from keyward.kube.resources import (
     RENEWAL_SECRET_ANNOTATION,
     REQUEST_DURATION_ANNOTATION,
@@ -72,16 +71,6 @@ def _strings(value: object) -> tuple[str, ...]:
 
 def _annotation(body: Mapping[str, Any], key: str) -> str:
     return _text(_mapping(_mapping(body.get("metadata")).get("annotations")).get(key))
-
-
-def _base64(value: object) -> bytes | None:
-    """A Kubernetes ``[]byte`` field as JSON carries it (strict base64); None when it is not that."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None
 
 
 def _json_kind(value: object) -> str:
@@ -356,7 +345,7 @@ class SecretView:
         data: dict[str, bytes] = {}
         undecodable: set[str] = set()
         for key, value in _mapping(body.get("data")).items():
-            decoded = _base64(value)
+            decoded = decode_bytes(value)
             if decoded is None:
                 undecodable.add(str(key))
             else:
@@ -498,9 +487,9 @@ class QuoteAttestationView(HasConditions):
             signer_name=_text(spec.get("signerName")),
             secret_name=_text(spec.get("secretName")) or meta.name,
             public_key=_text(spec.get("publicKey")),
-            quote=_base64(spec.get("quote")) or b"",
+            quote=decode_bytes(spec.get("quote")) or b"",
             quote_version=_text(spec.get("quoteVersion")),
-            nonce=_base64(spec.get("nonce")) or b"",
+            nonce=decode_bytes(spec.get("nonce")) or b"",
             conditions=_conditions(status),
             secrets=secrets,
         )

@@ -12,6 +12,7 @@ and the recovery too. Label and field selectors narrow what is listed and watche
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -48,8 +49,20 @@ class Backoff:
         self.delay = self.first
 
 
-def _path(resource: Resource, namespace: str | None) -> tuple[str | None, str]:
-    return (namespace if resource.namespaced else None), resource.plural
+def _get(
+    kube: Kube, resource: Resource, namespace: str | None, params: dict[str, str], **options: Any
+) -> contextlib.AbstractAsyncContextManager[httpx.Response]:
+    """A GET of the resource's collection (a list page, or a watch with ``stream=True``)."""
+    return kube.raw.call_api(  # type: ignore[no-any-return]
+        "GET",
+        version="",
+        base=resource.prefix,
+        namespace=namespace if resource.namespaced else None,
+        url=resource.plural,
+        params=params,
+        raise_for_status=True,
+        **options,
+    )
 
 
 def _key(obj: dict[str, Any]) -> Key:
@@ -61,19 +74,10 @@ async def _pages(
     kube: Kube, resource: Resource, namespace: str | None, selectors: dict[str, str]
 ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
     """The list, page by page: (the list's resourceVersion, the page's objects)."""
-    ns, url = _path(resource, namespace)
     token = ""
     while True:
         params = {**selectors, "limit": str(PAGE), **({"continue": token} if token else {})}
-        async with kube.raw.call_api(
-            "GET",
-            version="",
-            base=resource.prefix,
-            namespace=ns,
-            url=url,
-            params=params,
-            raise_for_status=True,
-        ) as response:
+        async with _get(kube, resource, namespace, params) as response:
             body = response.json()
         meta = body.get("metadata") or {}
         yield str(meta.get("resourceVersion") or ""), list(body.get("items") or [])
@@ -91,7 +95,6 @@ async def _watch(
     selectors: dict[str, str],
 ) -> str:
     """Stream events after ``version`` until the server ends the watch; returns the last version seen."""
-    ns, url = _path(resource, namespace)
     params = {
         **selectors,
         "watch": "1",
@@ -100,17 +103,7 @@ async def _watch(
         "timeoutSeconds": str(WATCH_SECONDS),
     }
     timeout = httpx.Timeout(10.0, read=WATCH_SECONDS + 30.0)
-    async with kube.raw.call_api(
-        "GET",
-        version="",
-        base=resource.prefix,
-        namespace=ns,
-        url=url,
-        params=params,
-        stream=True,
-        timeout=timeout,
-        raise_for_status=True,
-    ) as response:
+    async with _get(kube, resource, namespace, params, stream=True, timeout=timeout) as response:
         try:
             async for line in response.aiter_lines():
                 if not line.strip():

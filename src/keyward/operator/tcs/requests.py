@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from keyward.kube.resources import TCS_GROUP
 from keyward.operator.references import SignerReferences
 from keyward.operator.requests import CertificateRequests, Csrs
@@ -30,8 +32,8 @@ class TcsRequests:
         attestations: RequestAttestations,
         references: SignerReferences | None = None,
     ) -> None:
-        self.certificate_requests = SigningPipeline(
-            CERTIFICATE_REQUEST_KIND,
+        shared = functools.partial(
+            SigningPipeline,
             cas=cas,
             tokens=tokens,
             writer=writer,
@@ -39,16 +41,8 @@ class TcsRequests:
             attestations=attestations,
             recheck=recheck,
         )
-        self.csrs = SigningPipeline(
-            Csrs(TCS_GROUP, full_chain=csr_full_chain),
-            cas=cas,
-            tokens=tokens,
-            writer=writer,
-            describe=describe,
-            attestations=attestations,
-            recheck=recheck,
-            references=references,
-        )
+        self.certificate_requests = shared(CERTIFICATE_REQUEST_KIND)
+        self.csrs = shared(Csrs(TCS_GROUP, full_chain=csr_full_chain), references=references)
         cas.listen(self.wake)
 
     def wake(self, label: str) -> None:
