@@ -29,9 +29,15 @@ import pytest
 from keyward import __version__
 from keyward.kube.resources import NAMESPACES
 from keyward.sandbox.certmanager import approve
-from keyward.sandbox.runner import Sandbox, SandboxOptions
+from keyward.sandbox.runner import Sandbox
 from tests.deploy.charts import ROOT, container, ensure_helm, pod_spec, render
-from tests.integration.helpers import ca_from_secret, create_issuer, openssl_verify, wait_ready
+from tests.integration.helpers import (
+    ca_from_secret,
+    create_issuer,
+    openssl_verify,
+    running_sandbox,
+    wait_ready,
+)
 from tests.integration.requests_helpers import chain_of, create_request, make_csr, wait_request
 from tests.support.ports import free_ports
 from tests.support.tools import object_blocks
@@ -66,12 +72,8 @@ def image() -> str:
 
 @pytest.fixture(scope="module")
 async def sandbox(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sandbox]:
-    box = Sandbox(SandboxOptions(state_dir=tmp_path_factory.mktemp("image-sandbox"), run_operator=False))
-    await box.start()
-    try:
+    async with running_sandbox(tmp_path_factory.mktemp("image-sandbox")) as box:
         yield box
-    finally:
-        await box.stop()
 
 
 @pytest.fixture

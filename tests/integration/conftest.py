@@ -12,8 +12,9 @@ import pytest
 from keyward.kube.client import Kube
 from keyward.kube.resources import NAMESPACES
 from keyward.sandbox.operator_process import OperatorProcess, operator_command
-from keyward.sandbox.runner import Sandbox, SandboxOptions
+from keyward.sandbox.runner import Sandbox
 from tests.integration.fault_helpers import Faults
+from tests.integration.helpers import running_sandbox
 
 OPERATOR_NAMESPACE = "keyward-system"
 
@@ -21,16 +22,12 @@ OPERATOR_NAMESPACE = "keyward-system"
 @pytest.fixture(scope="session")
 async def sandbox(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sandbox]:
     state = tmp_path_factory.mktemp("keyward-state")
-    box = Sandbox(SandboxOptions(state_dir=state, port=0, run_operator=False))
-    await box.start()
     # For kubectl subprocesses; set back when the session ends (no other layer runs against this API).
-    with pytest.MonkeyPatch.context() as environment:
-        environment.setenv("KUBECONFIG", str(box.kubeconfig))
-        environment.setenv("KUBECACHEDIR", str(state / "kube-cache"))  # no cache shared across ports
-        try:
+    async with running_sandbox(state) as box:
+        with pytest.MonkeyPatch.context() as environment:
+            environment.setenv("KUBECONFIG", str(box.kubeconfig))
+            environment.setenv("KUBECACHEDIR", str(state / "kube-cache"))  # no cache shared across ports
             yield box
-        finally:
-            await box.stop()
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,10 +18,22 @@ from cryptography.hazmat.primitives import serialization
 from keyward.keystore.config import HsmConfig
 from keyward.kube.client import Kube
 from keyward.kube.resources import SECRETS, TCS_CLUSTER_ISSUERS, TCS_ISSUERS
+from keyward.sandbox.runner import Sandbox, SandboxOptions
 from tests.support import tools
 from tests.support.waiting import wait_for
 
 T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def running_sandbox(state_dir: Path, faults: str = "") -> AsyncIterator[Sandbox]:
+    """A sandbox API of its own on a free port (no operator: tests start theirs), stopped after."""
+    box = Sandbox(SandboxOptions(state_dir=state_dir, port=0, run_operator=False, faults=faults))
+    await box.start()
+    try:
+        yield box
+    finally:
+        await box.stop()
 
 
 def http_get(url: str) -> tuple[int, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import shutil
 import time
@@ -31,7 +30,7 @@ from keyward.keystore.softhsm import TOKENS_DIR, create_softhsm_store
 from keyward.kube.client import Kube
 from keyward.kube.resources import CERTIFICATE_REQUESTS, CRDS, NAMESPACES, SECRETS
 from keyward.sandbox.certmanager import approve
-from keyward.sandbox.runner import Sandbox, SandboxOptions
+from keyward.sandbox.runner import Sandbox
 from tests.integration.conftest import OperatorRunner
 from tests.integration.fault_helpers import (
     FAST_RETRIES,
@@ -42,7 +41,7 @@ from tests.integration.fault_helpers import (
     grown,
     write_failures,
 )
-from tests.integration.helpers import fetch, ready_condition, ready_issuer_ca, wait_ready
+from tests.integration.helpers import fetch, ready_condition, ready_issuer_ca, running_sandbox, wait_ready
 from tests.integration.requests_helpers import (
     CertificatesSeen,
     approve_csr,
@@ -86,26 +85,16 @@ async def test_watches_cut_mid_stream_lose_no_request(
 # ---- the API server away for 30 s ------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def sandbox_of_its_own(state_dir: Path, faults: str = "") -> AsyncIterator[Sandbox]:
-    box = Sandbox(SandboxOptions(state_dir=state_dir, port=0, run_operator=False, faults=faults))
-    await box.start()
-    try:
-        yield box
-    finally:
-        await box.stop()
-
-
 @pytest.fixture
 async def small_window(tmp_path: Path) -> AsyncIterator[Sandbox]:
     """A sandbox of its own that remembers only WATCH_WINDOW events per resource."""
-    async with sandbox_of_its_own(tmp_path / "sandbox", f"watch-window={WATCH_WINDOW}") as box:
+    async with running_sandbox(tmp_path / "sandbox", f"watch-window={WATCH_WINDOW}") as box:
         yield box
 
 
 @pytest.fixture
 async def own_sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with sandbox_of_its_own(tmp_path / "sandbox") as box:
+    async with running_sandbox(tmp_path / "sandbox") as box:
         yield box
 
 
